@@ -1,0 +1,3 @@
+from s9tune.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,114 @@
+"""Per-epoch hooks for `fit()`: console log, metrics.jsonl, TensorBoard, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from s9tune.checkpoint import save_checkpoint
+from s9tune.engine import EpochMetrics, FitResult, FitState
+
+logger = logging.getLogger(__name__)
+
+
+class BaseCallback:
+    def on_fit_start(self, state: FitState) -> None:
+        pass
+
+    def on_epoch_end(self, state: FitState, metrics: EpochMetrics) -> bool | None:
+        return None
+
+    def on_fit_end(self, state: FitState, result: FitResult) -> None:
+        pass
+
+
+class ConsoleLog(BaseCallback):
+    def on_epoch_end(self, state: FitState, m: EpochMetrics) -> None:
+        logger.info(
+            "epoch %2d/%d  lr %.5f  train loss %.4f acc %.2f%%  %s loss %.4f acc %.2f%%  %.1fs  %.0f img/s",
+            m.epoch,
+            state.cfg.epochs,
+            m.lr,
+            m.train_loss,
+            100 * m.train_accuracy,
+            m.eval_split,
+            m.eval_loss,
+            100 * m.eval_accuracy,
+            m.epoch_s,
+            m.images_per_s,
+        )
+
+
+class MetricsFile(BaseCallback):
+    """One JSON line per epoch; a resumed run rewrites the file from the checkpoint's history."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_fit_start(self, state: FitState) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w", encoding="utf-8") as fh:
+            for m in state.history:
+                fh.write(json.dumps(m.to_dict()) + "\n")
+
+    def on_epoch_end(self, state: FitState, m: EpochMetrics) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(m.to_dict()) + "\n")
+
+
+class TensorBoardLog(BaseCallback):
+    """Scalars per epoch under `log_dir` (torch.utils.tensorboard, imported lazily)."""
+
+    def __init__(self, log_dir: Path, hparams: dict[str, Any] | None = None) -> None:
+        self.log_dir = Path(log_dir)
+        self.hparams = hparams
+        self.writer: Any = None
+
+    def on_fit_start(self, state: FitState) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(self.log_dir))
+
+    def on_epoch_end(self, state: FitState, m: EpochMetrics) -> None:
+        w, s = self.writer, m.epoch
+        w.add_scalar("loss/train", m.train_loss, s)
+        w.add_scalar(f"loss/{m.eval_split}", m.eval_loss, s)
+        w.add_scalar("accuracy/train", m.train_accuracy, s)
+        w.add_scalar(f"accuracy/{m.eval_split}", m.eval_accuracy, s)
+        w.add_scalar("lr", m.lr, s)
+        w.add_scalar("speed/images_per_s", m.images_per_s, s)
+        w.flush()
+
+    def on_fit_end(self, state: FitState, result: FitResult) -> None:
+        if self.writer is None:
+            return
+        if self.hparams is not None and result.history:
+            last = result.history[-1]
+            self.writer.add_hparams(
+                self.hparams,
+                {f"hparam/{last.eval_split}_accuracy": last.eval_accuracy, "hparam/train_loss": last.train_loss},
+                run_name=".",
+            )
+        self.writer.close()
+
+
+class Checkpointer(BaseCallback):
+    """`last.pt` after every epoch (atomic), so a killed run resumes where it stopped."""
+
+    def __init__(self, directory: Path, every: int = 1) -> None:
+        self.directory = Path(directory)
+        self.every = every
+
+    @property
+    def last(self) -> Path:
+        return self.directory / "last.pt"
+
+    def on_epoch_end(self, state: FitState, m: EpochMetrics) -> None:
+        if m.epoch % self.every == 0 or m.epoch == state.cfg.epochs:
+            save_checkpoint(self.last, state.payload())
+
+    def on_fit_end(self, state: FitState, result: FitResult) -> None:
+        if result.status != "diverged" and state.epoch > 0:
+            save_checkpoint(self.last, state.payload())

@@ -1,0 +1,222 @@
+"""TrainConfig: the one record that flows from YAML / CLI / a Tune trial into `fit()`.
+
+Defaults are the seed's recipe in David Page's form (batch 512, 24 epochs, SGD with
+Nesterov momentum 0.9, weight decay 5e-4, OneCycle with a linear ramp to 0.4 at epoch 5,
+cross-entropy, pad-4 crop, flip, 8x8 cutout). Only stdlib and PyYAML here: no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from s9tune.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda")
+DATA_PATHS = ("auto", "tensor", "albumentations")
+ANNEAL = ("linear", "cos")
+PAD_MODES = ("reflect", "constant")
+AUG_STRENGTH_MAX = 2.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run. Frozen: derive new ones with `with_overrides`."""
+
+    # model
+    width: int = 64
+    logit_scale: float = 0.125
+    # schedule and optimiser
+    epochs: int = 24
+    batch_size: int = 512
+    max_lr: float = 0.4
+    pct_start: float = 5 / 24
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+    anneal_strategy: str = "linear"
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    # data
+    aug_strength: float = 1.0
+    pad_mode: str = "reflect"
+    val_size: float = 0.1
+    train_subset: int | None = None
+    seed: int = 0
+    # execution
+    device: str = "auto"
+    data_path: str = "auto"
+    num_workers: int = 0
+    compile: bool = False
+    eval_batch_size: int = 1024
+    gpu_memory_fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- validation ---------------------------------------------------------------
+    def validate(self) -> None:
+        """Range checks; types are checked by `from_dict`."""
+
+        def need(ok: bool, key: str, what: str) -> None:
+            if not ok:
+                raise ConfigError(f"{key}={getattr(self, key)!r}: {what}")
+
+        need(self.width >= 1, "width", "must be >= 1")
+        need(self.logit_scale > 0, "logit_scale", "must be > 0")
+        need(self.epochs >= 1, "epochs", "must be >= 1")
+        need(self.batch_size >= 1, "batch_size", "must be >= 1")
+        need(self.max_lr > 0, "max_lr", "must be > 0")
+        need(0 < self.pct_start < 1, "pct_start", "must lie in (0, 1)")
+        need(self.div_factor >= 1, "div_factor", "must be >= 1")
+        need(self.final_div_factor >= 1, "final_div_factor", "must be >= 1")
+        need(self.anneal_strategy in ANNEAL, "anneal_strategy", f"must be one of {ANNEAL}")
+        need(0 <= self.momentum < 1, "momentum", "must lie in [0, 1)")
+        need(not (self.nesterov and self.momentum == 0), "nesterov", "needs momentum > 0")
+        need(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        need(0 <= self.label_smoothing < 1, "label_smoothing", "must lie in [0, 1)")
+        need(
+            0 <= self.aug_strength <= AUG_STRENGTH_MAX,
+            "aug_strength",
+            f"must lie in [0, {AUG_STRENGTH_MAX}] (1.0 = the seed's pad-4 crop, flip, 8x8 cutout)",
+        )
+        need(self.pad_mode in PAD_MODES, "pad_mode", f"must be one of {PAD_MODES}")
+        need(0 <= self.val_size < 1, "val_size", "must lie in [0, 1) (a fraction of the training set)")
+        need(self.train_subset is None or self.train_subset >= 1, "train_subset", "must be >= 1 or null")
+        need(self.seed >= 0, "seed", "must be >= 0")
+        need(self.device in DEVICES, "device", f"must be one of {DEVICES}")
+        need(self.data_path in DATA_PATHS, "data_path", f"must be one of {DATA_PATHS}")
+        need(self.num_workers >= 0, "num_workers", "must be >= 0")
+        need(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
+        need(
+            self.gpu_memory_fraction is None or 0 < self.gpu_memory_fraction <= 1,
+            "gpu_memory_fraction",
+            "must lie in (0, 1] or be null",
+        )
+
+    # -- construction -------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], base: "TrainConfig | None" = None) -> "TrainConfig":
+        """Strict: unknown keys and wrong types raise ConfigError."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a config must be a mapping of key: value, got {type(data).__name__}")
+        known = field_types()
+        values = dataclasses.asdict(base) if base is not None else {}
+        for key, value in data.items():
+            if key not in known:
+                raise ConfigError(f"unknown config key {key!r} (known: {', '.join(sorted(known))})")
+            values[key] = coerce(key, value, known[key])
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> "TrainConfig":
+        return cls.from_dict(read_yaml_mapping(path))
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "TrainConfig":
+        return TrainConfig.from_dict(overrides, base=self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: hints[f.name] for f in fields(TrainConfig)}
+
+
+def _is_optional(tp: Any) -> tuple[bool, Any]:
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return True, args[0]
+    return False, tp
+
+
+def coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check `value` against the field type; ints are accepted where floats are expected."""
+    optional, inner = _is_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key}: null is not allowed (expected {inner.__name__})")
+    # numpy scalars arrive from searchers; accept them as plain Python numbers
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
+            value = value.item()
+        except (TypeError, ValueError):
+            pass
+    if inner is bool:
+        if isinstance(value, bool):
+            return value
+    elif inner is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif inner is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif inner is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key}={value!r}: expected {inner.__name__}, got {type(value).__name__}")
+
+
+def parse_set_args(items: list[str] | None) -> dict[str, Any]:
+    """`--set key=value` pairs; values are parsed as YAML scalars (so 0.1 is a float, null is None)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of key: value at the top level")
+    return data
+
+
+def load_config(path: Path | None, sets: list[str] | None) -> TrainConfig:
+    """YAML file (optional) then --set overrides, as the CLI does it."""
+    cfg = TrainConfig()
+    if path is not None:
+        try:
+            cfg = cfg.with_overrides(read_yaml_mapping(path))
+        except ConfigError as exc:
+            if str(exc).startswith(str(path)):
+                raise
+            raise ConfigError(f"{path}: {exc}") from None
+    return cfg.with_overrides(parse_set_args(sets))
+
+
+__all__ = ["TrainConfig", "load_config", "parse_set_args", "read_yaml_mapping"]

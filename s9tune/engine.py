@@ -1,0 +1,295 @@
+"""The one training loop: `fit()` serves `train`, every search trial and `retrain`.
+
+They differ only in config and callbacks. Knows nothing of Ray, Optuna, matplotlib or the CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Protocol, Sequence
+
+import torch
+from torch import nn
+
+from s9tune.augment import EvalBatches, Loaders, make_loaders
+from s9tune.config import TrainConfig
+from s9tune.data import Splits
+from s9tune.errors import ConfigError
+from s9tune.model import build_model
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int  # 1-based
+    train_loss: float
+    train_accuracy: float
+    eval_loss: float
+    eval_accuracy: float
+    eval_split: str  # "val" or "test"
+    lr: float  # lr of the epoch's last step
+    epoch_s: float  # training time of the epoch (no evaluation)
+    eval_s: float
+    images_per_s: float  # training images / epoch_s
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        # the names a reader looks for: val_accuracy or test_accuracy
+        d[f"{self.eval_split}_loss"] = self.eval_loss
+        d[f"{self.eval_split}_accuracy"] = self.eval_accuracy
+        return d
+
+
+@dataclass
+class FitResult:
+    status: str  # "completed", "diverged" or "stopped"
+    history: list[EpochMetrics] = field(default_factory=list)
+    wall_s: float = 0.0
+    train_images: int = 0
+    train_s: float = 0.0
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history)
+
+    @property
+    def train_images_per_s(self) -> float:
+        return self.train_images / self.train_s if self.train_s > 0 else 0.0
+
+
+@dataclass
+class FitState:
+    """What callbacks may read (and what a checkpoint must hold)."""
+
+    cfg: TrainConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    device: torch.device
+    epoch: int = 0  # epochs completed
+    history: list[EpochMetrics] = field(default_factory=list)
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "model_state": self.model.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "scheduler_state": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "config": self.cfg.to_dict(),
+            "metrics": [m.to_dict() for m in self.history],
+            "rng_state": torch.get_rng_state(),
+        }
+
+
+class Callback(Protocol):
+    def on_fit_start(self, state: FitState) -> None: ...
+
+    def on_epoch_end(self, state: FitState, metrics: EpochMetrics) -> bool | None:
+        """Return True to stop training after this epoch."""
+
+    def on_fit_end(self, state: FitState, result: FitResult) -> None: ...
+
+
+def resolve_device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "cpu":
+        return torch.device("cpu")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is visible; use --set device=cpu")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    # fused SGD runs the whole update in one kernel on CUDA; foreach is the CPU default
+    kwargs: dict[str, Any] = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.max_lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+        **kwargs,
+    )
+
+
+def make_scheduler(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.OneCycleLR:
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=cfg.max_lr,
+        epochs=cfg.epochs,
+        steps_per_epoch=steps_per_epoch,
+        pct_start=cfg.pct_start,
+        anneal_strategy=cfg.anneal_strategy,
+        div_factor=cfg.div_factor,
+        final_div_factor=cfg.final_div_factor,
+        cycle_momentum=False,  # Page's recipe keeps momentum fixed
+    )
+
+
+def _autocast(device: torch.device):  # noqa: ANN202
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def evaluate(model: nn.Module, batches: EvalBatches | Iterable, device: torch.device) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy, in eval mode, without gradients."""
+    logits, labels = predict(model, batches, device)
+    loss = nn.functional.cross_entropy(logits, labels).item()
+    acc = (logits.argmax(1) == labels).float().mean().item()
+    return loss, acc
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, batches: EvalBatches | Iterable, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 logits and labels of every batch, on the CPU."""
+    was_training = model.training
+    model.eval()
+    outs, ys = [], []
+    for x, y in batches:
+        with _autocast(device):
+            outs.append(model(x).float())
+        ys.append(y)
+    model.train(was_training)
+    return torch.cat(outs).cpu(), torch.cat(ys).cpu()
+
+
+def _progress(iterable: Iterable, total: int, desc: str) -> Iterable:
+    if not sys.stderr.isatty():
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False)
+
+
+def fit(
+    cfg: TrainConfig,
+    model: nn.Module,
+    loaders: Loaders,
+    device: torch.device,
+    callbacks: Sequence[Callback] = (),
+    resume: dict[str, Any] | None = None,
+) -> FitResult:
+    """Train `model` with SGD + OneCycleLR for cfg.epochs, evaluating after every epoch.
+
+    `resume` is a checkpoint payload: training continues after its last completed epoch and,
+    on the CPU, ends with the same weights as an uninterrupted run (all randomness of an epoch
+    derives from (seed, epoch)).
+    """
+    t_start = time.perf_counter()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
+        if cfg.gpu_memory_fraction is not None:
+            torch.cuda.set_per_process_memory_fraction(cfg.gpu_memory_fraction, device)
+        model = model.to(device, memory_format=torch.channels_last)
+    else:
+        model = model.to(device)
+    optimizer = make_optimizer(cfg, model, device)
+    scheduler = make_scheduler(cfg, optimizer, len(loaders.train))
+    state = FitState(cfg, model, optimizer, scheduler, device)
+    if resume is not None:
+        model.load_state_dict(resume["model_state"])
+        optimizer.load_state_dict(resume["optimizer_state"])
+        scheduler.load_state_dict(resume["scheduler_state"])
+        state.epoch = int(resume["epoch"])
+        state.history = [EpochMetrics(**_epoch_fields(m)) for m in resume.get("metrics", [])]
+        if "rng_state" in resume:
+            torch.set_rng_state(resume["rng_state"].cpu())
+        logger.info("resuming after epoch %d of %d", state.epoch, cfg.epochs)
+    step_model: nn.Module = torch.compile(model) if cfg.compile else model  # type: ignore[assignment]
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    for cb in callbacks:
+        cb.on_fit_start(state)
+
+    result = FitResult(status="completed")
+    for epoch in range(state.epoch, cfg.epochs):
+        loaders.train.set_epoch(epoch)
+        model.train()
+        # running sums stay on the device: no host sync inside the hot loop
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen, lr = 0, optimizer.param_groups[0]["lr"]
+        t0 = time.perf_counter()
+        for x, y in _progress(loaders.train, len(loaders.train), f"epoch {epoch + 1}/{cfg.epochs}"):
+            with _autocast(device):
+                out = step_model(x)
+                loss = criterion(out, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach() * y.shape[0]
+            correct += (out.argmax(1) == y).sum()
+            seen += y.shape[0]
+        train_loss = loss_sum.item() / max(seen, 1)  # the one sync of the epoch
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        epoch_s = time.perf_counter() - t0
+        result.train_images += seen
+        result.train_s += epoch_s
+        if not math.isfinite(train_loss):
+            logger.warning("epoch %d: training loss is %s; the run diverged", epoch + 1, train_loss)
+            result.status = "diverged"
+            break
+        t1 = time.perf_counter()
+        eval_loss, eval_acc = evaluate(step_model, loaders.eval, device)
+        metrics = EpochMetrics(
+            epoch=epoch + 1,
+            train_loss=train_loss,
+            train_accuracy=correct.item() / max(seen, 1),
+            eval_loss=eval_loss,
+            eval_accuracy=eval_acc,
+            eval_split=loaders.eval_name,
+            lr=lr,
+            epoch_s=epoch_s,
+            eval_s=time.perf_counter() - t1,
+            images_per_s=seen / epoch_s if epoch_s > 0 else 0.0,
+        )
+        state.epoch = epoch + 1
+        state.history.append(metrics)
+        stop = False
+        for cb in callbacks:
+            stop = bool(cb.on_epoch_end(state, metrics)) or stop
+        if stop and state.epoch < cfg.epochs:
+            result.status = "stopped"
+            break
+    result.history = list(state.history)
+    result.wall_s = time.perf_counter() - t_start
+    for cb in callbacks:
+        cb.on_fit_end(state, result)
+    return result
+
+
+def _epoch_fields(d: dict[str, Any]) -> dict[str, Any]:
+    names = EpochMetrics.__dataclass_fields__
+    return {k: v for k, v in d.items() if k in names}
+
+
+@dataclass
+class TrainRun:
+    """Everything `train()` built, for callers that evaluate or analyse afterwards."""
+
+    cfg: TrainConfig
+    model: nn.Module
+    loaders: Loaders
+    device: torch.device
+    result: FitResult
+
+
+def train(
+    cfg: TrainConfig,
+    splits: Splits,
+    callbacks: Sequence[Callback] = (),
+    resume: dict[str, Any] | None = None,
+) -> TrainRun:
+    """Build model and loaders from `cfg`, then `fit()`."""
+    device = resolve_device(cfg)
+    loaders = make_loaders(cfg, splits, device)
+    model = build_model(cfg, num_classes=len(splits.classes))
+    result = fit(cfg, model, loaders, device, callbacks, resume)
+    return TrainRun(cfg, model, loaders, device, result)
