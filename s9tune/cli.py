@@ -1,0 +1,171 @@
+"""`s9tune` command line. Subcommand modules are imported inside handlers so --help is fast
+and `s9tune train` works without Ray. Any S9Error becomes one line on stderr and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from s9tune import __version__
+from s9tune.errors import S9Error
+
+logger = logging.getLogger("s9tune")
+
+
+# -- shared pieces --------------------------------------------------------------------
+def _add_data_dir(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        required=required,
+        help="folder with cifar-10-batches-py/ (or its tarball); downloaded there if absent. "
+        "Default: $S9TUNE_DATA_DIR, else ~/.cache/s9tune/cifar10",
+    )
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, default=None, help="YAML file of TrainConfig values")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one TrainConfig value (repeatable), e.g. --set max_lr=0.2",
+    )
+
+
+def _load_splits(cfg, data_dir: Path | None):  # noqa: ANN001, ANN202
+    from s9tune.data import load_splits
+
+    return load_splits(data_dir, val_size=cfg.val_size, seed=cfg.seed, train_subset=cfg.train_subset)
+
+
+# -- handlers -------------------------------------------------------------------------
+def cmd_summary(args: argparse.Namespace) -> int:
+    from s9tune.errors import ConfigError
+    from s9tune.model import summary_table
+
+    if args.width < 1:
+        raise ConfigError(f"--width {args.width}: must be >= 1")
+    print(summary_table(args.width))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from s9tune.config import load_config
+    from s9tune.runs import prepare_out_dir, train_to_dir
+
+    cfg = load_config(args.config, args.sets)
+    splits = _load_splits(cfg, args.data_dir)  # data errors surface before anything is written
+    out = prepare_out_dir(args.out, force=args.force, resume=args.resume)
+    outcome = train_to_dir(cfg, splits, out, resume=args.resume)
+    m = outcome.metrics
+    if m["status"] == "diverged":
+        print(f"Run diverged (non-finite loss) after {m['epochs']} epoch(s); see {out / 'metrics.jsonl'}")
+        return 0
+    _print_test_line(m["test_loss"], m["test_correct"], m["test_images"])
+    if m["val_accuracy"] is not None:
+        print(f"Validation accuracy: {100 * m['val_accuracy']:.2f}%")
+    print(f"{m['train_images_per_s']:.0f} training images/s, {m['wall_s']:.1f} s in all. Run folder: {out}")
+    return 0
+
+
+def _print_test_line(loss: float, correct: int, total: int) -> None:
+    print(f"Test set: Average loss: {loss:.4f}, Accuracy: {correct}/{total} ({100 * correct / total:.2f}%)")
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from s9tune.config import load_config
+    from s9tune.errors import ConfigError
+    from s9tune.lrfind import run_lr_find
+    from s9tune.runs import prepare_out_dir
+
+    if not (0 < args.start_lr < args.end_lr):
+        raise ConfigError(f"--start-lr {args.start_lr} / --end-lr {args.end_lr}: need 0 < start < end")
+    if args.num_iter < 10:
+        raise ConfigError(f"--num-iter {args.num_iter}: need at least 10")
+    cfg = load_config(args.config, args.sets)
+    splits = _load_splits(cfg, args.data_dir)
+    out = prepare_out_dir(args.out, force=args.force)
+    res = run_lr_find(cfg, splits, out, start_lr=args.start_lr, end_lr=args.end_lr, num_iter=args.num_iter)
+    print(f"Suggested max LR: {res.suggested_max_lr:.3g} ({res.method.split(':')[0]}); loss is lowest at LR {res.lr_at_min_loss:.3g}")
+    print(f"Plot: {out / 'lr_find.png'}  Details: {out / 'lr_find.json'}")
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="s9tune",
+        description="Train, search (Ray Tune + Optuna + ASHA), retrain and analyse the S9 ResNet on CIFAR-10.",
+    )
+    parser.add_argument("--version", action="version", version=f"s9tune {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("summary", help="print the model's layer table and parameter count")
+    p.add_argument("--width", type=int, default=64, help="channel width of the prep layer (64 = the seed's net)")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("train", help="train one config and write a run folder")
+    _add_data_dir(p)
+    _add_config(p)
+    p.add_argument("--out", type=Path, required=True, help="run folder to create")
+    p.add_argument("--force", action="store_true", help="replace --out if it holds a previous run")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("lr-find", help="LR range test (torch-lr-finder): plot and suggested max LR")
+    _add_data_dir(p)
+    _add_config(p)
+    p.add_argument("--out", type=Path, required=True, help="folder for lr_find.png and lr_find.json")
+    p.add_argument("--force", action="store_true", help="replace --out if it holds files")
+    p.add_argument("--start-lr", type=float, default=1e-5)
+    p.add_argument("--end-lr", type=float, default=10.0)
+    p.add_argument("--num-iter", type=int, default=100)
+    p.set_defaults(func=cmd_lr_find)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+# Further subcommands register themselves here (search, results, retrain, analyze).
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("s9tune")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args.func(args) or 0)
+    except S9Error as exc:
+        print(f"s9tune: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("s9tune: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""Run folders: what `s9tune train` (and `retrain`) write, and how they refuse to overwrite.
+
+RUN/ config.yaml  run.json  metrics.jsonl  metrics.json  tb/  checkpoints/last.pt
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from s9tune.callbacks import Checkpointer, ConsoleLog, MetricsFile, TensorBoardLog
+from s9tune.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint, versions
+from s9tune.config import TrainConfig
+from s9tune.data import Splits
+from s9tune.engine import TrainRun, evaluate, train
+from s9tune.errors import CheckpointError, OutputExistsError
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_out_dir(out: Path, force: bool = False, resume: bool = False) -> Path:
+    """Refuse to write into a folder that holds something, unless --force (or --resume)."""
+    out = Path(out).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not resume:
+        if not force:
+            raise OutputExistsError(f"{out}: already holds a previous run; pass --force to replace it or choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def git_sha() -> str | None:
+    try:
+        res = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() or None if res.returncode == 0 else None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or "cpu"
+
+
+@dataclass
+class RunOutcome:
+    run: TrainRun
+    metrics: dict[str, Any]
+
+
+def train_to_dir(
+    cfg: TrainConfig,
+    splits: Splits,
+    out: Path,
+    *,
+    resume: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> RunOutcome:
+    """Train one config into `out` (already prepared) and write metrics.json."""
+    ckpt_dir = out / "checkpoints"
+    payload = None
+    if resume and (ckpt_dir / "last.pt").exists():
+        payload = load_checkpoint(ckpt_dir / "last.pt")
+        if payload["config"] != cfg.to_dict():
+            raise CheckpointError(f"{ckpt_dir / 'last.pt'}: was trained with another config; use a new --out")
+    atomic_write_text(out / "config.yaml", cfg.to_yaml())
+    started = time.time()
+    callbacks = [
+        ConsoleLog(),
+        MetricsFile(out / "metrics.jsonl"),
+        TensorBoardLog(out / "tb", hparams=_hparams(cfg)),
+        Checkpointer(ckpt_dir),
+    ]
+    run = train(cfg, splits, callbacks, resume=payload)
+    res = run.result
+    test_loss = test_acc = None
+    if res.status != "diverged":
+        test_loss, test_acc = evaluate(run.model, run.loaders.test, run.device)
+    last = res.history[-1] if res.history else None
+    val_acc = last.eval_accuracy if (last and last.eval_split == "val") else None
+    val_loss = last.eval_loss if (last and last.eval_split == "val") else None
+    metrics: dict[str, Any] = {
+        "status": res.status,
+        "test_accuracy": test_acc,
+        "test_loss": test_loss,
+        "test_correct": round(test_acc * len(splits.test_y)) if test_acc is not None else None,
+        "test_images": int(len(splits.test_y)),
+        "val_accuracy": val_acc,
+        "val_loss": val_loss,
+        "epochs": res.epochs,
+        "wall_s": res.wall_s,
+        "train_images_per_s": res.train_images_per_s,
+        "train_images": int(len(splits.train_y)),
+        "val_images": int(len(splits.val_y)),
+        "device": device_name(run.device),
+        "config": cfg.to_dict(),
+        "per_epoch": "metrics.jsonl",
+        "checkpoint": "checkpoints/last.pt",
+        **(extra or {}),
+    }
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(
+        out / "run.json",
+        {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+            "wall_s": time.time() - started,
+            "git_sha": git_sha(),
+            "versions": versions(),
+            "device": device_name(run.device),
+            "seed": cfg.seed,
+        },
+    )
+    return RunOutcome(run, metrics)
+
+
+def _hparams(cfg: TrainConfig) -> dict[str, Any]:
+    keys = ("max_lr", "pct_start", "aug_strength", "weight_decay", "batch_size", "epochs", "width", "seed")
+    return {k: getattr(cfg, k) for k in keys}
