@@ -45,7 +45,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def versions() -> dict[str, str]:
-    return {"s9tune": __version__, "torch": torch.__version__}
+    return {"s9tune": __version__, "torch": str(torch.__version__)}  # TorchVersion would not load with weights_only
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
