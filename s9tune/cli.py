@@ -99,6 +99,76 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from s9tune.search.space import check_resources, load_space
+
+    space = load_space(args.space)  # validated before Ray starts
+    if args.num_samples is not None:
+        if args.num_samples < 1:
+            from s9tune.errors import ConfigError
+
+            raise ConfigError(f"--num-samples {args.num_samples}: must be >= 1")
+        from dataclasses import replace
+
+        space = replace(space, num_samples=args.num_samples)
+    space = space.with_resources(args.cpus_per_trial, args.gpus_per_trial)
+    check_resources(space.cpus_per_trial, space.gpus_per_trial, where="--cpus-per-trial/--gpus-per-trial")
+    from s9tune.search.export import format_results, load_experiment
+    from s9tune.search.runner import run_search
+
+    outcome = run_search(
+        space,
+        args.data_dir,
+        storage=args.storage,
+        name=args.name,
+        address=args.address,
+        resume=args.resume,
+    )
+    print(format_results(load_experiment(outcome.experiment)))
+    print(f"\nExperiment: {outcome.experiment}")
+    print(f"TensorBoard: tensorboard --logdir {outcome.experiment}")
+    if outcome.interrupted:
+        storage, _, name = outcome.experiment.rpartition("/")
+        print(f"Interrupted. Continue with: s9tune search --space {args.space} --storage {storage} --name {name} --resume")
+        return 130
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from s9tune.search.export import BEST_CONFIG, export_experiment, format_results
+
+    exp = export_experiment(args.experiment)
+    print(format_results(exp))
+    try:
+        exp.best()
+        print(f"\nBest config: {exp.path}/{BEST_CONFIG}")
+    except S9Error as exc:
+        print(f"\n{exc}")
+    return 0
+
+
+def _register_search(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="hyperparameter search with Ray Tune (OptunaSearch + ASHA)")
+    p.add_argument("--space", type=Path, required=True, help="search-space YAML (see search_spaces/)")
+    _add_data_dir(p)
+    p.add_argument("--num-samples", type=int, default=None, help="number of trials (overrides the file)")
+    p.add_argument("--name", default=None, help="experiment name (default: SPACE-DATE-TIME)")
+    p.add_argument(
+        "--storage", default=None, help="folder or URI (s3://, gs://) holding experiments (default: ./searches)"
+    )
+    p.add_argument(
+        "--address", default=None, help="join a running Ray cluster (auto or HOST:PORT); default: start Ray in-process"
+    )
+    p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")
+    p.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (overrides the file)")
+    p.add_argument("--gpus-per-trial", type=float, default=None, help="GPU share per trial, e.g. 0.25 (overrides the file)")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("results", help="leaderboard, parameter importance and best config of a search")
+    p.add_argument("experiment", help="STORAGE/NAME of a search (a folder or a URI)")
+    p.set_defaults(func=cmd_results)
+
+
 # -- parser ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -138,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Further subcommands register themselves here (search, results, retrain, analyze).
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_search]
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:

@@ -1,0 +1,1 @@
+"""Ray Tune search: the only package that imports ray or optuna."""

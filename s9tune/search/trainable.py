@@ -1,0 +1,111 @@
+"""The Tune function trainable: trial dict -> TrainConfig -> engine.train -> tune.report.
+
+It calls the same `fit()` as `s9tune train`; only the callbacks differ. The data set arrives
+through `tune.with_parameters` (Ray's object store): loaded once by the driver, stored once
+per node, read zero-copy by every trial on that node.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from s9tune.callbacks import BaseCallback
+from s9tune.checkpoint import load_checkpoint, save_checkpoint
+from s9tune.config import TrainConfig
+from s9tune.data import Splits
+from s9tune.engine import EpochMetrics, FitResult, FitState, train
+
+logger = logging.getLogger(__name__)
+
+CKPT_NAME = "checkpoint.pt"
+WORST_ACCURACY = 0.0  # what a diverged trial scores, so the searcher learns to avoid it
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def epoch_report(m: EpochMetrics) -> dict[str, Any]:
+    """Plain Python floats only: Tune's loggers and Optuna reject numpy scalars."""
+    return {
+        "epoch": int(m.epoch),
+        "val_accuracy": float(m.eval_accuracy),
+        "val_loss": float(m.eval_loss),
+        "train_accuracy": float(m.train_accuracy),
+        "train_loss": float(m.train_loss),
+        "lr": float(m.lr),
+        "images_per_s": float(m.images_per_s),
+        "epoch_s": float(m.epoch_s),
+        "diverged": 0,
+    }
+
+
+class TuneReport(BaseCallback):
+    """One `tune.report` per epoch with a checkpoint, so training_iteration == epoch."""
+
+    def __init__(self) -> None:
+        self.node = _node_id()
+
+    def on_epoch_end(self, state: FitState, m: EpochMetrics) -> None:
+        metrics = {**epoch_report(m), "node_id": self.node}
+        with tempfile.TemporaryDirectory() as tmp:
+            save_checkpoint(Path(tmp) / CKPT_NAME, state.payload())
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    def on_fit_end(self, state: FitState, result: FitResult) -> None:
+        if result.status == "diverged":
+            # scored worst, reported as such; no checkpoint of NaN weights
+            tune.report(
+                {
+                    "epoch": state.epoch + 1,
+                    "val_accuracy": WORST_ACCURACY,
+                    "val_loss": math.inf,
+                    "diverged": 1,
+                    "node_id": self.node,
+                }
+            )
+
+
+def train_trial(config: dict[str, Any], *, splits: Splits, base: dict[str, Any]) -> None:
+    """Ray Tune entry point. `base` holds the fixed TrainConfig values, `config` the trial's."""
+    import torch
+
+    cfg = TrainConfig.from_dict(base).with_overrides(config)
+    resume = None
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            resume = load_checkpoint(Path(d) / CKPT_NAME)
+        logger.info("trial resumes after epoch %d", resume["epoch"])
+    if cfg.device != "cpu" and torch.cuda.is_available() and cfg.gpu_memory_fraction is None:
+        # Ray schedules GPU fractions but does not enforce them: keep this trial in its share
+        share = _gpu_share()
+        if share is not None and share < 1:
+            cfg = cfg.with_overrides({"gpu_memory_fraction": share})
+    try:
+        train(cfg, splits, [TuneReport()], resume=resume)
+    except torch.OutOfMemoryError as exc:
+        # this trial's error (FailureConfig decides about retries), never the search's
+        raise RuntimeError(f"CUDA out of memory in this trial (gpu_memory_fraction={cfg.gpu_memory_fraction}): {exc}") from None
+
+
+def _gpu_share() -> float | None:
+    try:
+        import ray
+
+        ids = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
+        res = ray.get_runtime_context().get_assigned_resources()
+    except Exception:  # noqa: BLE001 - outside Ray or an old API: no cap
+        return None
+    gpus = res.get("GPU")
+    if not ids or gpus is None:
+        return None
+    return float(gpus) / len(ids)
