@@ -139,6 +139,8 @@ def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[t
 # -- tensor path (fast, GPU) ----------------------------------------------------------
 def normalize_uint8(x: np.ndarray | torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """NHWC uint8 -> normalised NCHW float on `device`."""
+    if isinstance(x, np.ndarray) and not x.flags.writeable:
+        x = x.copy()  # arrays from Ray's object store are read-only; torch wants to own writable memory
     t = torch.as_tensor(x).to(device)
     t = t.permute(0, 3, 1, 2).to(dtype).div_(255.0)
     mean = torch.tensor(CIFAR10_MEAN, device=device, dtype=dtype).view(1, 3, 1, 1)

@@ -208,10 +208,10 @@ def load_space(path: Path) -> SearchSpace:
     for key, spec in space_raw.items():
         if key not in types:
             raise _err(path, f"space.{key}", "not a TrainConfig key")
-        if key in fixed_raw:
-            raise _err(path, f"space.{key}", "is also under fixed; keep it in one place")
         if key == "epochs":
             raise _err(path, "space.epochs", "cannot be searched under ASHA: the LR schedule is stretched over epochs")
+        if key in fixed_raw:
+            raise _err(path, f"space.{key}", "is also under fixed; keep it in one place")
         dists.append(parse_dist(path, key, spec, types[key]))
 
     num_samples = int(_number(path, "num_samples", raw.get("num_samples", 16), integer=True))

@@ -1,0 +1,146 @@
+"""A real search on the mini slice with a local Ray (2 CPUs): OptunaSearch + ASHA end to end.
+
+The experiment is read back through Ray's own ExperimentAnalysis / Tuner.restore, TensorBoard's
+event reader and Optuna's study, not only through s9tune's code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+SPACE = {
+    "num_samples": 6,
+    "fixed": {"width": 8, "epochs": 3, "batch_size": 32, "train_subset": 768, "val_size": 0.2, "device": "cpu"},
+    "space": {
+        "max_lr": {"type": "loguniform", "low": 0.05, "high": 2.0},
+        "pct_start": {"type": "uniform", "low": 0.1, "high": 0.5},
+        "aug_strength": {"type": "uniform", "low": 0.0, "high": 2.0},
+    },
+    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+    "searcher": {"type": "optuna", "seed": 0},
+    "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0},
+}
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    import ray
+
+    from conftest import mini_dir
+    from s9tune.cli import main
+
+    mini = mini_dir()
+    if not (mini / "cifar-10-batches-py").exists():
+        request.getfixturevalue("mini")  # fails (CI) or skips with the reason
+    tmp = tmp_path_factory.mktemp("search")
+    space = tmp / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    rc = main(["search", "--space", str(space), "--data-dir", str(mini), "--storage", str(tmp / "st"), "--name", "exp"])
+    ray.shutdown()
+    assert rc == 0
+    return tmp / "st" / "exp", space
+
+
+def test_asha_stops_some_trials_and_some_complete(search) -> None:
+    from ray.tune import ExperimentAnalysis
+
+    exp, _ = search
+    analysis = ExperimentAnalysis(str(exp), default_metric="val_accuracy", default_mode="max")
+    assert len(analysis.trials) == 6
+    epochs = {t.trial_id: len(analysis.trial_dataframes[t.trial_id]) for t in analysis.trials}
+    assert any(e < 3 for e in epochs.values()), epochs  # ASHA stopped some early
+    assert any(e == 3 for e in epochs.values()), epochs
+    df = next(iter(analysis.trial_dataframes.values()))
+    for key in ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "lr", "epoch", "images_per_s"):
+        assert key in df.columns
+    # training_iteration == epoch: one report per epoch
+    assert (df["training_iteration"] == df["epoch"]).all()
+
+
+def test_baseline_is_trial_zero(search) -> None:
+    exp, _ = search
+    params = [json.loads(p.read_text()) for p in sorted(exp.glob("train_trial_*_1_*/params.json"))]
+    assert params == [{"max_lr": 0.4, "pct_start": pytest.approx(5 / 24), "aug_strength": 1.0}]
+
+
+def test_trials_ran_in_parallel(search) -> None:
+    from ray.tune import ExperimentAnalysis
+
+    exp, _ = search
+    analysis = ExperimentAnalysis(str(exp))
+    spans = []
+    for df in analysis.trial_dataframes.values():
+        start = df["timestamp"].min() - df["time_total_s"].iloc[0]
+        spans.append((start, df["timestamp"].max()))
+    overlaps = sum(1 for i, a in enumerate(spans) for b in spans[i + 1 :] if a[0] < b[1] and b[0] < a[1])
+    assert overlaps >= 1, spans
+
+
+def test_optuna_learns_from_every_trial(search) -> None:
+    """ASHA-stopped trials must reach the study with their last value, or TPE learns from nothing."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    exp, _ = search
+    searcher = OptunaSearch()
+    searcher.restore_from_dir(str(exp))
+    trials = searcher._ot_study.trials
+    assert len(trials) == 6
+    assert all(t.state == optuna.trial.TrialState.COMPLETE and t.value is not None for t in trials)
+    assert trials[0].params["max_lr"] == 0.4
+
+
+def test_tuner_restore_reads_it(search) -> None:
+    from ray import tune
+
+    from s9tune.search.trainable import train_trial
+
+    exp, _ = search
+    grid = tune.Tuner.restore(str(exp), trainable=train_trial).get_results()
+    assert len(grid) == 6 and grid.num_errors == 0
+    best = grid.get_best_result(metric="val_accuracy", mode="max", scope="last")
+    assert best.checkpoint is not None
+
+
+def test_tensorboard_shows_every_trial_with_hparams(search) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    exp, _ = search
+    dirs = sorted(exp.glob("train_trial_*"))
+    assert len(dirs) == 6
+    for d in dirs:
+        ea = EventAccumulator(str(d))
+        ea.Reload()
+        assert "ray/tune/val_accuracy" in ea.Tags()["scalars"], d
+        hp = ea.PluginTagToContent("hparams")
+        assert "_hparams_/session_start_info" in hp, d  # a row also for ASHA-stopped trials
+        assert b"max_lr" in hp["_hparams_/session_start_info"]
+
+
+def test_results_command(search, capsys: pytest.CaptureFixture) -> None:
+    from s9tune.cli import main
+    from s9tune.config import TrainConfig
+
+    exp, _ = search
+    assert main(["results", str(exp)]) == 0
+    out = capsys.readouterr().out
+    assert "last val" in out and "completed" in out and "stopped" in out
+    assert "Parameter importance (Optuna fANOVA" in out and "GPU-hours" in out
+    cfg = TrainConfig.from_yaml(exp / "best_config.yaml")
+    assert cfg.width == 8 and cfg.epochs == 3
+    rows = list((exp / "trials.csv").read_text().splitlines())
+    assert len(rows) == 7
+
+
+def test_existing_experiment_needs_resume(search, capsys: pytest.CaptureFixture) -> None:
+    from s9tune.cli import main
+
+    exp, space = search
+    assert main(["search", "--space", str(space), "--storage", str(exp.parent), "--name", "exp"]) == 2
+    assert "already exists; pass --resume" in capsys.readouterr().err
+    assert main(["search", "--space", str(space), "--storage", str(exp.parent), "--name", "nope", "--resume"]) == 2

@@ -1,0 +1,153 @@
+"""Search-space YAML validation: before Ray starts, one clear line with the file and the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from s9tune.errors import ConfigError
+from s9tune.search.space import load_space
+
+REPO = Path(__file__).resolve().parents[1]
+
+GOOD = {
+    "num_samples": 4,
+    "fixed": {"width": 8, "epochs": 3},
+    "space": {
+        "max_lr": {"type": "loguniform", "low": 0.05, "high": 2.0},
+        "pct_start": {"type": "uniform", "low": 0.1, "high": 0.5},
+        "aug_strength": {"type": "quniform", "low": 0.0, "high": 2.0, "q": 0.25},
+        "batch_size": {"type": "choice", "values": [128, 256]},
+        "seed": {"type": "randint", "low": 0, "high": 3},
+    },
+    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+    "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0.25},
+}
+
+
+def write(tmp_path: Path, doc: dict) -> Path:
+    p = tmp_path / "space.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+def with_change(path: list[str], value) -> dict:
+    import copy
+
+    doc = copy.deepcopy(GOOD)
+    node = doc
+    for k in path[:-1]:
+        node = node[k]
+    if value is DELETE:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return doc
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize("name", ["smoke.yaml", "default.yaml", "lr_centred.yaml"])
+def test_shipped_spaces_are_valid(name: str) -> None:
+    space = load_space(REPO / "search_spaces" / name)
+    assert {d.key for d in space.dists} == {"max_lr", "pct_start", "aug_strength"}
+    assert space.baseline == {"max_lr": 0.4, "pct_start": pytest.approx(5 / 24), "aug_strength": 1.0}
+
+
+def test_smoke_space_is_cpu_sized() -> None:
+    s = load_space(REPO / "search_spaces" / "smoke.yaml")
+    assert s.fixed.width == 16 and s.fixed.epochs <= 6 and s.fixed.train_subset and s.gpus_per_trial == 0
+
+
+def test_good_space_maps_to_tune_domains(tmp_path: Path) -> None:
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    space = load_space(write(tmp_path, GOOD))
+    doms = space.param_space()
+    assert isinstance(doms["max_lr"], Float) and (doms["max_lr"].lower, doms["max_lr"].upper) == (0.05, 2.0)
+    assert type(doms["max_lr"].sampler).__name__.lstrip("_") == "LogUniform"
+    assert type(doms["pct_start"].sampler).__name__.lstrip("_") == "Uniform"
+    assert type(doms["aug_strength"].sampler).__name__.lstrip("_") == "Quantized"
+    assert isinstance(doms["batch_size"], Categorical) and doms["batch_size"].categories == [128, 256]
+    assert isinstance(doms["seed"], Integer) and (doms["seed"].lower, doms["seed"].upper) == (0, 4)  # high inclusive
+    assert space.max_t == 3 and space.gpus_per_trial == 0.25
+    # the baseline defaults to TrainConfig's values for the searched keys, moved into the range
+    assert space.baseline == {"max_lr": 0.4, "pct_start": 5 / 24, "aug_strength": 1.0, "batch_size": 128, "seed": 0}
+
+
+@pytest.mark.parametrize(
+    "path, value, needle",
+    [
+        (["bogus"], 1, "bogus: unknown key"),
+        (["space", "max_lr", "type"], "gaussian", "space.max_lr.type: unknown distribution 'gaussian'"),
+        (["space", "max_lr", "low"], 0.0, "space.max_lr.low: loguniform needs low > 0"),
+        (["space", "max_lr", "low"], -1.0, "space.max_lr.low: loguniform needs low > 0"),
+        (["space", "pct_start", "low"], 0.6, "space.pct_start: low (0.6) must be < high (0.5)"),
+        (["space", "pct_start", "high"], "half", "space.pct_start.high: expected a number"),
+        (["space", "pct_start", "high"], 1.5, "space.pct_start: pct_start=1.5"),
+        (["space", "max_lr", "step"], 2, "space.max_lr: loguniform takes"),
+        (["space", "pct_start"], 0.3, "space.pct_start: expected {type:"),
+        (["space", "colour"], {"type": "choice", "values": [1]}, "space.colour: not a TrainConfig key"),
+        (["space", "epochs"], {"type": "randint", "low": 2, "high": 4}, "space.epochs: cannot be searched"),
+        (["space", "batch_size", "values"], [], "space.batch_size.values: expected a non-empty list"),
+        (["space", "batch_size", "values"], [128, "big"], "batch_size='big'"),
+        (["space", "seed", "low"], 0.5, "space.seed.low: expected an integer"),
+        (["fixed", "width"], 0, "fixed: width=0"),
+        (["fixed", "widht"], 8, "fixed.widht: unknown key"),
+        (["fixed", "max_lr"], 0.1, "space.max_lr: is also under fixed"),
+        (["num_samples"], 0, "num_samples: must be >= 1"),
+        (["num_samples"], "many", "num_samples: expected an integer"),
+        (["scheduler", "type"], "pbt", "scheduler.type: only 'asha'"),
+        (["scheduler", "grace_period"], 9, "scheduler.grace_period: must lie in [1, epochs=3]"),
+        (["scheduler", "reduction_factor"], 1, "scheduler.reduction_factor: must be > 1"),
+        (["scheduler", "max_t"], 10, "scheduler.max_t: must equal fixed.epochs"),
+        (["resources", "gpus_per_trial"], 1.5, "gpus_per_trial must be a fraction"),
+        (["resources", "cpus_per_trial"], 0, "cpus_per_trial must be > 0"),
+        (["resources", "tpus"], 1, "resources.tpus: unknown key"),
+        (["space"], DELETE, "space: expected a non-empty mapping"),
+    ],
+)
+def test_bad_spaces(tmp_path: Path, path: list[str], value, needle: str) -> None:
+    p = write(tmp_path, with_change(path, value))
+    with pytest.raises(ConfigError) as err:
+        load_space(p)
+    assert str(err.value).startswith(str(p)), err.value
+    assert needle in str(err.value), err.value
+
+
+def test_bad_baseline(tmp_path: Path) -> None:
+    doc = with_change(["baseline"], {"max_lr": 5.0, "pct_start": 0.2, "aug_strength": 1.0, "batch_size": 128, "seed": 0})
+    with pytest.raises(ConfigError, match="baseline.max_lr: 5.0 lies outside"):
+        load_space(write(tmp_path, doc))
+    doc = with_change(["baseline"], {"max_lr": 0.5})
+    with pytest.raises(ConfigError, match="baseline: needs a value for every searched key"):
+        load_space(write(tmp_path, doc))
+
+
+def test_cli_rejects_bad_space_before_ray(tmp_path: Path) -> None:
+    p = write(tmp_path, with_change(["space", "max_lr", "low"], 0.0))
+    code = (
+        "import sys; from s9tune.cli import main\n"
+        f"rc = main(['search', '--space', {str(p)!r}, '--storage', {str(tmp_path / 's')!r}])\n"
+        "assert 'ray' not in sys.modules, 'Ray was imported before validation'\n"
+        "sys.exit(rc)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip() == f"s9tune: error: {p}: space.max_lr.low: loguniform needs low > 0, got 0.0"
+    assert not (tmp_path / "s").exists()
+
+
+def test_cli_rejects_bad_resources(tmp_path: Path) -> None:
+    from s9tune.cli import main
+
+    p = write(tmp_path, GOOD)
+    assert main(["search", "--space", str(p), "--gpus-per-trial", "1.5", "--storage", str(tmp_path / "s")]) == 2
+    assert main(["search", "--space", str(p), "--num-samples", "0", "--storage", str(tmp_path / "s")]) == 2
+    assert main(["search", "--space", str(tmp_path / "missing.yaml")]) == 2
+    assert not (tmp_path / "s").exists()
