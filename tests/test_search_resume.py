@@ -1,0 +1,91 @@
+"""A search killed with SIGKILL mid-run, then resumed with --resume: every trial completed before
+the kill is intact, and the experiment ends with num_samples trials."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+SPACE = {
+    "num_samples": 6,
+    "fixed": {"width": 8, "epochs": 3, "batch_size": 32, "train_subset": 768, "val_size": 0.2, "device": "cpu"},
+    "space": {
+        "max_lr": {"type": "loguniform", "low": 0.05, "high": 2.0},
+        "pct_start": {"type": "uniform", "low": 0.1, "high": 0.5},
+        "aug_strength": {"type": "uniform", "low": 0.0, "high": 2.0},
+    },
+    # grace 3 = max_t: no early stopping, so "complete" is easy to see from the outside
+    "scheduler": {"type": "asha", "grace_period": 3, "reduction_factor": 2},
+    "resources": {"cpus_per_trial": 1},
+}
+
+
+def results(exp: Path) -> dict[str, list[str]]:
+    out = {}
+    for d in exp.glob("train_trial_*"):
+        f = d / "result.json"
+        if f.exists():
+            out[d.name] = f.read_text().splitlines()
+    return out
+
+
+def ray_processes() -> set[int]:
+    res = subprocess.run(["pgrep", "-f", "raylet|gcs_server|default_worker"], capture_output=True, text=True)
+    return {int(p) for p in res.stdout.split()}
+
+
+def test_sigkill_then_resume(tmp_path: Path, mini: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    storage, exp = tmp_path / "st", tmp_path / "st" / "k"
+    cmd = [sys.executable, "-m", "s9tune", "search", "--space", str(space), "--data-dir", str(mini),
+           "--storage", str(storage), "--name", "k"]
+    before = ray_processes()
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    complete: dict[str, list[str]] = {}
+    try:
+        while time.time() < deadline:
+            time.sleep(1.0)
+            res = results(exp)
+            complete = {k: v for k, v in res.items() if len(v) == 3}
+            running = [k for k, v in res.items() if 0 < len(v) < 3]
+            if complete and running:
+                break
+            assert proc.poll() is None, "search ended before it could be killed"
+        else:
+            pytest.fail("no trial completed in time")
+        time.sleep(1.0)  # let the driver snapshot the finished trial, as it would in real life
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # Ray's own processes of the killed driver (new session: same process group)
+        for pid in ray_processes() - before:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    complete = {k: v for k, v in results(exp).items() if len(v) == 3}
+    assert complete
+
+    res = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    final = results(exp)
+    assert len(final) == 6, sorted(final)
+    for name, lines in complete.items():
+        assert final[name] == lines, f"{name} was rerun or changed"
+    assert all(len(v) == 3 for v in final.values())  # every trial ran its schedule
+    # no trial restarted from scratch: epochs within a trial never repeat
+    for name, lines in final.items():
+        epochs = [json.loads(line)["epoch"] for line in lines]
+        assert epochs == sorted(set(epochs)), (name, epochs)
