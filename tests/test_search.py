@@ -144,3 +144,37 @@ def test_existing_experiment_needs_resume(search, capsys: pytest.CaptureFixture)
     assert main(["search", "--space", str(space), "--storage", str(exp.parent), "--name", "exp"]) == 2
     assert "already exists; pass --resume" in capsys.readouterr().err
     assert main(["search", "--space", str(space), "--storage", str(exp.parent), "--name", "nope", "--resume"]) == 2
+
+
+def test_diverged_and_raising_trials_do_not_stop_the_search(tmp_path: Path, mini: Path) -> None:
+    """NaN trials are reported as diverged and scored worst; a trial that raises (device=cuda on a
+    CPU-only machine) is that trial's error (FailureConfig), and the search goes on."""
+    import ray
+
+    from s9tune.search.export import load_experiment
+    from s9tune.search.runner import run_search
+    from s9tune.search.space import load_space
+
+    doc = {
+        "num_samples": 4,
+        "fixed": {"width": 4, "epochs": 1, "batch_size": 64, "train_subset": 256, "val_size": 0.2},
+        "space": {
+            "max_lr": {"type": "loguniform", "low": 1e5, "high": 1e6},
+            "device": {"type": "choice", "values": ["cpu", "cuda"]},
+        },
+        "baseline": {"max_lr": 1e5, "device": "cpu"},
+        "scheduler": {"grace_period": 1},
+        "searcher": {"seed": 3},
+    }
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
+    try:
+        out = run_search(load_space(tmp_path / "s.yaml"), mini, storage=str(tmp_path / "st"), name="bad", max_failures=0)
+    finally:
+        ray.shutdown()
+    assert out.total == 4
+    exp = load_experiment(out.experiment)
+    statuses = {r.trial_id: r.status for r in exp.rows}
+    assert set(statuses.values()) == {"diverged", "error"}, statuses
+    assert exp.ranked()[0].status != "completed"
+    df_rows = [json.loads(line) for p in sorted((tmp_path / "st" / "bad").glob("*_1_*/result.json")) for line in p.read_text().splitlines()]
+    assert df_rows[-1]["diverged"] == 1 and df_rows[-1]["val_accuracy"] == 0.0  # baseline: diverged, scored worst

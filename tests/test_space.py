@@ -151,3 +151,26 @@ def test_cli_rejects_bad_resources(tmp_path: Path) -> None:
     assert main(["search", "--space", str(p), "--num-samples", "0", "--storage", str(tmp_path / "s")]) == 2
     assert main(["search", "--space", str(tmp_path / "missing.yaml")]) == 2
     assert not (tmp_path / "s").exists()
+
+
+def test_preflight_rejects_unshared_storage_and_oversized_trials(tmp_path: Path, monkeypatch) -> None:
+    """Checked before launch: resources that no node has, and a local storage path that another
+    node cannot see (here the probe's answer is faked; test_cluster runs the real probe)."""
+    from s9tune.search import runner
+
+    space = load_space(write(tmp_path, GOOD)).with_resources(1, 0)
+    nodes = [
+        {"NodeID": "a" * 40, "NodeManagerAddress": "10.0.0.1", "Resources": {"CPU": 4.0}},
+        {"NodeID": "b" * 40, "NodeManagerAddress": "10.0.0.2", "Resources": {"CPU": 2.0}},
+    ]
+    monkeypatch.setattr(runner, "_alive_nodes", lambda: nodes)
+    monkeypatch.setattr(runner, "nodes_not_seeing", lambda path, ns: ["10.0.0.2 (bbbbbbbb)"])
+    with pytest.raises(runner.ClusterError, match="node\\(s\\) 10.0.0.2 \\(bbbbbbbb\\) cannot see"):
+        runner.preflight(space, str(tmp_path / "st"), "exp")
+    assert not list((tmp_path / "st" / "exp").iterdir())  # the probe file is cleaned up
+    # a URI is not probed; slots = 4 + 2 one-CPU trials
+    assert runner.preflight(space, "s3://bucket/searches", "exp") == 6
+    with pytest.raises(runner.ClusterError, match="asks for 0.5 GPUs but the largest node has 0"):
+        runner.preflight(space.with_resources(1, 0.5), "s3://bucket/searches", "exp")
+    with pytest.raises(runner.ClusterError, match="asks for 8 CPUs but the largest node has 4"):
+        runner.preflight(space.with_resources(8, 0), "s3://bucket/searches", "exp")

@@ -150,25 +150,11 @@ def preflight(space: SearchSpace, storage: str, exp_name: str) -> int:
 
 def _check_storage_visible(storage: str, exp_name: str, nodes: list[dict[str, Any]]) -> None:
     """A local storage path works on several nodes only if it is a shared filesystem."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     marker = Path(storage) / exp_name / f".s9tune-probe-{uuid.uuid4().hex}"
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text("probe")
-
-    @ray.remote(num_cpus=0)
-    def sees(path: str) -> bool:
-        return Path(path).exists()
-
     try:
-        refs = {
-            n["NodeManagerAddress"] + " " + n["NodeID"][:8]: sees.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
-            ).remote(str(marker))
-            for n in nodes
-        }
-        blind = [node for node, ref in refs.items() if not ray.get(ref, timeout=60)]
+        blind = nodes_not_seeing(marker, nodes)
     finally:
         marker.unlink(missing_ok=True)
     if blind:
@@ -176,6 +162,24 @@ def _check_storage_visible(storage: str, exp_name: str, nodes: list[dict[str, An
             f"storage {storage} is a local path that node(s) {', '.join(blind)} cannot see; "
             "on a multi-node cluster use a shared filesystem or a URI (s3://..., gs://...) for --storage"
         )
+
+
+def nodes_not_seeing(path: Path, nodes: list[dict[str, Any]]) -> list[str]:
+    """Ask a zero-CPU task pinned to each node whether `path` exists there."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=0)
+    def sees(p: str) -> bool:
+        return Path(p).exists()
+
+    refs = {
+        f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})": sees.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+        ).remote(str(path))
+        for n in nodes
+    }
+    return [node for node, ref in refs.items() if not ray.get(ref, timeout=60)]
 
 
 def run_search(
