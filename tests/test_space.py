@@ -94,6 +94,7 @@ def test_good_space_maps_to_tune_domains(tmp_path: Path) -> None:
         (["space", "pct_start"], 0.3, "space.pct_start: expected {type:"),
         (["space", "colour"], {"type": "choice", "values": [1]}, "space.colour: not a TrainConfig key"),
         (["space", "epochs"], {"type": "randint", "low": 2, "high": 4}, "space.epochs: cannot be searched"),
+        (["space", "val_size"], {"type": "uniform", "low": 0.1, "high": 0.2}, "space.val_size: defines the validation split"),
         (["space", "batch_size", "values"], [], "space.batch_size.values: expected a non-empty list"),
         (["space", "batch_size", "values"], [128, "big"], "batch_size='big'"),
         (["space", "seed", "low"], 0.5, "space.seed.low: expected an integer"),

@@ -41,6 +41,7 @@ DIST_KEYS = {
     "choice": {"values"},
 }
 METRIC, MODE = "val_accuracy", "max"
+DATA_KEYS = ("val_size", "train_subset")  # the driver loads the splits once for all trials
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,8 @@ def load_space(path: Path) -> SearchSpace:
             raise _err(path, f"space.{key}", "not a TrainConfig key")
         if key == "epochs":
             raise _err(path, "space.epochs", "cannot be searched under ASHA: the LR schedule is stretched over epochs")
+        if key in DATA_KEYS:
+            raise _err(path, f"space.{key}", "defines the validation split, which every trial must share; put it under fixed")
         if key in fixed_raw:
             raise _err(path, f"space.{key}", "is also under fixed; keep it in one place")
         dists.append(parse_dist(path, key, spec, types[key]))
