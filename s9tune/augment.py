@@ -47,11 +47,11 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 # -- albumentations (reference, CPU) --------------------------------------------------
-def albumentations_pipeline(cfg_strength: float, pad_mode: str = "reflect", normalize: bool = True):  # noqa: ANN201
+def albumentations_pipeline(strength: float, pad_mode: str = "reflect", normalize: bool = True):  # noqa: ANN201
     import albumentations as A
     import cv2
 
-    p = AugParams.from_strength(cfg_strength)
+    p = AugParams.from_strength(strength)
     mean255 = tuple(255.0 * m for m in CIFAR10_MEAN)
     border = cv2.BORDER_REFLECT_101 if pad_mode == "reflect" else cv2.BORDER_CONSTANT
     ops: list = []

@@ -27,7 +27,7 @@ class BaseCallback:
 class ConsoleLog(BaseCallback):
     def on_epoch_end(self, state: FitState, m: EpochMetrics) -> None:
         logger.info(
-            "epoch %2d/%d  lr %.5f  train loss %.4f acc %.2f%%  %s loss %.4f acc %.2f%%  %.1fs  %.0f img/s",
+            "epoch %2d/%d  lr %.3g  train loss %.4f acc %.2f%%  %s loss %.4f acc %.2f%%  %.1fs  %.0f img/s",
             m.epoch,
             state.cfg.epochs,
             m.lr,

@@ -39,7 +39,7 @@ class CustomResNet(nn.Module):
     summary table is the seed's; it keeps the softmax from saturating at lr 0.4.
     """
 
-    def __init__(self, width: int = 64, num_classes: int = 10, logit_scale: float = 1.0) -> None:
+    def __init__(self, width: int = 64, num_classes: int = 10, logit_scale: float = 0.125) -> None:
         super().__init__()
         w = width
         self.prep = conv_bn(3, w)
