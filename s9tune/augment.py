@@ -137,11 +137,16 @@ def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[t
 
 
 # -- tensor path (fast, GPU) ----------------------------------------------------------
+def writable(a: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Arrays from Ray's object store are read-only; torch wants memory it may write."""
+    if isinstance(a, np.ndarray) and not a.flags.writeable:
+        return a.copy()
+    return a
+
+
 def normalize_uint8(x: np.ndarray | torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """NHWC uint8 -> normalised NCHW float on `device`."""
-    if isinstance(x, np.ndarray) and not x.flags.writeable:
-        x = x.copy()  # arrays from Ray's object store are read-only; torch wants to own writable memory
-    t = torch.as_tensor(x).to(device)
+    t = torch.as_tensor(writable(x)).to(device)
     t = t.permute(0, 3, 1, 2).to(dtype).div_(255.0)
     mean = torch.tensor(CIFAR10_MEAN, device=device, dtype=dtype).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR10_STD, device=device, dtype=dtype).view(1, 3, 1, 1)
@@ -194,7 +199,7 @@ class TensorLoader:
 
     def __init__(self, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, device: torch.device) -> None:
         self.x = normalize_uint8(x, device)
-        self.y = torch.as_tensor(y, dtype=torch.long, device=device)
+        self.y = torch.as_tensor(writable(y), dtype=torch.long, device=device)
         self.aug = TensorAugment(cfg.aug_strength, cfg.pad_mode)
         self.cfg, self.device, self.epoch = cfg, device, 0
 
@@ -225,7 +230,7 @@ class EvalBatches:
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, device: torch.device) -> None:
         self.x = normalize_uint8(x, device)
-        self.y = torch.as_tensor(y, dtype=torch.long, device=device)
+        self.y = torch.as_tensor(writable(y), dtype=torch.long, device=device)
         self.batch_size, self.device = batch_size, device
 
     @property

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from s9tune import __version__
 from s9tune.errors import S9Error
@@ -169,6 +169,73 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_results)
 
 
+def _print_seed_style(result: dict) -> None:
+    from s9tune.analyze import print_seed_style
+
+    print("\n".join(print_seed_style(result)))
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from s9tune.retrain import run_retrain
+
+    m = run_retrain(
+        args.experiment,
+        args.data_dir,
+        args.out,
+        epochs=args.epochs,
+        seeds=args.seeds,
+        sets=args.sets,
+        force=args.force,
+        target_layer=args.target_layer,
+    )
+    if m["status"] == "diverged":
+        print(f"Retrain diverged (non-finite loss) after {m['epochs']} epoch(s); see {args.out}/metrics.jsonl")
+        return 0
+    print(f"EPOCH: {m['epochs']} (best trial {m['best_trial']} of {m['experiment']})")
+    _print_seed_style(m)
+    if len(m["seeds"]) > 1:
+        print(
+            f"Test accuracy over {len(m['seeds'])} seeds: {100 * m['test_accuracy_mean']:.2f}% "
+            f"± {100 * m['test_accuracy_std']:.2f}% (mean ± std)"
+        )
+    print(f"{m['train_images_per_s']:.0f} training images/s. Report: {Path(args.out).resolve() / 'report.html'}")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from s9tune.analyze import analyze_checkpoint
+
+    result = analyze_checkpoint(
+        args.checkpoint, args.data_dir, args.out, force=args.force, target_layer=args.target_layer, width=args.width
+    )
+    _print_seed_style(result)
+    print(f"Report: {Path(args.out).resolve() / 'report.html'}")
+    return 0
+
+
+def _register_analysis(sub: argparse._SubParsersAction) -> None:
+    layer_help = "GradCAM target layer (default r2: the last residual block, the deepest 4x4 map)"
+    p = sub.add_parser("retrain", help="retrain a search's best trial on train+val, test it and write a report")
+    p.add_argument("experiment", help="STORAGE/NAME of a search (a folder or the storage URI the search used)")
+    _add_data_dir(p)
+    p.add_argument("--epochs", type=int, default=24, help="epochs of the retrain schedule (default 24)")
+    p.add_argument("--seeds", type=int, default=1, help="retrain N seeds and report mean ± std")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="override a value")
+    p.add_argument("--out", type=Path, required=True, help="run folder to create")
+    p.add_argument("--force", action="store_true", help="replace --out if it holds a previous run")
+    p.add_argument("--target-layer", default="r2", help=layer_help)
+    p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("analyze", help="analysis and report for any saved checkpoint, without retraining")
+    p.add_argument("checkpoint", type=Path, help="a .pt file written by train, retrain or a search trial")
+    _add_data_dir(p)
+    p.add_argument("--out", type=Path, required=True, help="folder for plots and report")
+    p.add_argument("--force", action="store_true", help="replace --out if it holds files")
+    p.add_argument("--target-layer", default="r2", help=layer_help)
+    p.add_argument("--width", type=int, default=None, help="fail unless the checkpoint has this width")
+    p.set_defaults(func=cmd_analyze)
+
+
 # -- parser ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -202,13 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-iter", type=int, default=100)
     p.set_defaults(func=cmd_lr_find)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    _register_search(sub)
+    _register_analysis(sub)
     return parser
-
-
-# Further subcommands register themselves here (search, results, retrain, analyze).
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_search]
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:

@@ -140,7 +140,7 @@ def evaluate(model: nn.Module, batches: EvalBatches | Iterable, device: torch.de
     """Mean cross-entropy and accuracy, in eval mode, without gradients."""
     logits, labels = predict(model, batches, device)
     loss = nn.functional.cross_entropy(logits, labels).item()
-    acc = (logits.argmax(1) == labels).float().mean().item()
+    acc = (logits.argmax(1) == labels).sum().item() / max(len(labels), 1)  # exact: correct / total
     return loss, acc
 
 

@@ -65,7 +65,7 @@ def mini_dir() -> Path:
     return Path(os.environ.get("S9TUNE_MINI_DIR", REPO.parent / "shared" / "data" / "cifar10-mini"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mini() -> Path:
     """The real 5,085-image slice of CIFAR-10. CI sets S9TUNE_REQUIRE_REALDATA=1, so a missing
     slice fails there instead of skipping silently."""
@@ -75,3 +75,75 @@ def mini() -> Path:
             pytest.fail(f"real-data tests need the mini slice at {path}")
         pytest.skip(f"no cifar10-mini at {path}")
     return path
+
+
+# -- searches shared by several test modules (each costs about a minute on 2 cores) ----------
+SEARCH_SPACE = {
+    "num_samples": 6,
+    "fixed": {"width": 8, "epochs": 3, "batch_size": 32, "train_subset": 768, "val_size": 0.2, "device": "cpu"},
+    "space": {
+        "max_lr": {"type": "loguniform", "low": 0.05, "high": 2.0},
+        "pct_start": {"type": "uniform", "low": 0.1, "high": 0.5},
+        "aug_strength": {"type": "uniform", "low": 0.0, "high": 2.0},
+    },
+    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+    "searcher": {"type": "optuna", "seed": 0},
+    "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0},
+}
+
+FAILING_SPACE = {
+    "num_samples": 4,
+    "fixed": {"width": 4, "epochs": 1, "batch_size": 64, "train_subset": 256, "val_size": 0.2},
+    "space": {
+        "max_lr": {"type": "loguniform", "low": 1e5, "high": 1e6},
+        "device": {"type": "choice", "values": ["cpu", "cuda"]},
+    },
+    "baseline": {"max_lr": 1e5, "device": "cpu"},
+    "scheduler": {"grace_period": 1},
+    "searcher": {"seed": 3},
+}
+
+
+def _require_mini(request: pytest.FixtureRequest) -> Path:
+    path = mini_dir()
+    if not (path / "cifar-10-batches-py" / "test_batch").exists():
+        request.getfixturevalue("mini")  # fails (CI) or skips with the reason
+    return path
+
+
+@pytest.fixture(scope="session")
+def search_experiment(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    """A real OptunaSearch + ASHA search on the mini slice, through the CLI: (experiment, space file)."""
+    import ray
+    import yaml
+
+    from s9tune.cli import main
+
+    mini = _require_mini(request)
+    tmp = tmp_path_factory.mktemp("search")
+    space = tmp / "space.yaml"
+    space.write_text(yaml.safe_dump(SEARCH_SPACE))
+    rc = main(["search", "--space", str(space), "--data-dir", str(mini), "--storage", str(tmp / "st"), "--name", "exp"])
+    ray.shutdown()
+    assert rc == 0
+    return tmp / "st" / "exp", space
+
+
+@pytest.fixture(scope="session")
+def failed_search(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """A search whose trials all diverge (NaN) or raise (device=cuda here): no trial completes."""
+    import ray
+    import yaml
+
+    from s9tune.search.runner import run_search
+    from s9tune.search.space import load_space
+
+    mini = _require_mini(request)
+    tmp = tmp_path_factory.mktemp("failed")
+    (tmp / "s.yaml").write_text(yaml.safe_dump(FAILING_SPACE))
+    try:
+        out = run_search(load_space(tmp / "s.yaml"), mini, storage=str(tmp / "st"), name="bad", max_failures=0)
+    finally:
+        ray.shutdown()
+    assert out.total == 4
+    return tmp / "st" / "bad"

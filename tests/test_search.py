@@ -13,37 +13,10 @@ import yaml
 
 pytestmark = pytest.mark.slow
 
-SPACE = {
-    "num_samples": 6,
-    "fixed": {"width": 8, "epochs": 3, "batch_size": 32, "train_subset": 768, "val_size": 0.2, "device": "cpu"},
-    "space": {
-        "max_lr": {"type": "loguniform", "low": 0.05, "high": 2.0},
-        "pct_start": {"type": "uniform", "low": 0.1, "high": 0.5},
-        "aug_strength": {"type": "uniform", "low": 0.0, "high": 2.0},
-    },
-    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
-    "searcher": {"type": "optuna", "seed": 0},
-    "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0},
-}
-
 
 @pytest.fixture(scope="module")
-def search(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
-    import ray
-
-    from conftest import mini_dir
-    from s9tune.cli import main
-
-    mini = mini_dir()
-    if not (mini / "cifar-10-batches-py").exists():
-        request.getfixturevalue("mini")  # fails (CI) or skips with the reason
-    tmp = tmp_path_factory.mktemp("search")
-    space = tmp / "space.yaml"
-    space.write_text(yaml.safe_dump(SPACE))
-    rc = main(["search", "--space", str(space), "--data-dir", str(mini), "--storage", str(tmp / "st"), "--name", "exp"])
-    ray.shutdown()
-    assert rc == 0
-    return tmp / "st" / "exp", space
+def search(search_experiment):
+    return search_experiment
 
 
 def test_asha_stops_some_trials_and_some_complete(search) -> None:
@@ -146,35 +119,15 @@ def test_existing_experiment_needs_resume(search, capsys: pytest.CaptureFixture)
     assert main(["search", "--space", str(space), "--storage", str(exp.parent), "--name", "nope", "--resume"]) == 2
 
 
-def test_diverged_and_raising_trials_do_not_stop_the_search(tmp_path: Path, mini: Path) -> None:
+def test_diverged_and_raising_trials_do_not_stop_the_search(failed_search: Path) -> None:
     """NaN trials are reported as diverged and scored worst; a trial that raises (device=cuda on a
     CPU-only machine) is that trial's error (FailureConfig), and the search goes on."""
-    import ray
-
     from s9tune.search.export import load_experiment
-    from s9tune.search.runner import run_search
-    from s9tune.search.space import load_space
 
-    doc = {
-        "num_samples": 4,
-        "fixed": {"width": 4, "epochs": 1, "batch_size": 64, "train_subset": 256, "val_size": 0.2},
-        "space": {
-            "max_lr": {"type": "loguniform", "low": 1e5, "high": 1e6},
-            "device": {"type": "choice", "values": ["cpu", "cuda"]},
-        },
-        "baseline": {"max_lr": 1e5, "device": "cpu"},
-        "scheduler": {"grace_period": 1},
-        "searcher": {"seed": 3},
-    }
-    (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
-    try:
-        out = run_search(load_space(tmp_path / "s.yaml"), mini, storage=str(tmp_path / "st"), name="bad", max_failures=0)
-    finally:
-        ray.shutdown()
-    assert out.total == 4
-    exp = load_experiment(out.experiment)
+    exp = load_experiment(str(failed_search))
+    assert len(exp.rows) == 4
     statuses = {r.trial_id: r.status for r in exp.rows}
     assert set(statuses.values()) == {"diverged", "error"}, statuses
     assert exp.ranked()[0].status != "completed"
-    df_rows = [json.loads(line) for p in sorted((tmp_path / "st" / "bad").glob("*_1_*/result.json")) for line in p.read_text().splitlines()]
+    df_rows = [json.loads(line) for p in sorted(failed_search.glob("*_1_*/result.json")) for line in p.read_text().splitlines()]
     assert df_rows[-1]["diverged"] == 1 and df_rows[-1]["val_accuracy"] == 0.0  # baseline: diverged, scored worst

@@ -1,0 +1,138 @@
+"""retrain + analyze on a tiny real search: reproducible metrics, a self-contained report, and
+every bad input as one clear line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from s9tune.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def retrained(search_experiment, mini: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    exp, _ = search_experiment
+    out = tmp_path_factory.mktemp("rt") / "run"
+    rc = main(["retrain", str(exp), "--data-dir", str(mini), "--epochs", "2", "--set", "width=16", "--out", str(out)])
+    assert rc == 0
+    return out
+
+
+def test_retrain_outputs(retrained: Path, search_experiment, capsys: pytest.CaptureFixture) -> None:
+    m = json.loads((retrained / "metrics.json").read_text())
+    exp, _ = search_experiment
+    assert m["epochs"] == 2 and m["config"]["width"] == 16 and m["config"]["val_size"] == 0.0
+    assert m["config"]["train_subset"] is None and m["train_images"] == 4068  # train + val, full set
+    assert m["experiment"] == str(exp) and m["seeds"] == [0]
+    rows = [json.loads(line) for line in (retrained / "metrics.jsonl").read_text().splitlines()]
+    assert all("test_accuracy" in r for r in rows)  # the test set every epoch: the seed's graph
+    for name in ("training_curves", "per_class_accuracy", "confusion_matrix", "misclassified",
+                 "gradcam_misclassified", "gradcam_correct", "augmentation"):
+        assert (retrained / "plots" / f"{name}.png").exists(), name
+    assert list((retrained / "tb").glob("events.out.tfevents.*"))
+
+
+def test_checkpoint_reproduces_metrics_exactly(retrained: Path, mini: Path) -> None:
+    from s9tune.augment import EvalBatches
+    from s9tune.checkpoint import load_checkpoint, model_from_payload
+    from s9tune.data import load_splits
+    from s9tune.engine import evaluate
+
+    m = json.loads((retrained / "metrics.json").read_text())
+    payload = load_checkpoint(retrained / "checkpoints" / "last.pt")  # weights_only=True inside
+    model = model_from_payload(payload)
+    splits = load_splits(mini, val_size=0.0, seed=0)
+    _, acc = evaluate(model, EvalBatches(splits.test_x, splits.test_y, 512, torch.device("cpu")), torch.device("cpu"))
+    assert acc == m["test_accuracy"]
+    # class accuracies weighted by class counts give the overall accuracy
+    counts = np.bincount(splits.test_y, minlength=10)
+    per = np.array(list(m["per_class_accuracy"].values()))
+    assert abs(float((per * counts).sum() / counts.sum()) - m["test_accuracy"]) < 1e-9
+    assert m["test_correct"] == round(m["test_accuracy"] * 1017)
+
+
+def test_gallery_shows_only_misclassified(retrained: Path, mini: Path) -> None:
+    from s9tune.augment import EvalBatches
+    from s9tune.checkpoint import load_checkpoint, model_from_payload
+    from s9tune.data import load_splits
+    from s9tune.engine import predict
+
+    info = json.loads((retrained / "analysis.json").read_text())
+    shown = info["misclassified_shown"]
+    assert shown
+    model = model_from_payload(load_checkpoint(retrained / "checkpoints" / "last.pt"))
+    splits = load_splits(mini, val_size=0.0, seed=0)
+    logits, labels = predict(model, EvalBatches(splits.test_x, splits.test_y, 512, torch.device("cpu")), torch.device("cpu"))
+    wrong = (logits.argmax(1) != labels).numpy()
+    assert all(wrong[i] for i in shown)
+
+
+def test_report_is_self_contained(retrained: Path) -> None:
+    html = (retrained / "report.html").read_text()
+    srcs = re.findall(r'<img[^>]+src="([^"]+)"', html)
+    assert len(srcs) >= 7 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "Test set: Average loss:" in html
+    assert "Leaderboard" in html and html.index("Leaderboard") < html.index("<img")  # the search on top
+    md = (retrained / "report.md").read_text()
+    assert "plots/training_curves.png" in md
+
+
+def test_analyze_reproduces_retrain(retrained: Path, mini: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "ana"
+    assert main(["analyze", str(retrained / "checkpoints" / "last.pt"), "--data-dir", str(mini), "--out", str(out)]) == 0
+    m = json.loads((retrained / "metrics.json").read_text())
+    a = json.loads((out / "analysis.json").read_text())
+    assert a["test_accuracy"] == m["test_accuracy"]
+    printed = capsys.readouterr().out
+    assert f"Accuracy: {m['test_correct']}/1017" in printed and "Accuracy of" in printed
+    assert (out / "report.html").exists()
+
+
+def _one_error(capsys: pytest.CaptureFixture) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("s9tune: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_bad_inputs(retrained: Path, failed_search: Path, mini: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ckpt = retrained / "checkpoints" / "last.pt"
+    # no such experiment
+    assert main(["retrain", str(tmp_path / "nope"), "--data-dir", str(mini), "--out", str(tmp_path / "o1")]) == 2
+    assert "no such s9tune experiment" in _one_error(capsys)
+    # an experiment whose trials all failed
+    assert main(["retrain", str(failed_search), "--data-dir", str(mini), "--out", str(tmp_path / "o2")]) == 2
+    assert "no trial finished its schedule" in _one_error(capsys)
+    # a checkpoint from another width
+    assert main(["analyze", str(ckpt), "--data-dir", str(mini), "--width", "8", "--out", str(tmp_path / "o3")]) == 2
+    assert "trained at width 16, not 8" in _one_error(capsys)
+    # a corrupt checkpoint
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(ckpt.read_bytes()[:1000])
+    assert main(["analyze", str(bad), "--data-dir", str(mini), "--out", str(tmp_path / "o4")]) == 2
+    assert "not a readable s9tune checkpoint" in _one_error(capsys)
+    # an output dir holding a previous run: refused, untouched; --force replaces it
+    before = (retrained / "metrics.json").read_bytes()
+    assert main(["analyze", str(ckpt), "--data-dir", str(mini), "--out", str(retrained)]) == 2
+    assert "holds the checkpoint" in _one_error(capsys)
+    prev = tmp_path / "prev"
+    prev.mkdir()
+    (prev / "report.html").write_text("old")
+    assert main(["analyze", str(ckpt), "--data-dir", str(mini), "--out", str(prev)]) == 2
+    assert "already holds a previous run" in _one_error(capsys)
+    assert (prev / "report.html").read_text() == "old"
+    assert main(["analyze", str(ckpt), "--data-dir", str(mini), "--out", str(prev), "--force"]) == 0
+    assert (prev / "report.html").read_text() != "old"
+    assert (retrained / "metrics.json").read_bytes() == before
+    for n in ("o1", "o2", "o3", "o4"):
+        assert not (tmp_path / n).exists()
+    # a typo in the target layer
+    assert main(["analyze", str(ckpt), "--data-dir", str(mini), "--target-layer", "r9", "--out", str(tmp_path / "o5")]) == 2
+    assert "r9" in _one_error(capsys)
