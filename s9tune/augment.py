@@ -52,7 +52,7 @@ def albumentations_pipeline(strength: float, pad_mode: str = "reflect", normaliz
     import cv2
 
     p = AugParams.from_strength(strength)
-    mean255 = tuple(255.0 * m for m in CIFAR10_MEAN)
+    mean255 = tuple(int(round(255.0 * m)) for m in CIFAR10_MEAN)  # ints: CoarseDropout truncates floats
     border = cv2.BORDER_REFLECT_101 if pad_mode == "reflect" else cv2.BORDER_CONSTANT
     ops: list = []
     if p.pad > 0:
@@ -89,9 +89,19 @@ class _AlbuDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), int(self.y[i])
 
 
+def seed_pipeline(transform, seed: int) -> None:  # noqa: ANN001
+    """Seed an albumentations Compose so that its transforms draw independent streams.
+
+    Compose.set_random_seed hands every child the same seed, so RandomCrop and HorizontalFlip
+    would read identical random streams (the flip of one image repeating another's crop draw)."""
+    transform.set_random_seed(seed)
+    for i, t in enumerate(transform.transforms):
+        t.set_random_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
+
+
 def _seed_worker(worker_id: int) -> None:
     info = torch.utils.data.get_worker_info()
-    info.dataset.transform.set_random_seed(torch.initial_seed() % 2**32)
+    seed_pipeline(info.dataset.transform, torch.initial_seed() % 2**32)
 
 
 class AlbumentationsLoader:
@@ -114,7 +124,7 @@ class AlbumentationsLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         s = epoch_seed(self.cfg.seed, self.epoch)
         gen = torch.Generator().manual_seed(s)
-        self.dataset.transform.set_random_seed(s)  # used when num_workers == 0
+        seed_pipeline(self.dataset.transform, s)  # used when num_workers == 0
         loader = torch.utils.data.DataLoader(
             self.dataset,
             batch_size=self.cfg.batch_size,

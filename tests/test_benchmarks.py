@@ -1,0 +1,93 @@
+"""The benchmark scripts run end to end at tiny settings, so they cannot rot unnoticed.
+
+They run as subprocesses (sys.executable), exactly as a person runs them. Timings are not
+checked (the CPU here is shared); the tables, the JSON keys and sane values are.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+
+
+def run_script(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    return proc
+
+
+def test_gpu_speed_quick(tmp_path: Path) -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        import gpu_speed
+    finally:
+        sys.path.remove(str(BENCH))
+    out_json = tmp_path / "speed.json"
+    proc = run_script([str(BENCH / "gpu_speed.py"), "--quick", "--device", "cpu", "--json", str(out_json)])
+    assert gpu_speed.METRICS_HEADER in proc.stdout
+    assert gpu_speed.PACKING_HEADER in proc.stdout
+    assert "CPU run" in proc.stdout  # never mistaken for a GPU figure
+    res = json.loads(out_json.read_text())
+    assert set(gpu_speed.JSON_KEYS) <= set(res)
+    assert res["device"] == "cpu" and res["peak_memory_kind"] == "cpu_maxrss"
+    assert res["width"] == 4 and res["epochs"] == 2 and len(res["epoch_s_all"]) == 2
+    assert res["images_per_s"] > 0 and res["epoch_s"] > 0 and res["peak_memory_bytes"] > 0
+    assert math.isclose(res["images_per_s"], res["images"] / res["epoch_s"], rel_tol=1e-9)
+    assert res["projected_24ep_s"] >= 24 * 50_000 / res["images_per_s"]
+    assert res["projected_24ep_with_eval_s"] >= res["projected_24ep_s"]
+    assert 0 < res["data_share"] and res["compile_s"] is None
+    assert [row["procs"] for row in res["packing"]] == [1, 2]
+    for row in res["packing"]:
+        assert row["errors"] == []
+        assert len(row["per_proc_images_per_s"]) == row["procs"]
+        assert row["aggregate_images_per_s"] == pytest.approx(sum(row["per_proc_images_per_s"]))
+        assert row["max_peak_memory_bytes"] > 0
+
+
+def test_bench_fit_tiny(tmp_path: Path, mini: Path) -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        import bench_fit
+    finally:
+        sys.path.remove(str(BENCH))
+    out_json = tmp_path / "fit.json"
+    args = ["--width", "4", "--batch-size", "32", "--steps", "2", "--repeats", "1", "--aug-images", "64", "--warmup-steps", "1"]
+    proc = run_script(
+        [str(BENCH / "bench_fit.py"), *args, "--device", "cpu", "--data-dir", str(mini), "--json", str(out_json)]
+    )
+    assert bench_fit.TABLE_HEADER in proc.stdout
+    assert bench_fit.AUG_HEADER in proc.stdout
+    assert "fit/bare, same TensorLoader batches" in proc.stdout
+    res = json.loads(out_json.read_text())
+    assert set(res["runs"]) == {"fit_tensor", "fit_albu", "bare_tensor", "bare_premade"}
+    for run in res["runs"].values():
+        assert len(run["wall_images_per_s"]) == 1 and run["wall_images_per_s"][0] > 0
+        assert len(run["step_s"]) == res["steps_per_run"]  # the step clock saw every step
+    assert res["steps_per_run"] == 2 and res["width"] == 4
+    assert all(v > 0 for v in res["augment_images_per_s"].values())
+    assert all(len(r) == 2 and min(r) > 0 for r in (res["ratio_fit_bare_same_batches"], res["ratio_fit_bare_premade"]))
+
+
+def test_bench_fit_missing_data_is_a_clean_error(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_fit.py"), "--data-dir", str(tmp_path / "nowhere"), "--device", "cpu"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "bench_fit: error:" in proc.stderr and "Traceback" not in proc.stderr
