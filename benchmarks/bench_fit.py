@@ -59,7 +59,7 @@ from s9tune.augment import (  # noqa: E402
 )
 from s9tune.config import TrainConfig  # noqa: E402
 from s9tune.data import Splits, load_splits  # noqa: E402
-from s9tune.engine import fit, resolve_device  # noqa: E402
+from s9tune.engine import fit, make_optimizer, make_scheduler, resolve_device  # noqa: E402
 from s9tune.errors import S9Error  # noqa: E402
 from s9tune.model import CustomResNet, build_model  # noqa: E402
 
@@ -194,25 +194,9 @@ def bare_loop(
     model: nn.Module = build_model(cfg)  # a CustomResNet with the init fit() gets
     cuda = device.type == "cuda"
     model = model.to(device, memory_format=torch.channels_last) if cuda else model.to(device)
-    opt = torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.max_lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov,
-        weight_decay=cfg.weight_decay,
-        **({"fused": True} if cuda else {}),
-    )
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt,
-        max_lr=cfg.max_lr,
-        epochs=cfg.epochs,
-        steps_per_epoch=steps_per_epoch,
-        pct_start=cfg.pct_start,
-        anneal_strategy=cfg.anneal_strategy,
-        div_factor=cfg.div_factor,
-        final_div_factor=cfg.final_div_factor,
-        cycle_momentum=False,
-    )
+    # the same optimizer and schedule objects fit() builds: only the loop around them differs
+    opt = make_optimizer(cfg, model, device)
+    sched = make_scheduler(cfg, opt, steps_per_epoch)
     criterion = nn.CrossEntropyLoss()
     model.train()
     images, seconds, steps = 0, 0.0, 0

@@ -11,18 +11,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import SEARCH_SPACE
+
 pytestmark = pytest.mark.slow
 
+# 4 epochs without early stopping: time to catch a trial mid-run on the worker node
 SPACE = {
+    **SEARCH_SPACE,
     "num_samples": 4,
-    "fixed": {"width": 8, "epochs": 4, "batch_size": 32, "train_subset": 768, "val_size": 0.2, "device": "cpu"},
-    "space": {
-        "max_lr": {"type": "loguniform", "low": 0.05, "high": 1.0},
-        "pct_start": {"type": "uniform", "low": 0.1, "high": 0.5},
-        "aug_strength": {"type": "uniform", "low": 0.0, "high": 2.0},
-    },
+    "fixed": {**SEARCH_SPACE["fixed"], "epochs": 4},
     "scheduler": {"type": "asha", "grace_period": 4, "reduction_factor": 2},
-    "resources": {"cpus_per_trial": 1},
 }
 
 

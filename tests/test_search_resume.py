@@ -14,20 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import SEARCH_SPACE
+
 pytestmark = pytest.mark.slow
 
-SPACE = {
-    "num_samples": 6,
-    "fixed": {"width": 8, "epochs": 3, "batch_size": 32, "train_subset": 768, "val_size": 0.2, "device": "cpu"},
-    "space": {
-        "max_lr": {"type": "loguniform", "low": 0.05, "high": 2.0},
-        "pct_start": {"type": "uniform", "low": 0.1, "high": 0.5},
-        "aug_strength": {"type": "uniform", "low": 0.0, "high": 2.0},
-    },
-    # grace 3 = max_t: no early stopping, so "complete" is easy to see from the outside
-    "scheduler": {"type": "asha", "grace_period": 3, "reduction_factor": 2},
-    "resources": {"cpus_per_trial": 1},
-}
+# grace 3 = max_t: no early stopping, so "complete" is easy to see from the outside
+SPACE = {**SEARCH_SPACE, "scheduler": {"type": "asha", "grace_period": 3, "reduction_factor": 2}}
 
 
 def results(exp: Path) -> dict[str, list[str]]:
