@@ -136,3 +136,12 @@ def test_bad_inputs(retrained: Path, failed_search: Path, mini: Path, tmp_path: 
     # a typo in the target layer
     assert main(["analyze", str(ckpt), "--data-dir", str(mini), "--target-layer", "r9", "--out", str(tmp_path / "o5")]) == 2
     assert "r9" in _one_error(capsys)
+
+
+def test_retrain_accepts_the_storage_uri(search_experiment, mini: Path, tmp_path: Path) -> None:
+    exp, _ = search_experiment
+    out = tmp_path / "uri"
+    args = ["retrain", f"file://{exp}", "--data-dir", str(mini), "--epochs", "1", "--set", "width=4", "--out", str(out)]
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["epochs"] == 1 and m["experiment"] == f"file://{exp}"

@@ -1,5 +1,5 @@
-"""A search killed with SIGKILL mid-run, then resumed with --resume: every trial completed before
-the kill is intact, and the experiment ends with num_samples trials."""
+"""A search killed with SIGKILL (or stopped with Ctrl-C) mid-run, then resumed with --resume: every
+trial completed before the kill is intact, and the experiment ends with num_samples trials."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def ray_processes() -> set[int]:
     return {int(p) for p in res.stdout.split()}
 
 
-def test_sigkill_then_resume(tmp_path: Path, mini: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "ctrl-c"])
+def test_interrupt_then_resume(tmp_path: Path, mini: Path, sig: signal.Signals) -> None:
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(SPACE))
     storage, exp = tmp_path / "st", tmp_path / "st" / "k"
@@ -59,7 +60,18 @@ def test_sigkill_then_resume(tmp_path: Path, mini: Path) -> None:
             pytest.fail("no trial completed in time")
         time.sleep(1.0)  # let the driver snapshot the finished trial, as it would in real life
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        if sig == signal.SIGINT:
+            # Ctrl-C reaches the whole foreground process group; Tune stops and saves its state
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                rc = proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                rc = None
+            if rc is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            assert rc == 130, rc  # "Interrupted. Continue with: ... --resume"
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         # Ray's own processes of the killed driver (new session: same process group)
         for pid in ray_processes() - before:

@@ -175,3 +175,14 @@ def test_preflight_rejects_unshared_storage_and_oversized_trials(tmp_path: Path,
         runner.preflight(space.with_resources(1, 0.5), "s3://bucket/searches", "exp")
     with pytest.raises(runner.ClusterError, match="asks for 8 CPUs but the largest node has 4"):
         runner.preflight(space.with_resources(8, 0), "s3://bucket/searches", "exp")
+
+
+def test_missing_tensorboardx_fails_loudly(monkeypatch) -> None:
+    import sys
+
+    from s9tune.errors import S9Error
+    from s9tune.search.runner import _require_tensorboardx
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    with pytest.raises(S9Error, match="tensorboardX is not installed.*pip install tensorboardX"):
+        _require_tensorboardx()

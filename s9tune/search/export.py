@@ -166,7 +166,7 @@ def importance(exp: Experiment) -> tuple[dict[str, float], str]:
     basis = "trials that completed the schedule"
     if len(done) < 3:
         done = [r for r in exp.rows if r.last_val_accuracy is not None and r.status in ("completed", "stopped")]
-        basis = "all finished trials, ASHA-stopped ones at their last rung (fewer than 3 completed)"
+        basis = "finished trials, ASHA-stopped ones at their last rung (fewer than 3 completed the schedule)"
     if len(done) < 2 or len(dists) < 1:
         return {}, "n/a: fANOVA needs at least 2 finished trials"
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -266,12 +266,18 @@ def run_search(
                 verbose=1,
             ),
         )
-    grid = tuner.fit()
-    export_experiment(exp)
-    total = len(grid)
-    errors = grid.num_errors
-    finished = grid.num_terminated
-    return SearchOutcome(exp, finished, total, errors, interrupted=finished + errors < total)
+    tuner.fit()
+    exp_record = export_experiment(exp)
+    statuses = [r.status for r in exp_record.rows]
+    wanted = max(len(statuses), space.num_samples) if not resume else len(statuses)
+    # after Ctrl-C Tune returns normally: unfinished trials, or fewer than asked for, tell
+    return SearchOutcome(
+        exp,
+        finished=sum(s in ("completed", "stopped", "diverged") for s in statuses),
+        total=len(statuses),
+        errors=statuses.count("error"),
+        interrupted="unfinished" in statuses or len(statuses) < wanted,
+    )
 
 
 def _space_record(space: SearchSpace) -> dict[str, Any]:
