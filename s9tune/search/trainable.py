@@ -92,7 +92,7 @@ def train_trial(config: dict[str, Any], *, splits: Splits, base: dict[str, Any])
             cfg = cfg.with_overrides({"gpu_memory_fraction": share})
     try:
         train(cfg, splits, [TuneReport()], resume=resume)
-    except torch.OutOfMemoryError as exc:
+    except torch.cuda.OutOfMemoryError as exc:
         # this trial's error (FailureConfig decides about retries), never the search's
         raise RuntimeError(f"CUDA out of memory in this trial (gpu_memory_fraction={cfg.gpu_memory_fraction}): {exc}") from None
 
