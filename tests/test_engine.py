@@ -114,3 +114,16 @@ def test_learns_on_real_images(mini: Path) -> None:
     run = train(cfg, splits)
     _, acc = evaluate(run.model, run.loaders.test, run.device)
     assert acc >= 0.40, acc
+
+
+@pytest.mark.slow
+def test_compiled_fit_matches_eager(tiny_cifar: Path, tmp_path: Path) -> None:
+    """cfg.compile (the GPU speed path) also runs on the CPU, so it cannot rot: same losses within
+    float tolerance, and checkpoints hold the plain model's state (no `_orig_mod.` keys)."""
+    splits = load_splits(tiny_cifar, val_size=0.1, seed=0)
+    eager = train(tiny_cfg(epochs=2), splits)
+    compiled = train(tiny_cfg(epochs=2, compile=True), splits, [Checkpointer(tmp_path / "ck")])
+    for a, b in zip(eager.result.history, compiled.result.history):
+        assert abs(a.train_loss - b.train_loss) < 1e-2
+    keys = load_checkpoint(tmp_path / "ck" / "last.pt")["model_state"].keys()
+    assert not any(k.startswith("_orig_mod") for k in keys)
