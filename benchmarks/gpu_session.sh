@@ -15,7 +15,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out
 "$py" benchmarks/gpu_speed.py --compile --packing 1 --json "$out/gpu_speed_compile.json" 2>&1 | tee "$out/gpu_speed_compile.txt"
 # 2. the real CLI: a 24-epoch train at width 64 with a test evaluation every epoch, on CIFAR-shaped data
 "$py" benchmarks/make_cifar_like.py /tmp/cifar-like >/dev/null
-/usr/bin/time -v "$py" -m s9tune train --data-dir /tmp/cifar-like --set val_size=0 --out /tmp/run24 --force \
+{ time "$py" -m s9tune train --data-dir /tmp/cifar-like --set val_size=0 --out /tmp/run24 --force; } \
   2>&1 | tail -30 | tee "$out/train24.txt"
 cp /tmp/run24/metrics.json "$out/train24_metrics.json"
 # 3. no accuracy lost on the fast path: mini slice, width 64, 3 seeds per path
