@@ -113,7 +113,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         space = replace(space, num_samples=args.num_samples)
     space = space.with_resources(args.cpus_per_trial, args.gpus_per_trial)
     check_resources(space.cpus_per_trial, space.gpus_per_trial, where="--cpus-per-trial/--gpus-per-trial")
-    from s9tune.search.export import format_results, load_experiment
+    from s9tune.search.export import format_results
     from s9tune.search.runner import run_search
 
     outcome = run_search(
@@ -124,7 +124,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         address=args.address,
         resume=args.resume,
     )
-    print(format_results(load_experiment(outcome.experiment)))
+    print(format_results(outcome.result))
     print(f"\nExperiment: {outcome.experiment}")
     print(f"TensorBoard: tensorboard --logdir {outcome.experiment}")
     if outcome.interrupted:

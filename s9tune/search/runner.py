@@ -86,6 +86,7 @@ class SearchOutcome:
     total: int
     errors: int
     interrupted: bool
+    result: Any = None  # the exported search.export.Experiment
 
 
 def _require_tensorboardx() -> None:
@@ -213,7 +214,14 @@ def run_search(
     if not resume and exists:
         raise ConfigError(f"{exp}: already exists; pass --resume to continue it or choose another --name")
 
-    fixed = space.fixed
+    record = _space_record(space)
+    if resume:
+        # the experiment's own record decides the data and the fixed values, not today's file
+        saved = read_text(storage, f"{name}/{SPACE_COPY}")
+        if saved is None:
+            raise ConfigError(f"{exp}: not an s9tune experiment (no {SPACE_COPY}); cannot resume it")
+        record = {**json.loads(saved), "resources": record["resources"]}
+    fixed = fixed_config(record)
     # on the driver, before Ray starts: a data error is one clear line, not a failed trial
     splits = load_splits(data_dir, val_size=fixed.val_size, seed=fixed.seed, train_subset=fixed.train_subset)
     if not splits.has_val:
@@ -230,7 +238,7 @@ def run_search(
         logger.info("resuming %s", exp)
         tuner = tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        write_text(storage, f"{name}/{SPACE_COPY}", json.dumps(_space_record(space), indent=2))
+        write_text(storage, f"{name}/{SPACE_COPY}", json.dumps(record, indent=2))
         searcher = OptunaSearch(
             metric=METRIC,
             mode=MODE,
@@ -267,16 +275,16 @@ def run_search(
             ),
         )
     tuner.fit()
-    exp_record = export_experiment(exp)
-    statuses = [r.status for r in exp_record.rows]
-    wanted = max(len(statuses), space.num_samples) if not resume else len(statuses)
+    result = export_experiment(exp)
+    statuses = [r.status for r in result.rows]
     # after Ctrl-C Tune returns normally: unfinished trials, or fewer than asked for, tell
     return SearchOutcome(
         exp,
         finished=sum(s in ("completed", "stopped", "diverged") for s in statuses),
         total=len(statuses),
         errors=statuses.count("error"),
-        interrupted="unfinished" in statuses or len(statuses) < wanted,
+        interrupted="unfinished" in statuses or len(statuses) < int(record["num_samples"]),
+        result=result,
     )
 
 
