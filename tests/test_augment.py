@@ -268,7 +268,7 @@ def test_constant_border_is_dataset_mean(draws, path: str) -> None:
     top_rows_fill = (imgs[:, :4, :, 2] != 255).all(axis=(1, 2))
     assert (top_rows_fill[d.oy == 0]).all()
     # the hole is never larger than 8x8 (it may overlap the padding, which hides part of it)
-    for top, left, h, w, count in hole_boxes(d.hole):
+    for _top, _left, h, w, count in hole_boxes(d.hole):
         assert h <= 8 and w <= 8 and count <= 64
 
 
@@ -287,7 +287,7 @@ def test_reflect_border_copies_image(draws, path: str) -> None:
 def test_paths_agree(draws) -> None:
     """Same offset range and distribution, flip rate, hole size and fill on both paths."""
     for pad_mode in ("reflect", "constant"):
-        (ia, a), (it, t) = draws[("albumentations", pad_mode, 1.0)], draws[("tensor", pad_mode, 1.0)]
+        (_ia, a), (_it, t) = draws[("albumentations", pad_mode, 1.0)], draws[("tensor", pad_mode, 1.0)]
         for name in ("oy", "ox"):
             assert set(getattr(a, name)) == set(getattr(t, name)) == set(range(9))
             # two-sample check on the mean offset (uniform 0..8: sd 2.58, so se ~0.08 per path)
