@@ -95,6 +95,8 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     out = prepare_out_dir(args.out, force=args.force)
     res = run_lr_find(cfg, splits, out, start_lr=args.start_lr, end_lr=args.end_lr, num_iter=args.num_iter)
     print(f"Suggested max LR: {res.suggested_max_lr:.3g} ({res.method.split(':')[0]}); loss is lowest at LR {res.lr_at_min_loss:.3g}")
+    if res.lr_at_min_loss >= res.lrs[-1]:
+        print(f"The loss was still falling at the end of the range: try a larger --end-lr than {args.end_lr:g}.")
     print(f"Plot: {out / 'lr_find.png'}  Details: {out / 'lr_find.json'}")
     return 0
 
