@@ -46,6 +46,7 @@ class Experiment:
     path: str
     record: dict[str, Any]
     rows: list[TrialRow]
+    _importance: tuple[dict[str, float], str] | None = field(default=None, repr=False)
 
     @property
     def max_t(self) -> int:
@@ -156,7 +157,14 @@ def _status(ray_status: str, epochs: int, max_t: int, diverged: bool) -> str:
 
 
 def importance(exp: Experiment) -> tuple[dict[str, float], str]:
-    """Optuna's fANOVA importance of each searched parameter for the final val accuracy."""
+    """Optuna's fANOVA importance of each searched parameter for the final val accuracy
+    (computed once per loaded experiment: export and the printed table share it)."""
+    if exp._importance is None:
+        exp._importance = _fanova(exp)
+    return exp._importance
+
+
+def _fanova(exp: Experiment) -> tuple[dict[str, float], str]:
     import optuna
 
     from s9tune.search.space import Dist
