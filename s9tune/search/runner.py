@@ -105,6 +105,9 @@ def init_ray(address: str | None) -> None:
     import s9tune
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # every epoch checkpoints by design (resume, ASHA); Tune's "snapshotting too often" warning
+    # would repeat all search long
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
     if address:
