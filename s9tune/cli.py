@@ -58,6 +58,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from s9tune.analysis.metrics import seed_test_line
     from s9tune.config import load_config
     from s9tune.runs import prepare_out_dir, train_to_dir
 
@@ -69,15 +70,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if m["status"] == "diverged":
         print(f"Run diverged (non-finite loss) after {m['epochs']} epoch(s); see {out / 'metrics.jsonl'}")
         return 0
-    _print_test_line(m["test_loss"], m["test_correct"], m["test_images"])
+    print(seed_test_line(m["test_loss"], m["test_correct"], m["test_images"]))
     if m["val_accuracy"] is not None:
         print(f"Validation accuracy: {100 * m['val_accuracy']:.2f}%")
     print(f"{m['train_images_per_s']:.0f} training images/s, {m['wall_s']:.1f} s in all. Run folder: {out}")
     return 0
-
-
-def _print_test_line(loss: float, correct: int, total: int) -> None:
-    print(f"Test set: Average loss: {loss:.4f}, Accuracy: {correct}/{total} ({100 * correct / total:.2f}%)")
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
