@@ -41,9 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # runnable as a plain script without installing the package
-    sys.path.insert(0, str(REPO))
+from _common import MINI_DIR, sync  # noqa: E402  (puts the package on sys.path)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -59,11 +57,12 @@ from s9tune.augment import (  # noqa: E402
 )
 from s9tune.config import TrainConfig  # noqa: E402
 from s9tune.data import Splits, load_splits  # noqa: E402
-from s9tune.engine import fit, make_optimizer, make_scheduler, resolve_device  # noqa: E402
+from s9tune.engine import fit, resolve_device  # noqa: E402
 from s9tune.errors import S9Error  # noqa: E402
 from s9tune.model import CustomResNet, build_model  # noqa: E402
+from s9tune.optim import make_optimizer, make_scheduler  # noqa: E402
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-mini"
+DEFAULT_DATA = MINI_DIR
 TABLE_HEADER = (
     "run                  data path                                img/s (wall)  img/s (median step)  s/step (median)"
 )
@@ -102,11 +101,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
     return args
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class StepClock:

@@ -37,9 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # runnable as a plain script without installing the package
-    sys.path.insert(0, str(REPO))
+from _common import sync  # noqa: E402  (puts the package on sys.path)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -109,9 +107,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--barrier", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     quick = args.quick
+    seed_recipe = TrainConfig()  # the seed's net and batch: width 64, batch 512
     defaults = {
-        "width": 4 if quick else 64,
-        "batch_size": 32 if quick else 512,
+        "width": 4 if quick else seed_recipe.width,
+        "batch_size": 32 if quick else seed_recipe.batch_size,
         "images": 128 if quick else CIFAR_TRAIN,
         "eval_images": 32 if quick else 10_000,
         "epochs": 2 if quick else 3,
@@ -125,11 +124,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.gpu_fraction is not None and not 0 < args.gpu_fraction <= 1:
         ap.error("--gpu-fraction must lie in (0, 1]")
     return args
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def rss_bytes(ru_maxrss: int) -> int:

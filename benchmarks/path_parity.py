@@ -12,12 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _common import MINI_DIR  # noqa: E402  (puts the package on sys.path)
 
 from s9tune.config import TrainConfig  # noqa: E402
 from s9tune.data import load_splits  # noqa: E402
@@ -26,7 +24,7 @@ from s9tune.engine import evaluate, train  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data" / "cifar10-mini")
+    ap.add_argument("--data-dir", type=Path, default=MINI_DIR)
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=128)

@@ -45,28 +45,29 @@ from typing import Any, Callable
 import numpy as np
 from scipy.stats import spearmanr
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-BASELINE = {"max_lr": 0.4, "pct_start": 5 / 24, "aug_strength": 1.0}
-SPACE = {"max_lr": (0.02, 2.0), "pct_start": (0.1, 0.5), "aug_strength": (0.0, 2.0)}
+from _common import MINI_DIR, shipped_space  # noqa: E402  (puts the package on sys.path)
 
 
 # -- configs and runs ---------------------------------------------------------------------------
-def sample_configs(k: int, seed: int) -> list[dict[str, float]]:
-    """The baseline first, then k-1 draws from the search space (seeded numpy RNG)."""
+def draw(d: Any, rng: np.random.Generator) -> Any:
+    """One value of a search-space distribution (search/space.Dist)."""
+    if d.type == "choice":
+        return d.values[int(rng.integers(len(d.values)))]
+    if d.type in ("loguniform", "lograndint"):
+        v = math.exp(rng.uniform(math.log(d.low), math.log(d.high)))
+    else:
+        v = rng.uniform(d.low, d.high)
+    if d.type == "quniform":
+        return float(round(v / d.q) * d.q)
+    return int(round(v)) if d.type in ("randint", "lograndint") else float(v)
+
+
+def sample_configs(k: int, seed: int, space_name: str) -> list[dict[str, Any]]:
+    """The space's baseline first, then k-1 draws from its distributions (seeded numpy RNG)."""
+    space = shipped_space(space_name)
     rng = np.random.default_rng(seed)
-    out = [dict(BASELINE)]
-    lo, hi = SPACE["max_lr"]
-    for _ in range(k - 1):
-        out.append(
-            {
-                "max_lr": float(math.exp(rng.uniform(math.log(lo), math.log(hi)))),
-                "pct_start": float(rng.uniform(*SPACE["pct_start"])),
-                "aug_strength": float(rng.uniform(*SPACE["aug_strength"])),
-            }
-        )
-    return out
+    first = [dict(space.baseline)] if space.baseline else []
+    return first + [{d.key: draw(d, rng) for d in space.dists} for _ in range(k - len(first))]
 
 
 def run_key(idx: int, epochs: int, seed: int) -> str:
@@ -239,7 +240,8 @@ def designs(args: argparse.Namespace, shorts: list[int]) -> list[tuple[str, str,
 # -- main ---------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default=str((REPO / ".." / "shared" / "data" / "cifar10-mini").resolve()))
+    p.add_argument("--data-dir", default=str(MINI_DIR.resolve()))
+    p.add_argument("--space", default="default", help="shipped search space (search_spaces/NAME.yaml) to sample from")
     p.add_argument("--configs", type=int, default=12, help="K sampled configs (the baseline is one of them)")
     p.add_argument("--epochs", type=int, default=8, help="E, the long schedule")
     p.add_argument("--short", default="2,4", help="comma-separated short complete-schedule lengths")
@@ -266,13 +268,15 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--short lengths must lie in [1, --epochs)")
     noise_seeds = [int(s) for s in args.noise_seeds.split(",") if s.strip()]
     K, E = args.configs, args.epochs
-    hps = sample_configs(K, args.seed)
+    hps = sample_configs(K, args.seed, args.space)
 
     out_path = Path(args.json) if args.json else None
     runs: dict[str, Any] = {}
     if args.resume and out_path is not None and out_path.exists():
         old = json.loads(out_path.read_text())
         runs = {k: v for k, v in old.get("runs", {}).items()}
+        if len(old.get("configs") or []) == K:
+            hps = old["configs"]  # re-analysis keeps the configs the stored runs were trained with
 
     todo: list[tuple[int, int, int]] = [(i, E, args.seed) for i in range(K)]
     todo += [(0, E, s) for s in noise_seeds]

@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from s9tune.checkpoint import save_checkpoint
 from s9tune.engine import EpochMetrics, FitResult, FitState
 
 logger = logging.getLogger(__name__)
@@ -56,6 +55,22 @@ class MetricsFile(BaseCallback):
     def on_epoch_end(self, state: FitState, m: EpochMetrics) -> None:
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(m.to_dict()) + "\n")
+
+
+def read_metrics_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows `MetricsFile` wrote; unreadable lines are skipped with a warning."""
+    rows = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            logger.warning("%s:%d: not JSON; line skipped", path, n)
+            continue
+        if isinstance(row, dict) and "epoch" in row:
+            rows.append(row)
+    return rows
 
 
 class TensorBoardLog(BaseCallback):
@@ -107,8 +122,8 @@ class Checkpointer(BaseCallback):
 
     def on_epoch_end(self, state: FitState, m: EpochMetrics) -> None:
         if m.epoch % self.every == 0 or m.epoch == state.cfg.epochs:
-            save_checkpoint(self.last, state.payload())
+            state.checkpoint().save(self.last)
 
     def on_fit_end(self, state: FitState, result: FitResult) -> None:
         if result.status != "diverged" and state.epoch > 0:
-            save_checkpoint(self.last, state.payload())
+            state.checkpoint().save(self.last)

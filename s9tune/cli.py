@@ -60,13 +60,13 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from s9tune.analysis.metrics import seed_test_line
     from s9tune.config import load_config
-    from s9tune.runs import prepare_out_dir, train_to_dir
+    from s9tune.runs import prepare_out_dir, train_to_dir, write_metrics
 
     cfg = load_config(args.config, args.sets)
     splits = _load_splits(cfg, args.data_dir)  # data errors surface before anything is written
     out = prepare_out_dir(args.out, force=args.force, resume=args.resume)
-    outcome = train_to_dir(cfg, splits, out, resume=args.resume)
-    m = outcome.metrics
+    m = train_to_dir(cfg, splits, out, resume=args.resume).metrics
+    write_metrics(out, m)
     if m["status"] == "diverged":
         print(f"Run diverged (non-finite loss) after {m['epochs']} epoch(s); see {out / 'metrics.jsonl'}")
         return 0
@@ -169,9 +169,9 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
 
 
 def _print_seed_style(result: dict) -> None:
-    from s9tune.analyze import print_seed_style
+    from s9tune.analysis.analyze import seed_style_lines
 
-    print("\n".join(print_seed_style(result)))
+    print("\n".join(seed_style_lines(result)))
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
@@ -202,7 +202,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from s9tune.analyze import analyze_checkpoint
+    from s9tune.analysis.analyze import analyze_checkpoint
 
     result = analyze_checkpoint(
         args.checkpoint, args.data_dir, args.out, force=args.force, target_layer=args.target_layer, width=args.width

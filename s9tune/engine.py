@@ -16,10 +16,12 @@ import torch
 from torch import nn
 
 from s9tune.augment import EvalBatches, Loaders, make_loaders
+from s9tune.checkpoint import Checkpoint
 from s9tune.config import TrainConfig
 from s9tune.data import Splits
 from s9tune.errors import ConfigError
 from s9tune.model import build_model
+from s9tune.optim import make_optimizer, make_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,31 @@ class EpochMetrics:
         return d
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """Float32 logits and labels of one pass over an eval split, on the CPU: the one place the
+    loss, the correct count and the accuracy of a set of weights come from."""
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+
+    @property
+    def total(self) -> int:
+        return int(len(self.labels))
+
+    @property
+    def correct(self) -> int:
+        return int((self.logits.argmax(1) == self.labels).sum().item())
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / max(self.total, 1)  # exact: correct / total
+
+    @property
+    def loss(self) -> float:
+        return float(nn.functional.cross_entropy(self.logits, self.labels).item()) if self.total else float("nan")
+
+
 @dataclass
 class FitResult:
     status: str  # "completed", "diverged" or "stopped"
@@ -52,6 +79,7 @@ class FitResult:
     wall_s: float = 0.0
     train_images: int = 0
     train_s: float = 0.0
+    final_eval: Predictions | None = None  # the last epoch's evaluation, i.e. of the final weights
 
     @property
     def epochs(self) -> int:
@@ -74,16 +102,25 @@ class FitState:
     epoch: int = 0  # epochs completed
     history: list[EpochMetrics] = field(default_factory=list)
 
-    def payload(self) -> dict[str, Any]:
-        return {
-            "model_state": self.model.state_dict(),
-            "optimizer_state": self.optimizer.state_dict(),
-            "scheduler_state": self.scheduler.state_dict(),
-            "epoch": self.epoch,
-            "config": self.cfg.to_dict(),
-            "metrics": [m.to_dict() for m in self.history],
-            "rng_state": torch.get_rng_state(),
-        }
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            config=self.cfg.to_dict(),
+            model_state=self.model.state_dict(),
+            epoch=self.epoch,
+            optimizer_state=self.optimizer.state_dict(),
+            scheduler_state=self.scheduler.state_dict(),
+            metrics=[m.to_dict() for m in self.history],
+            rng_state=torch.get_rng_state(),
+        )
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        self.model.load_state_dict(ckpt.model_state)
+        self.optimizer.load_state_dict(ckpt.optimizer_state)
+        self.scheduler.load_state_dict(ckpt.scheduler_state)
+        self.epoch = int(ckpt.epoch)
+        self.history = [EpochMetrics(**_epoch_fields(m)) for m in ckpt.metrics]
+        if ckpt.rng_state is not None:
+            torch.set_rng_state(ckpt.rng_state.cpu())
 
 
 class Callback(Protocol):
@@ -103,45 +140,18 @@ def resolve_device(cfg: TrainConfig) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def make_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    # fused SGD runs the whole update in one kernel on CUDA; foreach is the CPU default
-    kwargs: dict[str, Any] = {"fused": True} if device.type == "cuda" else {}
-    return torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.max_lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov,
-        weight_decay=cfg.weight_decay,
-        **kwargs,
-    )
-
-
-def make_scheduler(
-    cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.OneCycleLR:
-    return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=cfg.max_lr,
-        epochs=cfg.epochs,
-        steps_per_epoch=steps_per_epoch,
-        pct_start=cfg.pct_start,
-        anneal_strategy=cfg.anneal_strategy,
-        div_factor=cfg.div_factor,
-        final_div_factor=cfg.final_div_factor,
-        cycle_momentum=False,  # Page's recipe keeps momentum fixed
-    )
-
-
 def _autocast(device: torch.device):  # noqa: ANN202
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+def score(model: nn.Module, batches: EvalBatches | Iterable, device: torch.device) -> Predictions:
+    return Predictions(*predict(model, batches, device))
+
+
 def evaluate(model: nn.Module, batches: EvalBatches | Iterable, device: torch.device) -> tuple[float, float]:
     """Mean cross-entropy and accuracy, in eval mode, without gradients."""
-    logits, labels = predict(model, batches, device)
-    loss = nn.functional.cross_entropy(logits, labels).item()
-    acc = (logits.argmax(1) == labels).sum().item() / max(len(labels), 1)  # exact: correct / total
-    return loss, acc
+    p = score(model, batches, device)
+    return p.loss, p.accuracy
 
 
 @torch.inference_mode()
@@ -166,39 +176,72 @@ def _progress(iterable: Iterable, total: int, desc: str) -> Iterable:
     return tqdm(iterable, total=total, desc=desc, leave=False)
 
 
+@dataclass
+class _EpochTrain:
+    loss: float
+    accuracy: float
+    images: int
+    lr: float  # lr of the epoch's last step
+    seconds: float
+
+
+def _train_epoch(
+    state: FitState, step_model: nn.Module, batches: Iterable, steps: int, criterion: nn.Module
+) -> _EpochTrain:
+    opt, sched, device = state.optimizer, state.scheduler, state.device
+    state.model.train()
+    # running sums stay on the device: no host sync inside the hot loop
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen, lr = 0, opt.param_groups[0]["lr"]
+    t0 = time.perf_counter()
+    for x, y in _progress(batches, steps, f"epoch {state.epoch + 1}/{state.cfg.epochs}"):
+        with _autocast(device):
+            out = step_model(x)
+            loss = criterion(out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        lr = opt.param_groups[0]["lr"]
+        opt.step()
+        sched.step()
+        loss_sum += loss.detach() * y.shape[0]
+        correct += (out.argmax(1) == y).sum()
+        seen += y.shape[0]
+    train_loss = loss_sum.item() / max(seen, 1)  # the one sync of the epoch
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return _EpochTrain(train_loss, correct.item() / max(seen, 1), seen, lr, time.perf_counter() - t0)
+
+
+def _on_device(cfg: TrainConfig, model: nn.Module, device: torch.device) -> nn.Module:
+    if device.type != "cuda":
+        return model.to(device)
+    torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
+    if cfg.gpu_memory_fraction is not None:
+        torch.cuda.set_per_process_memory_fraction(cfg.gpu_memory_fraction, device)
+    return model.to(device, memory_format=torch.channels_last)
+
+
 def fit(
     cfg: TrainConfig,
     model: nn.Module,
     loaders: Loaders,
     device: torch.device,
     callbacks: Sequence[Callback] = (),
-    resume: dict[str, Any] | None = None,
+    resume: Checkpoint | None = None,
 ) -> FitResult:
     """Train `model` with SGD + OneCycleLR for cfg.epochs, evaluating after every epoch.
 
-    `resume` is a checkpoint payload: training continues after its last completed epoch and,
-    on the CPU, ends with the same weights as an uninterrupted run (all randomness of an epoch
-    derives from (seed, epoch)).
+    `resume`: training continues after the checkpoint's last completed epoch and, on the CPU,
+    ends with the same weights as an uninterrupted run (all randomness of an epoch derives
+    from (seed, epoch)).
     """
     t_start = time.perf_counter()
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
-        if cfg.gpu_memory_fraction is not None:
-            torch.cuda.set_per_process_memory_fraction(cfg.gpu_memory_fraction, device)
-        model = model.to(device, memory_format=torch.channels_last)
-    else:
-        model = model.to(device)
+    model = _on_device(cfg, model, device)
     optimizer = make_optimizer(cfg, model, device)
-    scheduler = make_scheduler(cfg, optimizer, len(loaders.train))
-    state = FitState(cfg, model, optimizer, scheduler, device)
+    state = FitState(cfg, model, optimizer, make_scheduler(cfg, optimizer, len(loaders.train)), device)
     if resume is not None:
-        model.load_state_dict(resume["model_state"])
-        optimizer.load_state_dict(resume["optimizer_state"])
-        scheduler.load_state_dict(resume["scheduler_state"])
-        state.epoch = int(resume["epoch"])
-        state.history = [EpochMetrics(**_epoch_fields(m)) for m in resume.get("metrics", [])]
-        if "rng_state" in resume:
-            torch.set_rng_state(resume["rng_state"].cpu())
+        state.restore(resume)
         logger.info("resuming after epoch %d of %d", state.epoch, cfg.epochs)
     step_model: nn.Module = torch.compile(model) if cfg.compile else model  # type: ignore[assignment]
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -208,47 +251,27 @@ def fit(
     result = FitResult(status="completed")
     for epoch in range(state.epoch, cfg.epochs):
         loaders.train.set_epoch(epoch)
-        model.train()
-        # running sums stay on the device: no host sync inside the hot loop
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen, lr = 0, optimizer.param_groups[0]["lr"]
-        t0 = time.perf_counter()
-        for x, y in _progress(loaders.train, len(loaders.train), f"epoch {epoch + 1}/{cfg.epochs}"):
-            with _autocast(device):
-                out = step_model(x)
-                loss = criterion(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach() * y.shape[0]
-            correct += (out.argmax(1) == y).sum()
-            seen += y.shape[0]
-        train_loss = loss_sum.item() / max(seen, 1)  # the one sync of the epoch
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        epoch_s = time.perf_counter() - t0
-        result.train_images += seen
-        result.train_s += epoch_s
-        if not math.isfinite(train_loss):
-            logger.warning("epoch %d: training loss is %s; the run diverged", epoch + 1, train_loss)
+        tr = _train_epoch(state, step_model, loaders.train, len(loaders.train), criterion)
+        result.train_images += tr.images
+        result.train_s += tr.seconds
+        if not math.isfinite(tr.loss):
+            logger.warning("epoch %d: training loss is %s; the run diverged", epoch + 1, tr.loss)
             result.status = "diverged"
+            result.final_eval = None
             break
         t1 = time.perf_counter()
-        eval_loss, eval_acc = evaluate(step_model, loaders.eval, device)
+        result.final_eval = score(step_model, loaders.eval, device)
         metrics = EpochMetrics(
             epoch=epoch + 1,
-            train_loss=train_loss,
-            train_accuracy=correct.item() / max(seen, 1),
-            eval_loss=eval_loss,
-            eval_accuracy=eval_acc,
+            train_loss=tr.loss,
+            train_accuracy=tr.accuracy,
+            eval_loss=result.final_eval.loss,
+            eval_accuracy=result.final_eval.accuracy,
             eval_split=loaders.eval_name,
-            lr=lr,
-            epoch_s=epoch_s,
+            lr=tr.lr,
+            epoch_s=tr.seconds,
             eval_s=time.perf_counter() - t1,
-            images_per_s=seen / epoch_s if epoch_s > 0 else 0.0,
+            images_per_s=tr.images / tr.seconds if tr.seconds > 0 else 0.0,
         )
         state.epoch = epoch + 1
         state.history.append(metrics)
@@ -285,7 +308,7 @@ def train(
     cfg: TrainConfig,
     splits: Splits,
     callbacks: Sequence[Callback] = (),
-    resume: dict[str, Any] | None = None,
+    resume: Checkpoint | None = None,
 ) -> TrainRun:
     """Build model and loaders from `cfg`, then `fit()`."""
     device = resolve_device(cfg)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from s9tune.checkpoint import atomic_write_json
+from s9tune.fileio import atomic_write_json
 from s9tune.config import TrainConfig
 from s9tune.data import Splits
 

@@ -1,6 +1,9 @@
 """Run folders: what `s9tune train` (and `retrain`) write, and how they refuse to overwrite.
 
 RUN/ config.yaml  run.json  metrics.jsonl  metrics.json  tb/  checkpoints/last.pt
+
+`train_to_dir` writes everything but metrics.json, whose content its caller completes
+(`retrain` adds the seeds and the analysis), so each file is written once.
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ from typing import Any
 import torch
 
 from s9tune.callbacks import Checkpointer, ConsoleLog, MetricsFile, TensorBoardLog
-from s9tune.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint, versions
+from s9tune.checkpoint import Checkpoint, versions
 from s9tune.config import TrainConfig
 from s9tune.data import Splits
-from s9tune.engine import TrainRun, evaluate, train
+from s9tune.engine import Predictions, TrainRun, score, train
 from s9tune.errors import CheckpointError, OutputExistsError
+from s9tune.fileio import atomic_write_json, atomic_write_text
+
+METRICS_JSON = "metrics.json"
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +68,20 @@ def device_name(device: torch.device) -> str:
 @dataclass
 class RunOutcome:
     run: TrainRun
-    metrics: dict[str, Any]
+    test: Predictions | None  # the final weights on the test split (None if the run diverged)
+    metrics: dict[str, Any]  # what metrics.json holds
+
+
+def write_metrics(out: Path, metrics: dict[str, Any]) -> None:
+    atomic_write_json(out / METRICS_JSON, metrics)
+
+
+def _test_predictions(run: TrainRun) -> Predictions | None:
+    if run.result.status == "diverged":
+        return None
+    if run.loaders.eval_name == "test":
+        return run.result.final_eval  # the last epoch already scored these weights on the test set
+    return score(run.model, run.loaders.test, run.device)
 
 
 def train_to_dir(
@@ -73,12 +92,12 @@ def train_to_dir(
     resume: bool = False,
     extra: dict[str, Any] | None = None,
 ) -> RunOutcome:
-    """Train one config into `out` (already prepared) and write metrics.json."""
+    """Train one config into `out` (already prepared); metrics.json is left to the caller."""
     ckpt_dir = out / "checkpoints"
-    payload = None
+    ckpt = None
     if resume and (ckpt_dir / "last.pt").exists():
-        payload = load_checkpoint(ckpt_dir / "last.pt")
-        if payload["config"] != cfg.to_dict():
+        ckpt = Checkpoint.load(ckpt_dir / "last.pt")
+        if ckpt.config != cfg.to_dict():
             raise CheckpointError(f"{ckpt_dir / 'last.pt'}: was trained with another config; use a new --out")
     atomic_write_text(out / "config.yaml", cfg.to_yaml())
     started = time.time()
@@ -88,34 +107,8 @@ def train_to_dir(
         TensorBoardLog(out / "tb", hparams=_hparams(cfg)),
         Checkpointer(ckpt_dir),
     ]
-    run = train(cfg, splits, callbacks, resume=payload)
-    res = run.result
-    test_loss = test_acc = None
-    if res.status != "diverged":
-        test_loss, test_acc = evaluate(run.model, run.loaders.test, run.device)
-    last = res.history[-1] if res.history else None
-    val_acc = last.eval_accuracy if (last and last.eval_split == "val") else None
-    val_loss = last.eval_loss if (last and last.eval_split == "val") else None
-    metrics: dict[str, Any] = {
-        "status": res.status,
-        "test_accuracy": test_acc,
-        "test_loss": test_loss,
-        "test_correct": round(test_acc * len(splits.test_y)) if test_acc is not None else None,
-        "test_images": int(len(splits.test_y)),
-        "val_accuracy": val_acc,
-        "val_loss": val_loss,
-        "epochs": res.epochs,
-        "wall_s": res.wall_s,
-        "train_images_per_s": res.train_images_per_s,
-        "train_images": int(len(splits.train_y)),
-        "val_images": int(len(splits.val_y)),
-        "device": device_name(run.device),
-        "config": cfg.to_dict(),
-        "per_epoch": "metrics.jsonl",
-        "checkpoint": "checkpoints/last.pt",
-        **(extra or {}),
-    }
-    atomic_write_json(out / "metrics.json", metrics)
+    run = train(cfg, splits, callbacks, resume=ckpt)
+    test = _test_predictions(run)
     atomic_write_json(
         out / "run.json",
         {
@@ -127,7 +120,34 @@ def train_to_dir(
             "seed": cfg.seed,
         },
     )
-    return RunOutcome(run, metrics)
+    return RunOutcome(run, test, _run_metrics(cfg, splits, run, test, extra))
+
+
+def _run_metrics(
+    cfg: TrainConfig, splits: Splits, run: TrainRun, test: Predictions | None, extra: dict[str, Any] | None
+) -> dict[str, Any]:
+    res = run.result
+    last = res.history[-1] if res.history else None
+    on_val = last is not None and last.eval_split == "val"
+    return {
+        "status": res.status,
+        "test_accuracy": test.accuracy if test else None,
+        "test_loss": test.loss if test else None,
+        "test_correct": test.correct if test else None,
+        "test_images": int(len(splits.test_y)),
+        "val_accuracy": last.eval_accuracy if on_val else None,
+        "val_loss": last.eval_loss if on_val else None,
+        "epochs": res.epochs,
+        "wall_s": res.wall_s,
+        "train_images_per_s": res.train_images_per_s,
+        "train_images": int(len(splits.train_y)),
+        "val_images": int(len(splits.val_y)),
+        "device": device_name(run.device),
+        "config": cfg.to_dict(),
+        "per_epoch": "metrics.jsonl",
+        "checkpoint": "checkpoints/last.pt",
+        **(extra or {}),
+    }
 
 
 def _hparams(cfg: TrainConfig) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from torch import nn
 
 from s9tune.analysis import metrics as M
 from s9tune.analysis.cam import compute_gradcam, gradcam_maps, prepare_cam_model
-from s9tune.analyze import analyze_checkpoint, print_seed_style
+from s9tune.analysis.analyze import analyze_checkpoint, seed_style_lines
 from s9tune.augment import EvalBatches, normalize_uint8
-from s9tune.checkpoint import save_checkpoint
+from s9tune.checkpoint import Checkpoint
 from s9tune.config import TrainConfig
 from s9tune.data import Splits, load_splits
 from s9tune.engine import predict
@@ -48,18 +48,7 @@ def train_briefly(model: nn.Module, splits: Splits, steps: int = 12) -> nn.Modul
 
 
 def write_checkpoint(path: Path, model: nn.Module, cfg: TrainConfig = CFG) -> Path:
-    save_checkpoint(
-        path,
-        {
-            "model_state": model.state_dict(),
-            "optimizer_state": {},
-            "scheduler_state": {},
-            "epoch": 1,
-            "config": cfg.to_dict(),
-            "metrics": [],
-            "rng_state": torch.get_rng_state(),
-        },
-    )
+    Checkpoint(config=cfg.to_dict(), model_state=model.state_dict(), epoch=1, rng_state=torch.get_rng_state()).save(path)
     return path
 
 
@@ -250,13 +239,13 @@ def test_analyze_checkpoint_writes_consistent_report(
     md = (out / "report.md").read_text()
     assert sorted(re.findall(r"\]\((plots/[\w.]+\.png)\)", md)) == sorted(res["plots"].values())
 
-    lines = print_seed_style(res)
+    lines = seed_style_lines(res)
     assert re.fullmatch(r"Test set: Average loss: \d+\.\d{4}, Accuracy: \d+/\d+ \(\d+\.\d{2}%\)", lines[0])
     assert len(lines) == 11 and lines[1].startswith("Accuracy of airplane : ")
 
 
 def test_report_renders_leaderboard(tmp_path: Path, tiny_cifar: Path, trained: nn.Module) -> None:
-    from s9tune.analyze import analyze_model
+    from s9tune.analysis.analyze import analyze_model
 
     board = [
         {"trial": "t1", "max_lr": 0.4, "best_val_accuracy": 0.91, "last_val_accuracy": 0.9, "epochs": 24,

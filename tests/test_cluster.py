@@ -37,7 +37,8 @@ def test_two_node_cluster(tmp_path: Path, mini: Path) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from s9tune.search.runner import ClusterError, run_search
+    from s9tune.search.cluster import ClusterError
+    from s9tune.search.runner import run_search
     from s9tune.search.space import load_space
 
     space_file = tmp_path / "space.yaml"

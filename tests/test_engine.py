@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from s9tune.callbacks import BaseCallback, Checkpointer, MetricsFile
-from s9tune.checkpoint import load_checkpoint, model_from_payload, save_checkpoint
+from s9tune.checkpoint import Checkpoint
 from s9tune.config import TrainConfig
 from s9tune.data import load_splits
 from s9tune.engine import evaluate, train
@@ -55,9 +55,9 @@ def test_resume_gives_same_weights(tiny_cifar: Path, tmp_path: Path, workers: in
     full = train(cfg, splits)
     part = train(cfg, splits, [Checkpointer(tmp_path / "ck"), StopAfter(1)])
     assert part.result.status == "stopped" and part.result.epochs == 1
-    payload = load_checkpoint(tmp_path / "ck" / "last.pt")
-    assert payload["epoch"] == 1
-    resumed = train(cfg, splits, [Checkpointer(tmp_path / "ck")], resume=payload)
+    ckpt = Checkpoint.load(tmp_path / "ck" / "last.pt")
+    assert ckpt.epoch == 1
+    resumed = train(cfg, splits, [Checkpointer(tmp_path / "ck")], resume=ckpt)
     assert resumed.result.status == "completed" and resumed.result.epochs == 3
     assert [m.epoch for m in resumed.result.history] == [1, 2, 3]
     assert weights_equal(full.model, resumed.model)
@@ -78,9 +78,9 @@ def test_metrics_file_and_checkpoint_roundtrip(tiny_cifar: Path, tmp_path: Path)
     assert [r["epoch"] for r in rows] == [1, 2]
     for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_s", "images_per_s"):
         assert key in rows[0]
-    payload = load_checkpoint(tmp_path / "ck" / "last.pt")
-    assert TrainConfig.from_dict(payload["config"]) == cfg
-    model = model_from_payload(payload)
+    ckpt = Checkpoint.load(tmp_path / "ck" / "last.pt")
+    assert TrainConfig.from_dict(ckpt.config) == cfg
+    model = ckpt.build_model()
     assert weights_equal(model, run.model.cpu())
     assert evaluate(model, run.loaders.eval, torch.device("cpu")) == evaluate(run.model, run.loaders.eval, torch.device("cpu"))
 
@@ -89,22 +89,22 @@ def test_bad_checkpoints(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable"):
-        load_checkpoint(bad)
+        Checkpoint.load(bad)
     with pytest.raises(CheckpointError, match="no such"):
-        load_checkpoint(tmp_path / "missing.pt")
+        Checkpoint.load(tmp_path / "missing.pt")
     # an arbitrary pickle is refused by weights_only loading
     evil = tmp_path / "evil.pt"
     torch.save({"model_state": {}, "config": {}, "x": Path("/")}, evil)
     with pytest.raises(CheckpointError):
-        load_checkpoint(evil)
+        Checkpoint.load(evil)
     # width mismatch
     cfg = tiny_cfg()
     from s9tune.model import build_model
 
     ok = tmp_path / "ok.pt"
-    save_checkpoint(ok, {"model_state": build_model(cfg).state_dict(), "config": cfg.to_dict(), "epoch": 1})
+    Checkpoint(config=cfg.to_dict(), model_state=build_model(cfg).state_dict(), epoch=1).save(ok)
     with pytest.raises(CheckpointError, match="width 4, not 8"):
-        model_from_payload(load_checkpoint(ok), ok, width=8)
+        Checkpoint.load(ok).build_model(ok, width=8)
 
 
 def test_learns_on_real_images(mini: Path) -> None:
@@ -125,5 +125,5 @@ def test_compiled_fit_matches_eager(tiny_cifar: Path, tmp_path: Path) -> None:
     compiled = train(tiny_cfg(epochs=2, compile=True), splits, [Checkpointer(tmp_path / "ck")])
     for a, b in zip(eager.result.history, compiled.result.history):
         assert abs(a.train_loss - b.train_loss) < 1e-2
-    keys = load_checkpoint(tmp_path / "ck" / "last.pt")["model_state"].keys()
+    keys = Checkpoint.load(tmp_path / "ck" / "last.pt").model_state.keys()
     assert not any(k.startswith("_orig_mod") for k in keys)

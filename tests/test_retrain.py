@@ -41,13 +41,12 @@ def test_retrain_outputs(retrained: Path, search_experiment, capsys: pytest.Capt
 
 def test_checkpoint_reproduces_metrics_exactly(retrained: Path, mini: Path) -> None:
     from s9tune.augment import EvalBatches
-    from s9tune.checkpoint import load_checkpoint, model_from_payload
+    from s9tune.checkpoint import Checkpoint
     from s9tune.data import load_splits
     from s9tune.engine import evaluate
 
     m = json.loads((retrained / "metrics.json").read_text())
-    payload = load_checkpoint(retrained / "checkpoints" / "last.pt")  # weights_only=True inside
-    model = model_from_payload(payload)
+    model = Checkpoint.load(retrained / "checkpoints" / "last.pt").build_model()  # weights_only=True inside
     splits = load_splits(mini, val_size=0.0, seed=0)
     _, acc = evaluate(model, EvalBatches(splits.test_x, splits.test_y, 512, torch.device("cpu")), torch.device("cpu"))
     assert acc == m["test_accuracy"]
@@ -60,14 +59,14 @@ def test_checkpoint_reproduces_metrics_exactly(retrained: Path, mini: Path) -> N
 
 def test_gallery_shows_only_misclassified(retrained: Path, mini: Path) -> None:
     from s9tune.augment import EvalBatches
-    from s9tune.checkpoint import load_checkpoint, model_from_payload
+    from s9tune.checkpoint import Checkpoint
     from s9tune.data import load_splits
     from s9tune.engine import predict
 
     info = json.loads((retrained / "analysis.json").read_text())
     shown = info["misclassified_shown"]
     assert shown
-    model = model_from_payload(load_checkpoint(retrained / "checkpoints" / "last.pt"))
+    model = Checkpoint.load(retrained / "checkpoints" / "last.pt").build_model()
     splits = load_splits(mini, val_size=0.0, seed=0)
     logits, labels = predict(model, EvalBatches(splits.test_x, splits.test_y, 512, torch.device("cpu")), torch.device("cpu"))
     wrong = (logits.argmax(1) != labels).numpy()

@@ -103,7 +103,7 @@ def test_good_space_maps_to_tune_domains(tmp_path: Path) -> None:
         (["fixed", "max_lr"], 0.1, "space.max_lr: is also under fixed"),
         (["num_samples"], 0, "num_samples: must be >= 1"),
         (["num_samples"], "many", "num_samples: expected an integer"),
-        (["scheduler", "type"], "pbt", "scheduler.type: only 'asha'"),
+        (["scheduler", "type"], "pbt", "scheduler.type: unknown scheduler 'pbt' (known: asha, halving)"),
         (["scheduler", "grace_period"], 9, "scheduler.grace_period: must lie in [1, epochs=3]"),
         (["scheduler", "reduction_factor"], 1, "scheduler.reduction_factor: must be > 1"),
         (["scheduler", "max_t"], 10, "scheduler.max_t: must equal fixed.epochs"),
@@ -119,6 +119,43 @@ def test_bad_spaces(tmp_path: Path, path: list[str], value, needle: str) -> None
         load_space(p)
     assert str(err.value).startswith(str(p)), err.value
     assert needle in str(err.value), err.value
+
+
+def test_halving_scheduler(tmp_path: Path) -> None:
+    space = load_space(write(tmp_path, with_change(["scheduler"], {"type": "halving", "budgets": [1, 3], "keep": 0.34})))
+    assert space.scheduler.type == "halving" and space.scheduler.budgets == (1, 3) and space.scheduler.keep == 0.34
+    assert space.scheduler.rung_sizes(space.num_samples) == [4, 2]
+    # the record the experiment stores gives the same space back (resume and results read it)
+    from s9tune.search.space import SearchSpace
+
+    again = SearchSpace.from_record(space.to_record())
+    assert again.scheduler == space.scheduler and again.dists == space.dists and again.fixed == space.fixed
+    one = load_space(write(tmp_path, with_change(["scheduler"], {"type": "halving", "budgets": [3]})))
+    assert one.scheduler.rung_sizes(4) == [4]  # every config on the full schedule: the reference design
+
+
+@pytest.mark.parametrize(
+    "sched, needle",
+    [
+        ({"type": "halving", "keep": 0.5}, "scheduler.budgets: expected a list of epochs ending at fixed.epochs (3)"),
+        ({"type": "halving", "budgets": [], "keep": 0.5}, "scheduler.budgets: expected a list"),
+        ({"type": "halving", "budgets": [2, 1, 3], "keep": 0.5}, "scheduler.budgets: must increase strictly"),
+        ({"type": "halving", "budgets": [1, 2], "keep": 0.5}, "the last budget (2) must equal fixed.epochs (3)"),
+        ({"type": "halving", "budgets": [0, 3], "keep": 0.5}, "scheduler.budgets[0]: must be >= 1"),
+        ({"type": "halving", "budgets": [1.5, 3], "keep": 0.5}, "scheduler.budgets[0]: expected an integer"),
+        ({"type": "halving", "budgets": [1, 3]}, "scheduler.keep: missing"),
+        ({"type": "halving", "budgets": [1, 3], "keep": 1.0}, "scheduler.keep: must lie strictly between 0 and 1"),
+        ({"type": "halving", "budgets": [1, 3], "keep": 0}, "scheduler.keep: must lie strictly between 0 and 1"),
+        ({"type": "halving", "budgets": [1, 3], "keep": "third"}, "scheduler.keep: expected a number"),
+        ({"type": "halving", "budgets": [1, 3], "keep": 0.5, "grace_period": 1}, "scheduler.grace_period: unknown key"),
+        ({"type": "asha", "budgets": [1, 3]}, "scheduler.budgets: unknown key"),
+    ],
+)
+def test_bad_halving(tmp_path: Path, sched: dict, needle: str) -> None:
+    p = write(tmp_path, with_change(["scheduler"], sched))
+    with pytest.raises(ConfigError) as err:
+        load_space(p)
+    assert str(err.value).startswith(str(p)) and needle in str(err.value), err.value
 
 
 def test_bad_baseline(tmp_path: Path) -> None:
@@ -157,32 +194,32 @@ def test_cli_rejects_bad_resources(tmp_path: Path) -> None:
 def test_preflight_rejects_unshared_storage_and_oversized_trials(tmp_path: Path, monkeypatch) -> None:
     """Checked before launch: resources that no node has, and a local storage path that another
     node cannot see (here the probe's answer is faked; test_cluster runs the real probe)."""
-    from s9tune.search import runner
+    from s9tune.search import cluster
 
     space = load_space(write(tmp_path, GOOD)).with_resources(1, 0)
     nodes = [
         {"NodeID": "a" * 40, "NodeManagerAddress": "10.0.0.1", "Resources": {"CPU": 4.0}},
         {"NodeID": "b" * 40, "NodeManagerAddress": "10.0.0.2", "Resources": {"CPU": 2.0}},
     ]
-    monkeypatch.setattr(runner, "_alive_nodes", lambda: nodes)
-    monkeypatch.setattr(runner, "nodes_not_seeing", lambda path, ns: ["10.0.0.2 (bbbbbbbb)"])
-    with pytest.raises(runner.ClusterError, match="node\\(s\\) 10.0.0.2 \\(bbbbbbbb\\) cannot see"):
-        runner.preflight(space, str(tmp_path / "st"), "exp")
+    monkeypatch.setattr(cluster, "_alive_nodes", lambda: nodes)
+    monkeypatch.setattr(cluster, "nodes_not_seeing", lambda path, ns: ["10.0.0.2 (bbbbbbbb)"])
+    with pytest.raises(cluster.ClusterError, match="node\\(s\\) 10.0.0.2 \\(bbbbbbbb\\) cannot see"):
+        cluster.preflight(space, str(tmp_path / "st"), "exp")
     assert not list((tmp_path / "st" / "exp").iterdir())  # the probe file is cleaned up
     # a URI is not probed; slots = 4 + 2 one-CPU trials
-    assert runner.preflight(space, "s3://bucket/searches", "exp") == 6
-    with pytest.raises(runner.ClusterError, match="asks for 0.5 GPUs but the largest node has 0"):
-        runner.preflight(space.with_resources(1, 0.5), "s3://bucket/searches", "exp")
-    with pytest.raises(runner.ClusterError, match="asks for 8 CPUs but the largest node has 4"):
-        runner.preflight(space.with_resources(8, 0), "s3://bucket/searches", "exp")
+    assert cluster.preflight(space, "s3://bucket/searches", "exp") == 6
+    with pytest.raises(cluster.ClusterError, match="asks for 0.5 GPUs but the largest node has 0"):
+        cluster.preflight(space.with_resources(1, 0.5), "s3://bucket/searches", "exp")
+    with pytest.raises(cluster.ClusterError, match="asks for 8 CPUs but the largest node has 4"):
+        cluster.preflight(space.with_resources(8, 0), "s3://bucket/searches", "exp")
 
 
 def test_missing_tensorboardx_fails_loudly(monkeypatch) -> None:
     import sys
 
     from s9tune.errors import S9Error
-    from s9tune.search.runner import _require_tensorboardx
+    from s9tune.search.runner import require_tensorboardx
 
     monkeypatch.setitem(sys.modules, "tensorboardX", None)
     with pytest.raises(S9Error, match="tensorboardX is not installed.*pip install tensorboardX"):
-        _require_tensorboardx()
+        require_tensorboardx()

@@ -6,6 +6,8 @@ a class with no test images has accuracy NaN (not 0), so it cannot pass for a fa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
@@ -115,7 +117,51 @@ def seed_test_line(loss: float, correct: int, total: int) -> str:
     return f"Test set: Average loss: {loss:.4f}, Accuracy: {correct}/{total} ({pct:.2f}%)"
 
 
+@dataclass(frozen=True)
+class TestEvaluation:
+    """Everything the plots, analysis.json and the report read about one model's test predictions."""
+
+    classes: tuple[str, ...]
+    loss: float
+    y_true: np.ndarray
+    probs: np.ndarray
+
+    @classmethod
+    def from_logits(cls, logits: np.ndarray, labels: np.ndarray, classes: Sequence[str], loss: float) -> "TestEvaluation":
+        return cls(tuple(classes), loss, np.asarray(labels, dtype=np.int64), softmax(logits))
+
+    @cached_property
+    def y_pred(self) -> np.ndarray:
+        return self.probs.argmax(axis=1) if len(self.y_true) else np.zeros(0, dtype=np.int64)
+
+    @cached_property
+    def confidence(self) -> np.ndarray:
+        """The probability of the predicted class, per image."""
+        return self.probs[np.arange(len(self.y_true)), self.y_pred] if len(self.y_true) else np.zeros(0)
+
+    @cached_property
+    def cm(self) -> np.ndarray:
+        return confusion_matrix(self.y_true, self.y_pred, len(self.classes))
+
+    @property
+    def total(self) -> int:
+        return int(len(self.y_true))
+
+    @property
+    def correct(self) -> int:
+        return int((self.y_pred == self.y_true).sum())
+
+    @cached_property
+    def wrong(self) -> np.ndarray:
+        return misclassified_indices(self.y_true, self.probs) if self.total else np.zeros(0, dtype=np.int64)
+
+    @cached_property
+    def right(self) -> np.ndarray:
+        return correct_indices(self.y_true, self.probs) if self.total else np.zeros(0, dtype=np.int64)
+
+
 __all__ = [
+    "TestEvaluation",
     "class_counts",
     "class_table",
     "confusion_matrix",

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from s9tune.checkpoint import atomic_write_bytes
+from s9tune.fileio import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

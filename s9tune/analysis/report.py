@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from s9tune.analysis.metrics import class_table
-from s9tune.checkpoint import atomic_write_text
+from s9tune.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -27,66 +27,61 @@ from typing import Any
 
 from s9tune.config import TrainConfig, field_types, read_yaml_mapping
 from s9tune.errors import ConfigError
+from s9tune.search.dists import Dist, parse_dist
+from s9tune.search.validation import check_field, err, mapping, number
 
 TOP_KEYS = {"num_samples", "fixed", "space", "baseline", "scheduler", "searcher", "resources", "description"}
-SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor", "max_t", "brackets"}
+SCHEDULER_KEYS = {
+    "asha": {"type", "grace_period", "reduction_factor", "max_t", "brackets"},
+    "halving": {"type", "budgets", "keep"},
+}
 SEARCHER_KEYS = {"type", "seed"}
 RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial"}
-DIST_KEYS = {
-    "uniform": {"low", "high"},
-    "loguniform": {"low", "high"},
-    "quniform": {"low", "high", "q"},
-    "randint": {"low", "high"},
-    "lograndint": {"low", "high"},
-    "choice": {"values"},
-}
 METRIC, MODE = "val_accuracy", "max"
+BUDGET_KEY = "budget"  # in a halving run's trial config: the epochs of its complete schedule
+CONFIG_KEY = "config_id"  # in a halving run's trial config: the trial id of the config's first run
 DATA_KEYS = ("val_size", "train_subset")  # the driver loads the splits once for all trials
 
 
 @dataclass(frozen=True)
-class Dist:
-    key: str
-    type: str
-    low: float | None = None
-    high: float | None = None
-    q: float | None = None
-    values: tuple[Any, ...] = ()
+class SchedulerSpec:
+    """How the search spends epochs on configs.
 
-    def contains(self, v: Any) -> bool:
-        if self.type == "choice":
-            return v in self.values
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and self.low <= v <= self.high  # type: ignore[operator]
+    asha: every config on one full-length schedule; ASHA stops the worse ones at its rungs.
+    halving: every config on a complete schedule of `budgets[0]` epochs; the best `keep` of them
+    trained again from scratch on a complete schedule of the next budget, and so on.
+    """
 
-    def tune_domain(self):  # noqa: ANN201
-        from ray import tune
+    type: str = "asha"
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+    brackets: int = 1
+    budgets: tuple[int, ...] = ()
+    keep: float = 1.0
 
-        if self.type == "uniform":
-            return tune.uniform(self.low, self.high)
-        if self.type == "loguniform":
-            return tune.loguniform(self.low, self.high)
-        if self.type == "quniform":
-            return tune.quniform(self.low, self.high, self.q)
-        if self.type == "randint":
-            return tune.randint(int(self.low), int(self.high) + 1)  # inclusive high, as written in the file
-        if self.type == "lograndint":
-            return tune.lograndint(int(self.low), int(self.high) + 1)
-        return tune.choice(list(self.values))
+    def rung_sizes(self, num_configs: int) -> list[int]:
+        """Configs trained at each budget: all at the first, then ceil(keep * previous), at least 1."""
+        sizes = [num_configs]
+        for _ in self.budgets[1:]:
+            sizes.append(max(1, math.ceil(self.keep * sizes[-1] - 1e-9)))
+        return sizes
 
-    def optuna_distribution(self):  # noqa: ANN201
-        import optuna.distributions as od
+    def to_record(self, max_t: int) -> dict[str, Any]:
+        if self.type == "halving":
+            return {"type": "halving", "max_t": max_t, "budgets": list(self.budgets), "keep": self.keep}
+        return {
+            "type": self.type,
+            "max_t": max_t,
+            "grace_period": self.grace_period,
+            "reduction_factor": self.reduction_factor,
+            "brackets": self.brackets,
+        }
 
-        if self.type == "uniform":
-            return od.FloatDistribution(self.low, self.high)
-        if self.type == "loguniform":
-            return od.FloatDistribution(self.low, self.high, log=True)
-        if self.type == "quniform":
-            return od.FloatDistribution(self.low, self.high, step=self.q)
-        if self.type == "randint":
-            return od.IntDistribution(int(self.low), int(self.high))
-        if self.type == "lograndint":
-            return od.IntDistribution(int(self.low), int(self.high), log=True)
-        return od.CategoricalDistribution(list(self.values))
+    @classmethod
+    def from_record(cls, d: dict[str, Any]) -> "SchedulerSpec":
+        if d.get("type") == "halving":
+            return cls("halving", budgets=tuple(int(b) for b in d["budgets"]), keep=float(d["keep"]))
+        return cls(d.get("type", "asha"), int(d.get("grace_period", 1)), float(d.get("reduction_factor", 2)), int(d.get("brackets", 1)))
 
 
 @dataclass(frozen=True)
@@ -96,9 +91,7 @@ class SearchSpace:
     fixed: TrainConfig
     dists: tuple[Dist, ...]
     baseline: dict[str, Any] | None
-    grace_period: int
-    reduction_factor: float
-    brackets: int
+    scheduler: SchedulerSpec
     searcher_seed: int
     cpus_per_trial: float
     gpus_per_trial: float
@@ -111,6 +104,35 @@ class SearchSpace:
     def param_space(self) -> dict[str, Any]:
         return {d.key: d.tune_domain() for d in self.dists}
 
+    def to_record(self) -> dict[str, Any]:
+        """The space as the experiment stores it (search/experiment.py), for resume and results."""
+        return {
+            "space_file": str(self.path),
+            "num_samples": self.num_samples,
+            "fixed": self.fixed.to_dict(),
+            "dists": [d.to_record() for d in self.dists],
+            "baseline": self.baseline,
+            "scheduler": self.scheduler.to_record(self.max_t),
+            "searcher": {"type": "optuna", "sampler": "TPE", "seed": self.searcher_seed},
+            "resources": {"cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial},
+            "metric": METRIC,
+            "mode": MODE,
+        }
+
+    @classmethod
+    def from_record(cls, d: dict[str, Any]) -> "SearchSpace":
+        return cls(
+            path=Path(d["space_file"]),
+            num_samples=int(d["num_samples"]),
+            fixed=TrainConfig.from_dict(d["fixed"]),
+            dists=tuple(Dist.from_record(x) for x in d["dists"]),
+            baseline=d.get("baseline"),
+            scheduler=SchedulerSpec.from_record(d["scheduler"]),
+            searcher_seed=int(d["searcher"]["seed"]),
+            cpus_per_trial=float(d["resources"]["cpus_per_trial"]),
+            gpus_per_trial=float(d["resources"]["gpus_per_trial"]),
+        )
+
     def with_resources(self, cpus: float | None, gpus: float | None) -> "SearchSpace":
         from dataclasses import replace
 
@@ -121,133 +143,93 @@ class SearchSpace:
         )
 
 
-def _err(path: Path, key: str, msg: str) -> ConfigError:
-    return ConfigError(f"{path}: {key}: {msg}")
-
-
-def _number(path: Path, key: str, v: Any, *, integer: bool = False) -> float:
-    ok = isinstance(v, int) if integer else isinstance(v, (int, float))
-    if not ok or isinstance(v, bool) or (isinstance(v, float) and not math.isfinite(v)):
-        raise _err(path, key, f"expected {'an integer' if integer else 'a number'}, got {v!r}")
-    return v
-
-
-def _mapping(path: Path, key: str, v: Any, allowed: set[str]) -> dict[str, Any]:
-    if v is None:
-        return {}
-    if not isinstance(v, dict):
-        raise _err(path, key, f"expected a mapping, got {type(v).__name__}")
-    unknown = set(v) - allowed
-    if unknown:
-        raise _err(path, f"{key}.{sorted(unknown)[0]}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
-    return v
-
-
-def parse_dist(path: Path, key: str, spec: Any, field_type: Any) -> Dist:
-    where = f"space.{key}"
-    if not isinstance(spec, dict) or "type" not in spec:
-        raise _err(path, where, "expected {type: uniform|loguniform|quniform|randint|lograndint|choice, ...}")
-    kind = spec["type"]
-    if kind not in DIST_KEYS:
-        raise _err(path, f"{where}.type", f"unknown distribution {kind!r} (known: {', '.join(DIST_KEYS)})")
-    given = set(spec) - {"type"}
-    if given != DIST_KEYS[kind]:
-        missing, extra = DIST_KEYS[kind] - given, given - DIST_KEYS[kind]
-        what = f"missing {sorted(missing)}" if missing else f"unknown {sorted(extra)}"
-        raise _err(path, where, f"{kind} takes {sorted(DIST_KEYS[kind])}: {what}")
-    if kind == "choice":
-        values = spec["values"]
-        if not isinstance(values, list) or not values:
-            raise _err(path, f"{where}.values", "expected a non-empty list")
-        for v in values:  # every value must be valid for the TrainConfig field
-            _check_field(path, where, key, v)
-        return Dist(key, kind, values=tuple(values))
-    integer = kind in ("randint", "lograndint")
-    low = _number(path, f"{where}.low", spec["low"], integer=integer)
-    high = _number(path, f"{where}.high", spec["high"], integer=integer)
-    if low >= high:
-        raise _err(path, where, f"low ({low}) must be < high ({high})")
-    if kind in ("loguniform", "lograndint") and low <= 0:
-        raise _err(path, f"{where}.low", f"{kind} needs low > 0, got {low}")
-    q = None
-    if kind == "quniform":
-        q = _number(path, f"{where}.q", spec["q"])
-        if q <= 0:
-            raise _err(path, f"{where}.q", "must be > 0")
-    if integer and "int" not in str(field_type):
-        raise _err(path, where, f"{kind} gives integers but {key} is {field_type}")
-    _check_field(path, where, key, low)
-    _check_field(path, where, key, high)
-    return Dist(key, kind, float(low), float(high), q)
-
-
-def _check_field(path: Path, where: str, key: str, value: Any) -> None:
-    try:
-        TrainConfig().with_overrides({key: value})
-    except ConfigError as exc:
-        raise _err(path, where, str(exc)) from None
-
-
 def load_space(path: Path) -> SearchSpace:
     path = Path(path).expanduser().resolve()
     raw = read_yaml_mapping(path)
     unknown = set(raw) - TOP_KEYS
     if unknown:
-        raise _err(path, sorted(unknown)[0], f"unknown key (allowed: {', '.join(sorted(TOP_KEYS))})")
+        raise err(path, sorted(unknown)[0], f"unknown key (allowed: {', '.join(sorted(TOP_KEYS))})")
     types = field_types()
 
-    fixed_raw = _mapping(path, "fixed", raw.get("fixed"), set(types))
+    fixed_raw = mapping(path, "fixed", raw.get("fixed"), set(types))
     try:
         fixed = TrainConfig().with_overrides(fixed_raw)
     except ConfigError as exc:
-        raise _err(path, "fixed", str(exc)) from None
+        raise err(path, "fixed", str(exc)) from None
 
     space_raw = raw.get("space")
     if not isinstance(space_raw, dict) or not space_raw:
-        raise _err(path, "space", "expected a non-empty mapping of TrainConfig key -> distribution")
+        raise err(path, "space", "expected a non-empty mapping of TrainConfig key -> distribution")
     dists = []
     for key, spec in space_raw.items():
         if key not in types:
-            raise _err(path, f"space.{key}", "not a TrainConfig key")
+            raise err(path, f"space.{key}", "not a TrainConfig key")
         if key == "epochs":
-            raise _err(path, "space.epochs", "cannot be searched under ASHA: the LR schedule is stretched over epochs")
+            raise err(path, "space.epochs", "cannot be searched: it is the length of the LR schedule (the halving scheduler runs shorter complete ones)")
         if key in DATA_KEYS:
-            raise _err(path, f"space.{key}", "defines the validation split, which every trial must share; put it under fixed")
+            raise err(path, f"space.{key}", "defines the validation split, which every trial must share; put it under fixed")
         if key in fixed_raw:
-            raise _err(path, f"space.{key}", "is also under fixed; keep it in one place")
+            raise err(path, f"space.{key}", "is also under fixed; keep it in one place")
         dists.append(parse_dist(path, key, spec, types[key]))
 
-    num_samples = int(_number(path, "num_samples", raw.get("num_samples", 16), integer=True))
+    num_samples = int(number(path, "num_samples", raw.get("num_samples", 16), integer=True))
     if num_samples < 1:
-        raise _err(path, "num_samples", "must be >= 1")
+        raise err(path, "num_samples", "must be >= 1")
 
-    sched = _mapping(path, "scheduler", raw.get("scheduler"), SCHEDULER_KEYS)
-    if sched.get("type", "asha") != "asha":
-        raise _err(path, "scheduler.type", f"only 'asha' is supported, got {sched.get('type')!r}")
-    grace = int(_number(path, "scheduler.grace_period", sched.get("grace_period", 1), integer=True))
-    rf = _number(path, "scheduler.reduction_factor", sched.get("reduction_factor", 2))
-    brackets = int(_number(path, "scheduler.brackets", sched.get("brackets", 1), integer=True))
-    if "max_t" in sched and sched["max_t"] != fixed.epochs:
-        raise _err(path, "scheduler.max_t", f"must equal fixed.epochs ({fixed.epochs}); it is derived from it")
-    if not 1 <= grace <= fixed.epochs:
-        raise _err(path, "scheduler.grace_period", f"must lie in [1, epochs={fixed.epochs}]")
-    if rf <= 1:
-        raise _err(path, "scheduler.reduction_factor", "must be > 1")
-    if brackets < 1:
-        raise _err(path, "scheduler.brackets", "must be >= 1")
+    scheduler = _parse_scheduler(path, raw.get("scheduler"), fixed)
 
-    searcher = _mapping(path, "searcher", raw.get("searcher"), SEARCHER_KEYS)
+    searcher = mapping(path, "searcher", raw.get("searcher"), SEARCHER_KEYS)
     if searcher.get("type", "optuna") != "optuna":
-        raise _err(path, "searcher.type", f"only 'optuna' is supported, got {searcher.get('type')!r}")
-    seed = int(_number(path, "searcher.seed", searcher.get("seed", 0), integer=True))
+        raise err(path, "searcher.type", f"only 'optuna' is supported, got {searcher.get('type')!r}")
+    seed = int(number(path, "searcher.seed", searcher.get("seed", 0), integer=True))
 
-    res = _mapping(path, "resources", raw.get("resources"), RESOURCE_KEYS)
-    cpus = _number(path, "resources.cpus_per_trial", res.get("cpus_per_trial", 1))
-    gpus = _number(path, "resources.gpus_per_trial", res.get("gpus_per_trial", 0))
+    res = mapping(path, "resources", raw.get("resources"), RESOURCE_KEYS)
+    cpus = number(path, "resources.cpus_per_trial", res.get("cpus_per_trial", 1))
+    gpus = number(path, "resources.gpus_per_trial", res.get("gpus_per_trial", 0))
     check_resources(cpus, gpus, where=f"{path}: resources")
 
     baseline = _parse_baseline(path, raw.get("baseline", "default"), dists, fixed)
-    return SearchSpace(path, num_samples, fixed, tuple(dists), baseline, grace, float(rf), brackets, seed, cpus, gpus, raw)
+    return SearchSpace(path, num_samples, fixed, tuple(dists), baseline, scheduler, seed, cpus, gpus, raw)
+
+
+def _parse_scheduler(path: Path, raw: Any, fixed: TrainConfig) -> SchedulerSpec:
+    kind = raw.get("type", "asha") if isinstance(raw, dict) else "asha"
+    if kind not in SCHEDULER_KEYS:
+        raise err(path, "scheduler.type", f"unknown scheduler {kind!r} (known: {', '.join(SCHEDULER_KEYS)})")
+    sched = mapping(path, "scheduler", raw, SCHEDULER_KEYS[kind])
+    if kind == "halving":
+        return _parse_halving(path, sched, fixed)
+    grace = int(number(path, "scheduler.grace_period", sched.get("grace_period", 1), integer=True))
+    rf = number(path, "scheduler.reduction_factor", sched.get("reduction_factor", 2))
+    brackets = int(number(path, "scheduler.brackets", sched.get("brackets", 1), integer=True))
+    if "max_t" in sched and sched["max_t"] != fixed.epochs:
+        raise err(path, "scheduler.max_t", f"must equal fixed.epochs ({fixed.epochs}); it is derived from it")
+    if not 1 <= grace <= fixed.epochs:
+        raise err(path, "scheduler.grace_period", f"must lie in [1, epochs={fixed.epochs}]")
+    if rf <= 1:
+        raise err(path, "scheduler.reduction_factor", "must be > 1")
+    if brackets < 1:
+        raise err(path, "scheduler.brackets", "must be >= 1")
+    return SchedulerSpec("asha", grace, float(rf), brackets)
+
+
+def _parse_halving(path: Path, sched: dict[str, Any], fixed: TrainConfig) -> SchedulerSpec:
+    budgets = sched.get("budgets")
+    if not isinstance(budgets, list) or not budgets:
+        raise err(path, "scheduler.budgets", f"expected a list of epochs ending at fixed.epochs ({fixed.epochs}), e.g. [6, {fixed.epochs}]")
+    for i, b in enumerate(budgets):
+        if number(path, f"scheduler.budgets[{i}]", b, integer=True) < 1:
+            raise err(path, f"scheduler.budgets[{i}]", f"must be >= 1, got {b}")
+    if any(a >= b for a, b in zip(budgets, budgets[1:])):
+        raise err(path, "scheduler.budgets", f"must increase strictly, got {budgets}")
+    if budgets[-1] != fixed.epochs:
+        raise err(path, "scheduler.budgets", f"the last budget ({budgets[-1]}) must equal fixed.epochs ({fixed.epochs})")
+    if len(budgets) > 1 and "keep" not in sched:
+        raise err(path, "scheduler.keep", "missing: the fraction of a budget's configs that go on to the next")
+    keep = number(path, "scheduler.keep", sched.get("keep", 1.0))
+    if len(budgets) > 1 and not 0 < keep < 1:
+        raise err(path, "scheduler.keep", f"must lie strictly between 0 and 1, got {keep}")
+    return SchedulerSpec("halving", budgets=tuple(int(b) for b in budgets), keep=float(keep))
 
 
 def check_resources(cpus: float, gpus: float, where: str = "resources") -> None:
@@ -266,14 +248,14 @@ def _parse_baseline(path: Path, raw: Any, dists: list[Dist], fixed: TrainConfig)
         point = {d.key: getattr(defaults, d.key) for d in dists}
         # a baseline outside the searched range would be rejected by Optuna; clip into it
         return {d.key: _clip(d, v) for d, v in zip(dists, point.values())}
-    base = _mapping(path, "baseline", raw, {d.key for d in dists})
+    base = mapping(path, "baseline", raw, {d.key for d in dists})
     missing = {d.key for d in dists} - set(base)
     if missing:
-        raise _err(path, "baseline", f"needs a value for every searched key; missing {sorted(missing)}")
+        raise err(path, "baseline", f"needs a value for every searched key; missing {sorted(missing)}")
     for d in dists:
         if not d.contains(base[d.key]):
-            raise _err(path, f"baseline.{d.key}", f"{base[d.key]!r} lies outside the searched range")
-        _check_field(path, f"baseline.{d.key}", d.key, base[d.key])
+            raise err(path, f"baseline.{d.key}", f"{base[d.key]!r} lies outside the searched range")
+        check_field(path, f"baseline.{d.key}", d.key, base[d.key])
     return dict(base)
 
 

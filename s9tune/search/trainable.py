@@ -16,10 +16,11 @@ from typing import Any
 from ray import tune
 
 from s9tune.callbacks import BaseCallback
-from s9tune.checkpoint import load_checkpoint, save_checkpoint
+from s9tune.checkpoint import Checkpoint
 from s9tune.config import TrainConfig
 from s9tune.data import Splits
 from s9tune.engine import EpochMetrics, FitResult, FitState, train
+from s9tune.search.space import BUDGET_KEY, CONFIG_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class TuneReport(BaseCallback):
     def on_epoch_end(self, state: FitState, m: EpochMetrics) -> None:
         metrics = {**epoch_report(m), "node_id": self.node}
         with tempfile.TemporaryDirectory() as tmp:
-            save_checkpoint(Path(tmp) / CKPT_NAME, state.payload())
+            state.checkpoint().save(Path(tmp) / CKPT_NAME)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     def on_fit_end(self, state: FitState, result: FitResult) -> None:
@@ -74,17 +75,26 @@ class TuneReport(BaseCallback):
             )
 
 
+def trial_config(config: dict[str, Any], base: dict[str, Any]) -> TrainConfig:
+    """The run's TrainConfig: fixed values, the searched ones, and under halving the run's budget
+    as `epochs`, so its OneCycle schedule is complete at that length (pct_start scales with it)."""
+    searched = {k: v for k, v in config.items() if k not in (BUDGET_KEY, CONFIG_KEY)}
+    if BUDGET_KEY in config:
+        searched["epochs"] = int(config[BUDGET_KEY])
+    return TrainConfig.from_dict(base).with_overrides(searched)
+
+
 def train_trial(config: dict[str, Any], *, splits: Splits, base: dict[str, Any]) -> None:
     """Ray Tune entry point. `base` holds the fixed TrainConfig values, `config` the trial's."""
     import torch
 
-    cfg = TrainConfig.from_dict(base).with_overrides(config)
+    cfg = trial_config(config, base)
     resume = None
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            resume = load_checkpoint(Path(d) / CKPT_NAME)
-        logger.info("trial resumes after epoch %d", resume["epoch"])
+            resume = Checkpoint.load(Path(d) / CKPT_NAME)
+        logger.info("trial resumes after epoch %d", resume.epoch)
     if cfg.device != "cpu" and torch.cuda.is_available() and cfg.gpu_memory_fraction is None:
         # Ray schedules GPU fractions but does not enforce them: keep this trial in its share
         share = _gpu_share()

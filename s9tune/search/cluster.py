@@ -1,0 +1,109 @@
+"""Ray itself: start it in-process or join a cluster, and check before launch that the cluster
+can run the trials (a trial that fits no node is an error, not a hang; a local storage path
+must be visible to every node)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from s9tune.errors import S9Error
+from s9tune.search.experiment import is_uri
+from s9tune.search.space import SearchSpace
+
+logger = logging.getLogger(__name__)
+
+
+class ClusterError(S9Error):
+    """The cluster cannot run this search as asked (resources, storage)."""
+
+
+def init_ray(address: str | None) -> None:
+    import ray
+
+    import s9tune
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # every epoch checkpoints by design (resume, ASHA); Tune's "snapshotting too often" warning
+    # would repeat all search long
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if ray.is_initialized():
+        return
+    if address:
+        # ship this package to the cluster's workers; their Python needs the dependencies
+        runtime_env = {"py_modules": [str(Path(s9tune.__file__).resolve().parent)]}
+        try:
+            ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {str(exc).splitlines()[0]}") from None
+    else:
+        # embedded: Ray lives in this process tree; dashboard off (it would listen on a port)
+        ray.init(include_dashboard=False, log_to_driver=True)
+
+
+def _alive_nodes() -> list[dict[str, Any]]:
+    import ray
+
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def preflight(space: SearchSpace, storage: str, exp_name: str) -> int:
+    """Check that the cluster can run the trials; returns how many can run at once."""
+    nodes = _alive_nodes()
+    cpus, gpus = space.cpus_per_trial, space.gpus_per_trial
+    max_cpu = max(n["Resources"].get("CPU", 0) for n in nodes)
+    max_gpu = max(n["Resources"].get("GPU", 0) for n in nodes)
+    if cpus > max_cpu:
+        raise ClusterError(f"a trial asks for {cpus:g} CPUs but the largest node has {max_cpu:g}; lower --cpus-per-trial")
+    if gpus > max_gpu:
+        raise ClusterError(
+            f"a trial asks for {gpus:g} GPUs but the largest node has {max_gpu:g}; "
+            "lower --gpus-per-trial (0 runs on CPUs)"
+        )
+    slots = 0
+    for n in nodes:
+        per_node = math.floor(n["Resources"].get("CPU", 0) / cpus + 1e-9)
+        if gpus > 0:
+            per_node = min(per_node, math.floor(n["Resources"].get("GPU", 0) / gpus + 1e-9))
+        slots += per_node
+    if len(nodes) > 1 and not is_uri(storage):
+        _check_storage_visible(storage, exp_name, nodes)
+    return max(1, slots)
+
+
+def _check_storage_visible(storage: str, exp_name: str, nodes: list[dict[str, Any]]) -> None:
+    """A local storage path works on several nodes only if it is a shared filesystem."""
+    marker = Path(storage) / exp_name / f".s9tune-probe-{uuid.uuid4().hex}"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("probe")
+    try:
+        blind = nodes_not_seeing(marker, nodes)
+    finally:
+        marker.unlink(missing_ok=True)
+    if blind:
+        raise ClusterError(
+            f"storage {storage} is a local path that node(s) {', '.join(blind)} cannot see; "
+            "on a multi-node cluster use a shared filesystem or a URI (s3://..., gs://...) for --storage"
+        )
+
+
+def nodes_not_seeing(path: Path, nodes: list[dict[str, Any]]) -> list[str]:
+    """Ask a zero-CPU task pinned to each node whether `path` exists there."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=0)
+    def sees(p: str) -> bool:
+        return Path(p).exists()
+
+    refs = {
+        f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})": sees.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+        ).remote(str(path))
+        for n in nodes
+    }
+    return [node for node, ref in refs.items() if not ray.get(ref, timeout=60)]

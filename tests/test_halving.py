@@ -1,0 +1,198 @@
+"""The searchers on their own, driven the way Tune drives them (suggest, per-epoch results,
+completion) but with made-up values and arrival orders, so every interleaving can be tried in
+milliseconds. test_halving_search.py runs the real thing."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import optuna
+import pytest
+from ray import tune
+from ray.tune.search import Searcher
+
+from s9tune.search.searchers import CompleteScheduleOptuna, HalvingSearch
+from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, SchedulerSpec
+
+METRIC, MODE = "val_accuracy", "max"
+
+
+def make(budgets: tuple[int, ...], keep: float, n: int, seed: int = 0) -> HalvingSearch:
+    tpe = CompleteScheduleOptuna(metric=METRIC, mode=MODE, seed=seed, max_t=budgets[0])
+    h = HalvingSearch(tpe, SchedulerSpec("halving", budgets=budgets, keep=keep), n, METRIC, MODE)
+    assert h.set_search_properties(METRIC, MODE, {"x": tune.uniform(0.0, 1.0)})
+    return h
+
+
+def value(config: dict, budget: int) -> float:
+    # a config's quality is its x; longer schedules score higher, ranks stay as at the first budget
+    # except for the noise term, which makes the first budget an imperfect predictor
+    return config["x"] * (1 + budget / 10) + 0.05 * ((hash(config[CONFIG_KEY]) % 7) - 3)
+
+
+def drive(
+    h: Searcher, slots: int, order_seed: int, fail: set[int] = frozenset(), stop_after: int | None = None, first_id: int = 0
+):
+    """Run the searcher to FINISHED with `slots` parallel trials ending in a random order.
+    Returns every started run as (trial id, config) in start order, and whether it finished;
+    `h.overlaps` counts promotions started while a run of the budget below was still live."""
+    rng = random.Random(order_seed)
+    live: dict[str, dict] = {}
+    started: list[tuple[str, dict]] = []
+    n, completed = first_id, 0
+    while True:
+        while len(live) < slots:
+            tid = f"t{n:03d}"
+            cfg = h.suggest(tid)
+            if cfg is None or cfg == Searcher.FINISHED:
+                break
+            n += 1
+            below = [b for b in h.budgets if b < cfg[BUDGET_KEY]]
+            if below and any(c[BUDGET_KEY] == below[-1] for c in live.values()):
+                h.overlaps = getattr(h, "overlaps", 0) + 1
+            live[tid] = cfg
+            started.append((tid, cfg))
+        if cfg == Searcher.FINISHED and not live:
+            return started, True
+        assert live, "the searcher waits although nothing runs: it would hang Tune"
+        tid = rng.choice(sorted(live))
+        cfg = live.pop(tid)
+        budget = cfg[BUDGET_KEY]
+        if int(tid[1:]) in fail:
+            h.on_trial_complete(tid, None, error=True)
+        else:
+            for epoch in range(1, budget + 1):
+                h.on_trial_result(tid, {METRIC: value(cfg, budget) * epoch / budget, "training_iteration": epoch})
+            h.on_trial_complete(tid, {METRIC: value(cfg, budget), "training_iteration": budget})
+        completed += 1
+        if stop_after is not None and completed >= stop_after:
+            return started, False
+
+
+def rungs(started: list[tuple[str, dict]], budgets: tuple[int, ...]) -> list[list[str]]:
+    return [[c[CONFIG_KEY] for _, c in started if c[BUDGET_KEY] == b] for b in budgets]
+
+
+def top(started: list[tuple[str, dict]], budget: int, k: int) -> set[str]:
+    vals = {c[CONFIG_KEY]: value(c, budget) for _, c in started if c[BUDGET_KEY] == budget}
+    return set(sorted(vals, key=vals.get, reverse=True)[:k])
+
+
+def test_rung_sizes() -> None:
+    assert SchedulerSpec("halving", budgets=(6, 24), keep=0.34).rung_sizes(32) == [32, 11]
+    assert SchedulerSpec("halving", budgets=(2, 4, 8), keep=0.5).rung_sizes(8) == [8, 4, 2]
+    assert SchedulerSpec("halving", budgets=(2, 8), keep=0.1).rung_sizes(3) == [3, 1]  # never 0
+    assert SchedulerSpec("halving", budgets=(8,)).rung_sizes(5) == [5]
+
+
+@pytest.mark.parametrize("slots,order", [(1, 0), (3, 1), (3, 2), (8, 3)])
+def test_promotes_exactly_the_top_of_each_budget_in_any_order(slots: int, order: int) -> None:
+    budgets = (2, 4, 8)
+    h = make(budgets, 0.5, 8)
+    started, finished = drive(h, slots, order)
+    assert finished
+    ids = rungs(started, budgets)
+    assert [len(r) for r in ids] == [8, 4, 2]
+    assert all(len(set(r)) == len(r) for r in ids), "a config was promoted twice"
+    assert set(ids[1]) == top(started, 2, 4)
+    assert set(ids[2]) == top(started, 4, 2)
+    # a promoted run trains the config it promotes: same searched values, a longer budget
+    first = {c[CONFIG_KEY]: c["x"] for _, c in started if c[BUDGET_KEY] == 2}
+    assert all(c["x"] == first[c[CONFIG_KEY]] for _, c in started)
+
+
+def test_promotion_starts_before_the_rung_ends() -> None:
+    """Asynchronous: a config whose place in the top half is already certain starts its longer
+    run while first-budget runs are still running, not after a barrier."""
+    h = make((2, 8), 0.5, 8)
+    drive(h, 4, 0)
+    assert getattr(h, "overlaps", 0) >= 1
+
+
+def test_optuna_learns_only_first_budget_values() -> None:
+    h = make((2, 8), 0.5, 6)
+    started, _ = drive(h, 2, 5)
+    trials = h.inner._ot_study.trials
+    assert len(trials) == 6
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    by_x = {round(c["x"], 12): value(c, 2) for _, c in started if c[BUDGET_KEY] == 2}
+    assert sorted(t.value for t in trials) == pytest.approx(sorted(by_x.values()))
+
+
+def test_failed_configs_are_never_promoted_and_the_search_still_ends() -> None:
+    h = make((2, 8), 0.5, 6)
+    started, finished = drive(h, 2, 0, fail={0, 1, 2, 3})
+    assert finished
+    promoted = rungs(started, (2, 8))[1]
+    failed = {c[CONFIG_KEY] for i, (_, c) in enumerate(started) if i in {0, 1, 2, 3}}
+    assert promoted and not set(promoted) & failed
+
+
+def test_state_survives_save_and_restore(tmp_path: Path) -> None:
+    """Resume: a searcher restored from its saved state repeats no promotion and loses no run."""
+    budgets = (2, 4)
+    h = make(budgets, 0.5, 6)
+    before, finished = drive(h, 2, 7, stop_after=5)
+    assert not finished
+    h.save(str(tmp_path / "s.pkl"))
+    restored = make(budgets, 0.5, 6, seed=99)
+    restored.restore(str(tmp_path / "s.pkl"))
+    assert restored.runs == h.runs and restored.values == h.values
+    live = [t for t, (cid, r) in restored.runs.items() if cid not in restored.values[r]]
+    for tid in live:  # Tune requeues the unfinished runs under their own ids
+        cid, r = restored.runs[tid]
+        restored.on_trial_complete(tid, {METRIC: 0.5 + 0.01 * r, "training_iteration": budgets[r]})
+    after, finished = drive(restored, 2, 8, first_id=100)
+    assert finished
+    ids = rungs(before + after, budgets)
+    assert [len(r) for r in ids] == [6, 3] and all(len(set(r)) == len(r) for r in ids)
+
+
+def test_asha_stopped_trials_reach_optuna_as_pruned() -> None:
+    tpe = CompleteScheduleOptuna(metric=METRIC, mode=MODE, seed=0, max_t=4)
+    tpe.set_search_properties(METRIC, MODE, {"x": tune.uniform(0.0, 1.0)})
+    for tid, last, diverged in (("done", 4, 0), ("stopped", 2, 0), ("nan", 1, 1)):
+        tpe.suggest(tid)
+        # as Tune does: the result on which ASHA stops a trial reaches only on_trial_complete
+        for epoch in range(1, last + (1 if tid == "done" else 0)):
+            tpe.on_trial_result(tid, {METRIC: 0.1 * epoch, "training_iteration": epoch})
+        tpe.on_trial_complete(tid, {METRIC: 0.0 if diverged else 0.1 * last, "training_iteration": last, "diverged": diverged})
+    done, stopped, nan = tpe._ot_study.trials
+    assert done.state == optuna.trial.TrialState.COMPLETE and done.value == pytest.approx(0.4)
+    assert stopped.state == optuna.trial.TrialState.PRUNED and stopped.last_step == 2
+    assert stopped.value == pytest.approx(0.2)  # its value at the rung where it stopped
+    assert nan.state == optuna.trial.TrialState.COMPLETE and nan.value == 0.0  # diverged: a verdict, scored worst
+
+
+def test_importance_needs_enough_values_of_one_budget(tmp_path: Path) -> None:
+    """fANOVA runs on first-budget values only (every config has one), and says n/a below 10."""
+    import numpy as np
+    import yaml
+
+    from s9tune.search.experiment import Experiment, ExperimentRef, TrialRow
+    from s9tune.search.export import importance
+    from s9tune.search.space import load_space
+
+    doc = {
+        "num_samples": 12,
+        "fixed": {"epochs": 4},
+        "space": {"max_lr": {"type": "loguniform", "low": 0.05, "high": 2.0}, "aug_strength": {"type": "uniform", "low": 0.0, "high": 2.0}},
+        "scheduler": {"type": "halving", "budgets": [2, 4], "keep": 0.5},
+    }
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
+    space = load_space(tmp_path / "s.yaml")
+    rng = np.random.default_rng(0)
+
+    def row(i: int, budget: int, lr: float, aug: float) -> TrialRow:
+        v = 0.9 - 0.3 * aug  # only aug_strength matters
+        return TrialRow(f"t{i}-{budget}", {"max_lr": lr, "aug_strength": aug}, "completed", budget, v, v, 1.0, [v], f"c{i}", budget)
+
+    points = [(float(rng.uniform(0.05, 2.0)), float(rng.uniform(0.0, 2.0))) for _ in range(12)]
+    rows = [row(i, 2, lr, aug) for i, (lr, aug) in enumerate(points)]
+    rows += [row(i, 4, 0.5, 0.0) for i in range(6)]  # a second budget: must not enter the same fit
+    imp, basis = importance(Experiment(ExperimentRef(str(tmp_path), "x"), space, rows))
+    assert "12 configs' values at the first budget (2 epochs)" in basis
+    assert set(imp) == {"max_lr", "aug_strength"} and imp["aug_strength"] > 0.8
+    few, why = importance(Experiment(ExperimentRef(str(tmp_path), "x"), space, rows[:9]))
+    assert few == {} and why.startswith("n/a: 9 ") and "needs at least 10" in why

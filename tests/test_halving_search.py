@@ -1,0 +1,184 @@
+"""A real halving search on the mini slice (Ray Tune, 2 CPUs): every run ends its own complete
+schedule, the top `keep` are rerun longer, Optuna learns only from complete schedules, and the
+experiment is one Tune experiment that Ray, TensorBoard, `results`, `retrain` and `--resume` read."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import SEARCH_SPACE, _require_mini
+
+pytestmark = pytest.mark.slow
+
+HALVING = {**SEARCH_SPACE, "num_samples": 4, "scheduler": {"type": "halving", "budgets": [1, 3], "keep": 0.5}}
+
+
+def runs(exp: Path) -> dict[str, dict]:
+    """Trial folder -> its params (budget, config_id, searched values) and result rows."""
+    out = {}
+    for d in sorted(exp.glob("train_trial_*")):
+        if not (d / "params.json").exists():
+            continue  # Tune is still creating it
+        rows = []
+        for line in (d / "result.json").read_text().splitlines() if (d / "result.json").exists() else []:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line Tune is still writing
+        out[d.name] = {"params": json.loads((d / "params.json").read_text()), "rows": rows}
+    return out
+
+
+@pytest.fixture(scope="module")
+def halving(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    import ray
+
+    from s9tune.cli import main
+
+    mini = _require_mini(request)
+    tmp = tmp_path_factory.mktemp("halving")
+    (tmp / "space.yaml").write_text(yaml.safe_dump(HALVING))
+    args = ["search", "--space", str(tmp / "space.yaml"), "--data-dir", str(mini), "--storage", str(tmp / "st"), "--name", "h"]
+    rc = main(args)
+    ray.shutdown()
+    assert rc == 0
+    return tmp / "st" / "h"
+
+
+def test_every_run_ends_its_own_complete_schedule(halving: Path) -> None:
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str(halving), default_metric="val_accuracy", default_mode="max")
+    assert len(analysis.trials) == 4 + 2  # 4 configs at 1 epoch, ceil(0.5 * 4) = 2 of them at 3
+    frames = analysis.trial_dataframes
+    for t in analysis.trials:
+        df, budget = frames[t.trial_id], t.config["budget"]
+        assert int(df["training_iteration"].iloc[-1]) == budget  # the last iteration is a budget
+        assert df["lr"].iloc[-1] <= 0.01 * t.config["max_lr"]  # annealed: the end of its own schedule
+    first = {t.config["config_id"]: t for t in analysis.trials if t.config["budget"] == 1}
+    longer = [t for t in analysis.trials if t.config["budget"] == 3]
+    assert len(first) == 4 and len({t.config["config_id"] for t in longer}) == 2
+    # a promoted run trains its config from scratch: same searched values, epoch 1 again
+    value = {cid: frames[t.trial_id]["val_accuracy"].iloc[-1] for cid, t in first.items()}
+    assert {t.config["config_id"] for t in longer} == set(sorted(value, key=value.get, reverse=True)[:2])
+    for t in longer:
+        assert t.config["max_lr"] == first[t.config["config_id"]].config["max_lr"]
+        assert list(frames[t.trial_id]["epoch"]) == [1, 2, 3]
+
+
+def test_optuna_learns_only_complete_first_budget_schedules(halving: Path) -> None:
+    import optuna
+
+    from s9tune.search.searchers import HalvingSearch
+
+    state = sorted(halving.glob("searcher-state-*.pkl"))
+    assert state, sorted(p.name for p in halving.iterdir())
+    searcher = HalvingSearch.__new__(HalvingSearch)
+    searcher.restore(str(state[-1]))
+    trials = searcher.inner._ot_study.trials
+    assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    finals = sorted(r["rows"][-1]["val_accuracy"] for r in runs(halving).values() if r["params"]["budget"] == 1)
+    assert sorted(t.value for t in trials) == pytest.approx(finals)
+    assert trials[0].params["max_lr"] == 0.4  # the baseline first
+
+
+def test_tensorboard_has_a_run_per_run_with_its_budget(halving: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    dirs = sorted(halving.glob("train_trial_*"))
+    assert len(dirs) == 6
+    for d in dirs:
+        ea = EventAccumulator(str(d))
+        ea.Reload()
+        info = ea.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+        assert b"budget" in info and b"max_lr" in info, d
+
+
+def test_results_and_best_config_use_the_highest_budget(halving: Path, capsys: pytest.CaptureFixture) -> None:
+    from s9tune.cli import main
+    from s9tune.config import TrainConfig
+    from s9tune.search.experiment import load_experiment
+
+    assert main(["results", str(halving)]) == 0
+    out = capsys.readouterr().out
+    assert "val@1" in out and "val@3" in out
+    exp = load_experiment(str(halving))
+    configs = exp.configs()
+    assert len(configs) == 4 and [3 in c.values for c in configs] == [True, True, False, False]  # longest first
+    best = exp.best()
+    assert best.epochs == 3 and best.val_accuracy == max(c.values[3] for c in configs[:2])
+    cfg = TrainConfig.from_yaml(halving / "best_config.yaml")
+    assert cfg.epochs == 3 and cfg.max_lr == best.params["max_lr"]
+    board = json.loads((halving / "leaderboard.json").read_text())
+    assert [row["config"] for row in board["rows"]] == [c.config_id for c in configs]
+    assert board["importance"] == {} and "first budget (1 epochs)" in board["importance_basis"]
+
+
+def test_retrain_takes_the_best_config(halving: Path, mini: Path, tmp_path: Path) -> None:
+    from s9tune.cli import main
+    from s9tune.search.experiment import load_experiment
+
+    best = load_experiment(str(halving)).best()
+    out = tmp_path / "rt"
+    args = ["retrain", str(halving), "--data-dir", str(mini), "--epochs", "1", "--set", "width=4", "--out", str(out)]
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["best_trial"] == best.trial_id and m["config"]["max_lr"] == best.params["max_lr"]
+
+
+def test_sigkill_then_resume_continues_the_rungs(tmp_path: Path, mini: Path) -> None:
+    """Killed once a promoted run is part-way: on --resume no finished run is lost or rerun, no
+    promotion is repeated, and the plan (4 + 2 runs) completes."""
+    from test_search_resume import ray_processes
+
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(HALVING))
+    exp = tmp_path / "st" / "k"
+    cmd = [sys.executable, "-m", "s9tune", "search", "--space", str(space), "--data-dir", str(mini),
+           "--storage", str(tmp_path / "st"), "--name", "k"]
+    before = ray_processes()
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            time.sleep(0.5)
+            now = runs(exp) if exp.exists() else {}
+            if any(r["params"]["budget"] == 3 and 0 < len(r["rows"]) < 3 for r in now.values()):
+                break
+            assert proc.poll() is None, "search ended before it could be killed"
+        else:
+            pytest.fail("no promoted run started in time")
+        time.sleep(1.0)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for pid in ray_processes() - before:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    done_before = {k: r["rows"] for k, r in runs(exp).items() if r["rows"] and len(r["rows"]) == r["params"]["budget"]}
+    assert done_before
+
+    res = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    final = runs(exp)
+    pairs = [(r["params"]["config_id"], r["params"]["budget"]) for r in final.values()]
+    assert len(pairs) == len(set(pairs)) == 6, pairs  # no run twice, no promotion repeated
+    assert sorted(b for _, b in pairs) == [1, 1, 1, 1, 3, 3]
+    for name, rows in done_before.items():
+        assert final[name]["rows"] == rows, f"{name} was rerun or changed"
+    for name, r in final.items():
+        epochs = [row["epoch"] for row in r["rows"]]
+        assert epochs == list(range(1, r["params"]["budget"] + 1)), (name, epochs)
+    assert not math.isnan(final[name]["rows"][-1]["val_accuracy"])
