@@ -122,10 +122,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         name=args.name,
         address=args.address,
         resume=args.resume,
+        dashboard=args.dashboard,
+        ray_to_console=args.verbose > 0,
+        progress=not args.quiet,
     )
+    print()
     print(format_results(outcome.result))
     print(f"\nExperiment: {outcome.experiment}")
     print(f"TensorBoard: tensorboard --logdir {outcome.experiment}")
+    if outcome.log:
+        print(f"Ray's log: {outcome.experiment}/search.log")
     if outcome.interrupted:
         storage, _, name = outcome.experiment.rpartition("/")
         print(f"Interrupted. Continue with: s9tune search --space {args.space} --storage {storage} --name {name} --resume")
@@ -159,6 +165,9 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
         "--address", default=None, help="join a running Ray cluster (auto or HOST:PORT); default: start Ray in-process"
     )
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")
+    p.add_argument(
+        "--dashboard", action="store_true", help="with Ray started in-process: its dashboard, on 127.0.0.1 only (needs ray[default])"
+    )
     p.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (overrides the file)")
     p.add_argument("--gpus-per-trial", type=float, default=None, help="GPU share per trial, e.g. 0.25 (overrides the file)")
     p.set_defaults(func=cmd_search)
@@ -242,7 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, search (Ray Tune + Optuna + ASHA), retrain and analyse the S9 ResNet on CIFAR-10.",
     )
     parser.add_argument("--version", action="version", version=f"s9tune {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output; a search also shows Ray's and Tune's (-vv for debug)"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

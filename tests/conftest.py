@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -123,9 +124,12 @@ def search_experiment(tmp_path_factory: pytest.TempPathFactory, request: pytest.
     tmp = tmp_path_factory.mktemp("search")
     space = tmp / "space.yaml"
     space.write_text(yaml.safe_dump(SEARCH_SPACE))
-    rc = main(["search", "--space", str(space), "--data-dir", str(mini), "--storage", str(tmp / "st"), "--name", "exp"])
+    console = io.StringIO()  # what a user's terminal (not a tty) would show; test_search reads it
+    with contextlib.redirect_stdout(console):
+        rc = main(["search", "--space", str(space), "--data-dir", str(mini), "--storage", str(tmp / "st"), "--name", "exp"])
     ray.shutdown()
-    assert rc == 0
+    (tmp / "console.txt").write_text(console.getvalue())
+    assert rc == 0, console.getvalue()
     return tmp / "st" / "exp", space
 
 

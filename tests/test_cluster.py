@@ -1,13 +1,27 @@
-"""A two-node Ray cluster on this machine: trials run on both nodes; killing the worker node
-mid-trial makes that trial resume from its checkpoint on the other node."""
+"""A real multi-process Ray cluster, started as Ray's docs show: `ray start --head`, then
+`ray start --address` for a second node, with token authentication on (current Ray's default
+for a cluster with a token). `s9tune search --address` runs trials on both nodes; the worker
+node's raylet is killed by pid mid-trial and the trial resumes from its checkpoint on the head.
+
+Every process is started with its own temp dir and stopped by pid (never `ray stop`, which
+would stop every Ray on the machine)."""
 
 from __future__ import annotations
 
 import json
-import threading
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
+import psutil
 import pytest
 import yaml
 
@@ -15,6 +29,7 @@ from conftest import SEARCH_SPACE
 
 pytestmark = pytest.mark.slow
 
+RAY = str(Path(sys.executable).with_name("ray"))
 # 4 epochs without early stopping: time to catch a trial mid-run on the worker node
 SPACE = {
     **SEARCH_SPACE,
@@ -24,61 +39,173 @@ SPACE = {
 }
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.root, self.env = root, env
+        self.port, self.client_port = free_port(), free_port()
+        self.head_tmp, self.worker_tmp = root / "h", root / "w"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, head_env: dict[str, str]) -> None:
+        common = ["--num-cpus", "1", "--object-store-memory", "80000000", "--disable-usage-stats"]
+        subprocess.run(
+            [RAY, "start", "--head", "--port", str(self.port), "--temp-dir", str(self.head_tmp),
+             "--include-dashboard=false", "--ray-client-server-port", str(self.client_port), *common],
+            env=head_env, check=True, capture_output=True, timeout=180,
+        )
+        subprocess.run(
+            [RAY, "start", "--address", self.address, "--temp-dir", str(self.worker_tmp),
+             "--resources", '{"second_node": 1}', *common],
+            env=self.env, check=True, capture_output=True, timeout=180,
+        )
+
+    def processes(self, where: Path | None = None) -> list[psutil.Process]:
+        """This cluster's processes: command lines naming its temp dirs (or its client server),
+        with their children (Ray's workers rename themselves, so only their parent tells)."""
+        marks = [str(where)] if where else [str(self.head_tmp), str(self.worker_tmp), f":{self.port}"]
+        found: dict[int, psutil.Process] = {}
+        for p in psutil.process_iter(["cmdline"]):
+            cmd = " ".join(p.info["cmdline"] or [])
+            if any(m in cmd for m in marks) and ("ray" in cmd):
+                found[p.pid] = p
+                for c in p.children(recursive=True):
+                    found[c.pid] = c
+        found.pop(os.getpid(), None)
+        return list(found.values())
+
+    def worker_raylet(self) -> tuple[psutil.Process, str]:
+        for p in self.processes(self.worker_tmp):
+            cmd = p.cmdline()
+            if cmd and Path(cmd[0]).name == "raylet":
+                node = next(a.split("=", 1)[1] for a in cmd if a.startswith("--node_id="))
+                return p, node
+        raise AssertionError("no raylet of the worker node")
+
+    def stop(self) -> None:
+        for p in self.processes():
+            try:
+                p.send_signal(signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """The README's cluster recipe: a token, the head, a worker node that opts in to token auth."""
+    root = Path(tempfile.mkdtemp(prefix="s9c", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    base = {
+        **os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+        # a dead node is noticed in ~2 s instead of ~15 s
+        "RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "3", "RAY_health_check_timeout_ms": "500",
+    }
+    for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
+        base.pop(k, None)
+    head_env = {**base, "HOME": str(root / "head-home")}  # its ~/.ray/auth_token turns auth on
+    subprocess.run([RAY, "get-auth-token", "--generate"], env=head_env, check=True, capture_output=True, timeout=60)
+    token = subprocess.run([RAY, "get-auth-token"], env=head_env, check=True, capture_output=True, text=True).stdout.strip()
+    # another machine: no token file, the token and the opt-in from the environment
+    env = {**base, "HOME": str(root / "other-home"), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    c = Cluster(root, env)
+    try:
+        c.start(head_env)
+        yield c
+    finally:
+        c.stop()
+        deadline = time.time() + 30
+        while c.processes() and time.time() < deadline:
+            time.sleep(0.5)
+        leftover = [p.pid for p in c.processes()]
+        shutil.rmtree(root, ignore_errors=True)
+        assert not leftover, f"processes of the test cluster still alive: {leftover}"
+
+
+def test_ray_status_sees_both_nodes(cluster: Cluster) -> None:
+    res = subprocess.run([RAY, "status", "--address", cluster.address], env=cluster.env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "second_node" in res.stdout and res.stdout.count("node_") >= 2, res.stdout
+
+
+def search(cluster: Cluster, tmp: Path, mini: Path, name: str, env: dict[str, str], *extra: str, timeout: float = 420):
+    space = tmp / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    cmd = [sys.executable, "-m", "s9tune", "search", "--space", str(space), "--data-dir", str(mini),
+           "--storage", str(tmp / "st"), "--name", name, "--address", cluster.address, *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def rows(exp: Path) -> dict[str, list[dict]]:
     out = {}
-    for d in exp.glob("train_trial_*"):
-        f = d / "result.json"
-        if f.exists():
-            out[d.name] = [json.loads(line) for line in f.read_text().splitlines()]
+    for f in exp.glob("train_trial_*/result.json"):
+        lines = []
+        for line in f.read_text().splitlines():
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # still being written
+        out[f.parent.name] = lines
     return out
 
 
-def test_two_node_cluster(tmp_path: Path, mini: Path) -> None:
-    import ray
-    from ray.cluster_utils import Cluster
+def test_without_the_token_the_search_says_what_to_set(cluster: Cluster, tmp_path: Path, mini: Path) -> None:
+    no_auth = {k: v for k, v in cluster.env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    t = time.time()
+    proc = search(cluster, tmp_path, mini, "noauth", no_auth)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("s9tune: error:")]
+    assert len(errors) == 1, err
+    # nothing else but s9tune's own log lines: Ray's retries and warnings went to its log
+    assert all(" INFO s9tune." in line for line in err.splitlines() if line not in errors), err
+    line = errors[0]
+    assert "uses token authentication: set RAY_AUTH_MODE=token" in line and "ray get-auth-token" in line
+    assert time.time() - t < 60, "the probe should answer at once, not after Ray's 20 retries"
+    assert not (tmp_path / "st" / "noauth").exists()  # refused before launch: nothing left behind
+    wrong = {**cluster.env, "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    proc = search(cluster, tmp_path, mini, "wrong", wrong)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "rejected this machine's token" in err, err
 
-    from s9tune.search.cluster import ClusterError
-    from s9tune.search.runner import run_search
-    from s9tune.search.space import load_space
 
-    space_file = tmp_path / "space.yaml"
-    space_file.write_text(yaml.safe_dump(SPACE))
-    space = load_space(space_file)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    worker = cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    head_id, worker_id = cluster.head_node.node_id, worker.node_id
+def test_oversized_trials_are_refused_before_launch(cluster: Cluster, tmp_path: Path, mini: Path) -> None:
+    proc = search(cluster, tmp_path, mini, "big", cluster.env, "--cpus-per-trial", "2")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "largest node has 1" in err, err
+    assert not (tmp_path / "st" / "big").exists()
+
+
+def test_trials_run_on_both_nodes_and_survive_losing_one(cluster: Cluster, tmp_path: Path, mini: Path) -> None:
+    raylet, worker_id = cluster.worker_raylet()
     exp = tmp_path / "st" / "c"
+    proc = search(cluster, tmp_path, mini, "c", cluster.env)
     killed: dict[str, object] = {}
-
-    def kill_worker_mid_trial() -> None:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            for name, rs in rows(exp).items():
-                if rs and rs[-1]["node_id"] == worker_id and len(rs) < 4:
-                    killed["trial"], killed["epochs_before"] = name, len(rs)
-                    cluster.remove_node(worker)
-                    return
-            time.sleep(0.3)
-
-    try:
-        # a trial asking for more than any node has is an error, not a hang
-        with pytest.raises(ClusterError, match="largest node has 1"):
-            run_search(space.with_resources(2, 0), mini, storage=str(tmp_path / "st"), name="big", address=cluster.address)
-        killer = threading.Thread(target=kill_worker_mid_trial, daemon=True)
-        killer.start()
-        out = run_search(space, mini, storage=str(tmp_path / "st"), name="c", address=cluster.address, max_failures=3)
-        killer.join(timeout=5)
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-
-    assert out.total == 4 and out.errors == 0, out
-    final = rows(exp)
-    nodes = {r["node_id"] for rs in final.values() for r in rs}
-    assert {head_id, worker_id} <= nodes, "trials did not run on both nodes"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not killed:
+        for name, rs in rows(exp).items():
+            if rs and rs[-1]["node_id"] == worker_id and len(rs) < 4:
+                killed.update(trial=name, epochs_before=len(rs))
+                raylet.send_signal(signal.SIGKILL)  # the second machine dies mid-trial
+                break
+        time.sleep(0.3)
+    out, err = proc.communicate(timeout=420)
+    assert proc.returncode == 0, err[-3000:]
     assert "trial" in killed, "no trial was caught running on the worker node"
+    final = rows(exp)
+    assert len(final) == 4 and all(len(rs) == 4 for rs in final.values())
+    nodes = {r["node_id"] for rs in final.values() for r in rs}
+    assert worker_id in nodes and len(nodes) == 2, "trials did not run on both nodes"
     rs = final[killed["trial"]]
-    epochs = [r["epoch"] for r in rs]
-    assert epochs == [1, 2, 3, 4], epochs  # resumed from its checkpoint, not restarted from epoch 1
-    assert rs[-1]["node_id"] == head_id  # finished on the surviving node
+    assert [r["epoch"] for r in rs] == [1, 2, 3, 4]  # resumed from its checkpoint, not restarted
+    assert rs[-1]["node_id"] != worker_id  # finished on the surviving node
+    # the console shows s9tune's progress and results, not Ray's logs
+    assert "completed" in out and "Ray's log:" in out
+    assert "(raylet)" not in out + err and "session_" not in out
+    assert "(raylet)" in (exp / "search.log").read_text()  # Ray's news of the dead node went to the log

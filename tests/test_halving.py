@@ -192,7 +192,7 @@ def test_importance_needs_enough_values_of_one_budget(tmp_path: Path) -> None:
     rows = [row(i, 2, lr, aug) for i, (lr, aug) in enumerate(points)]
     rows += [row(i, 4, 0.5, 0.0) for i in range(6)]  # a second budget: must not enter the same fit
     imp, basis = importance(Experiment(ExperimentRef(str(tmp_path), "x"), space, rows))
-    assert "12 configs' values at the first budget (2 epochs)" in basis
+    assert "12 configs' values at the first budget (2-epoch schedules)" in basis
     assert set(imp) == {"max_lr", "aug_strength"} and imp["aug_strength"] > 0.8
     few, why = importance(Experiment(ExperimentRef(str(tmp_path), "x"), space, rows[:9]))
     assert few == {} and why.startswith("n/a: 9 ") and "needs at least 10" in why

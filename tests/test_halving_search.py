@@ -121,7 +121,7 @@ def test_results_and_best_config_use_the_highest_budget(halving: Path, capsys: p
     assert cfg.epochs == 3 and cfg.max_lr == best.params["max_lr"]
     board = json.loads((halving / "leaderboard.json").read_text())
     assert [row["config"] for row in board["rows"]] == [c.config_id for c in configs]
-    assert board["importance"] == {} and "first budget (1 epochs)" in board["importance_basis"]
+    assert board["importance"] == {} and "first budget (1-epoch schedules)" in board["importance_basis"]
 
 
 def test_retrain_takes_the_best_config(halving: Path, mini: Path, tmp_path: Path) -> None:

@@ -119,6 +119,22 @@ def test_results_command(search, capsys: pytest.CaptureFixture) -> None:
     assert len(rows) == 7
 
 
+def test_console_is_s9tunes_own(search) -> None:
+    """One line per trial event, the results, and where to look: no Ray log lines and no path
+    into Ray's session folder (the TensorBoard command names the experiment)."""
+    exp, _ = search
+    out = (exp.parent.parent / "console.txt").read_text()
+    lines = out.splitlines()
+    assert len(lines) <= 40, out
+    assert sum(" started: " in line and "max_lr" in line for line in lines) == 6
+    ends = [line for line in lines if " finished: " in line or " stopped by ASHA " in line]
+    assert len(ends) == 6 and "(6/6 done, 0 running)" in ends[-1]
+    assert f"TensorBoard: tensorboard --logdir {exp}" in lines and f"Ray's log: {exp}/search.log" in lines
+    assert "session_" not in out and "INFO" not in out and "WARNING" not in out
+    log = (exp / "search.log").read_text()
+    assert "Checkpoint successfully created" in log  # the noise the console used to show, kept in the log
+
+
 def test_existing_experiment_needs_resume(search, capsys: pytest.CaptureFixture) -> None:
     from s9tune.cli import main
 

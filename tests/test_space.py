@@ -223,3 +223,47 @@ def test_missing_tensorboardx_fails_loudly(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorboardX", None)
     with pytest.raises(S9Error, match="tensorboardX is not installed.*pip install tensorboardX"):
         require_tensorboardx()
+
+
+def test_embedded_ray_is_private_and_its_dashboard_local(monkeypatch) -> None:
+    """Without --address: a new Ray in-process (never a cluster that happens to run here), with
+    the dashboard off; --dashboard binds it to 127.0.0.1 only, and says what to install without
+    ray[default]. With $RAY_ADDRESS (what `ray job submit` sets) that cluster is joined."""
+    import ray
+    import ray._private.utils as ray_utils
+
+    from s9tune.search import cluster
+
+    calls: list[dict] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(cluster, "check_reachable", lambda address: None)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cluster.init_ray(None)
+    assert calls[-1]["address"] == "local" and calls[-1]["include_dashboard"] is False
+    monkeypatch.setattr(ray_utils, "get_dashboard_dependency_error", lambda: None)
+    cluster.init_ray(None, dashboard=True)
+    assert calls[-1]["include_dashboard"] is True and calls[-1]["dashboard_host"] == "127.0.0.1"
+    monkeypatch.setattr(ray_utils, "get_dashboard_dependency_error", lambda: ImportError("No module named 'aiohttp'"))
+    with pytest.raises(cluster.ClusterError, match=r"--dashboard needs Ray's dashboard packages: pip install 'ray\[default\]'"):
+        cluster.init_ray(None, dashboard=True)
+    with pytest.raises(cluster.ClusterError, match="--dashboard is for the Ray that s9tune starts"):
+        cluster.init_ray("10.0.0.1:6379", dashboard=True)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    cluster.init_ray(None)
+    assert calls[-1]["address"] == "10.0.0.1:6379" and "include_dashboard" not in calls[-1]
+
+
+def test_dashboard_refusal_leaves_nothing_behind(tmp_path: Path, tiny_cifar: Path, capsys: pytest.CaptureFixture) -> None:
+    from ray._private.utils import get_dashboard_dependency_error
+
+    from s9tune.cli import main
+
+    if get_dashboard_dependency_error() is None:
+        pytest.skip("ray[default] is installed here: the dashboard would start")
+    p = write(tmp_path, with_change(["fixed", "device"], "cpu"))
+    args = ["search", "--space", str(p), "--data-dir", str(tiny_cifar), "--storage", str(tmp_path / "st"), "--name", "d"]
+    assert main([*args, "--dashboard"]) == 2
+    err = capsys.readouterr().err
+    assert "s9tune: error: --dashboard needs Ray's dashboard packages" in err and "Traceback" not in err
+    assert not (tmp_path / "st" / "d").exists()  # a retry may use the same name

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,21 @@ class ClusterError(S9Error):
     """The cluster cannot run this search as asked (resources, storage)."""
 
 
-def init_ray(address: str | None) -> None:
+AUTH_HINT = (
+    "set RAY_AUTH_MODE=token, and the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token "
+    "(`ray get-auth-token` on the head node prints it)"
+)
+
+
+def init_ray(address: str | None, dashboard: bool = False) -> None:
+    """Join the cluster at `address` (or $RAY_ADDRESS, which `ray job submit` sets), or start
+    Ray in-process: a new, private instance even when a cluster runs on this machine
+    (`--address auto` joins that one)."""
     import ray
 
     import s9tune
 
+    address = address or os.environ.get("RAY_ADDRESS") or None
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # every epoch checkpoints by design (resume, ASHA); Tune's "snapshotting too often" warning
     # would repeat all search long
@@ -34,15 +45,65 @@ def init_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     if address:
+        if dashboard:
+            raise ClusterError("--dashboard is for the Ray that s9tune starts; a cluster has its own (ray start --head --include-dashboard=true)")
+        check_reachable(address)
         # ship this package to the cluster's workers; their Python needs the dependencies
         runtime_env = {"py_modules": [str(Path(s9tune.__file__).resolve().parent)]}
         try:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {str(exc).splitlines()[0]}") from None
-    else:
-        # embedded: Ray lives in this process tree; dashboard off (it would listen on a port)
-        ray.init(include_dashboard=False, log_to_driver=True)
+            raise ClusterError(connect_error(address, exc)) from None
+        return
+    options: dict[str, Any] = {"include_dashboard": False}
+    if dashboard:
+        from ray._private.utils import get_dashboard_dependency_error
+
+        if get_dashboard_dependency_error() is not None:
+            raise ClusterError("--dashboard needs Ray's dashboard packages: pip install 'ray[default]'")
+        # never on all interfaces: the dashboard can submit jobs
+        options = {"include_dashboard": True, "dashboard_host": "127.0.0.1"}
+    ray.init(address="local", log_to_driver=True, **options)
+
+
+def connect_error(address: str, exc: BaseException) -> str:
+    """One line: what failed, and for a token-authenticated cluster what to set."""
+    text = f"{exc} {exc.__cause__ or ''}"
+    if any(s in text for s in ("InvalidAuthToken", "Unauthenticated", "AuthenticationError", "authentication token")):
+        if os.environ.get("RAY_AUTH_MODE") == "token":
+            return f"the Ray cluster at {address!r} rejected this machine's token; set the head's token in RAY_AUTH_TOKEN or ~/.ray/auth_token (`ray get-auth-token` on the head node prints it)"
+        return f"the Ray cluster at {address!r} uses token authentication: {AUTH_HINT}"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"cannot connect to the Ray cluster at {address!r}: {first}"
+
+
+def check_reachable(address: str) -> None:
+    """Fail in a second, not after Ray's 20 retries: nothing listening, or a token needed.
+
+    Ray enables token authentication by itself only for `auto`; for an explicit address the
+    user opts in (RAY_AUTH_MODE=token), so that a local token is never sent to a host they did
+    not choose. The probe asks the cluster's GCS with this process's settings, so it fails
+    exactly when ray.init would, and says why."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except ValueError:
+        raise ClusterError(f"--address {address!r}: expected HOST:PORT or auto") from None
+    except OSError as exc:
+        raise ClusterError(f"nothing answers at {address} ({exc.strerror or exc}); is the head running (ray start --head --port {port})?") from None
+    try:
+        from ray._raylet import GcsClient
+        from ray.exceptions import AuthenticationError
+    except ImportError:
+        return  # another Ray: ray.init and connect_error still say what failed
+    try:
+        GcsClient(address=address)
+    except AuthenticationError as exc:
+        raise ClusterError(connect_error(address, exc)) from None
+    except Exception:  # noqa: BLE001 - anything else: let ray.init try and report it
+        return
 
 
 def _alive_nodes() -> list[dict[str, Any]]:

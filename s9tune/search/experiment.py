@@ -24,8 +24,8 @@ SCOPE = (
     "reproduces; mid-schedule peaks are at high LR and do not last"
 )
 HALVING_SCOPE = (
-    "value at the highest budget a config reached, each the last epoch of a complete schedule of "
-    "that length: the final weights of a OneCycle run are what a retrain reproduces"
+    "value at the highest budget a config reached: each value is the last epoch of a complete "
+    "schedule of that length, and the final weights of a OneCycle run are what a retrain reproduces"
 )
 
 
@@ -79,6 +79,10 @@ class ExperimentRef:
 
         fs, root = self._fs()
         return fs.get_file_info(root).type != pyarrow.fs.FileType.NotFound
+
+    def delete(self) -> None:
+        fs, root = self._fs()
+        fs.delete_dir(root)
 
     def write_text(self, relpath: str, text: str) -> None:
         fs, root = self._fs()

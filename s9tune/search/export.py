@@ -34,7 +34,7 @@ def _importance_basis(exp: Experiment) -> tuple[list[TrialRow], str]:
     if exp.halving:
         first = exp.space.scheduler.budgets[0]
         runs = [r for r in exp.rows if r.budget == first and r.final_value is not None]
-        return runs, f"configs' values at the first budget ({first} epochs), which every config reaches"
+        return runs, f"configs' values at the first budget ({first}-epoch schedules), which every config reaches"
     return [r for r in exp.rows if r.final_value is not None], "trials that completed the schedule"
 
 

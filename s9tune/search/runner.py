@@ -5,15 +5,18 @@ stops trials early, or successive halving reruns the best on longer complete sch
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from s9tune.errors import ConfigError, S9Error
-from s9tune.search.experiment import Experiment, ExperimentRef, default_name, resolve_storage
+from s9tune.search.experiment import Experiment, ExperimentRef, default_name, is_uri, resolve_storage
 from s9tune.search.space import METRIC, MODE, SearchSpace
 
 logger = logging.getLogger(__name__)
+
+SEARCH_LOG = "search.log"
 
 
 @dataclass
@@ -24,6 +27,7 @@ class SearchOutcome:
     errors: int
     interrupted: bool
     result: Experiment
+    log: str | None = None  # where Ray's and Tune's output went
 
 
 def require_tensorboardx() -> None:
@@ -108,9 +112,27 @@ def _tuner(space: SearchSpace, ref: ExperimentRef, trainable: Any, slots: int, m
             callbacks=[HParamsTBXLogger()],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=max_failures),
-            verbose=1,
+            verbose=0,  # s9tune's console shows progress; Tune's tables would repeat it every 30 s
         ),
     )
+
+
+def _plan(space: SearchSpace, ref: ExperimentRef) -> Any:
+    from s9tune.search.progress import Plan
+
+    keys = tuple(d.key for d in space.dists)
+    sched = space.scheduler
+    if sched.type == "halving":
+        sizes = sched.rung_sizes(space.num_samples)
+        return Plan(ref.name, sum(sizes), sum(n * b for n, b in zip(sizes, sched.budgets)), True, space.max_t, keys)
+    return Plan(ref.name, space.num_samples, space.num_samples * space.max_t, False, space.max_t, keys)
+
+
+def _log_path(ref: ExperimentRef) -> Path:
+    """Ray's output: in the experiment folder, or beside it locally when the experiment is on a URI."""
+    if is_uri(ref.storage):
+        return Path(tempfile.gettempdir()) / "s9tune-logs" / f"{ref.name}.log"
+    return Path(ref.path) / SEARCH_LOG
 
 
 def run_search(
@@ -122,13 +144,17 @@ def run_search(
     address: str | None = None,
     resume: bool = False,
     max_failures: int = 2,
+    dashboard: bool = False,
+    ray_to_console: bool = False,
+    progress: bool = True,
 ) -> SearchOutcome:
-    from ray import tune
+    """Run (or resume) a search. Ray's and Tune's output goes to STORAGE/NAME/search.log unless
+    `ray_to_console`; the console shows s9tune's own progress unless not `progress`."""
+    import ray
 
     from s9tune.data import load_splits
-    from s9tune.search.cluster import init_ray, preflight
     from s9tune.search.export import export_experiment
-    from s9tune.search.trainable import train_trial
+    from s9tune.search.logfile import ray_output_to
 
     require_tensorboardx()
     ref, space = _experiment(space, storage, name, resume)
@@ -137,21 +163,23 @@ def run_search(
     splits = load_splits(data_dir, val_size=fixed.val_size, seed=fixed.seed, train_subset=fixed.train_subset)
     if not splits.has_val:
         raise ConfigError(f"{space.path}: fixed.val_size is 0; a search must score on a validation split")
-
-    init_ray(address)
-    slots = preflight(space, ref.storage, ref.name)
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, splits=splits, base=fixed.to_dict()),
-        {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
-    )
-    if resume:
-        logger.info("resuming %s", ref.path)
-        tuner = tune.Tuner.restore(ref.path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    else:
+    if not resume:
         ref.write_record(space)
-        logger.info("search %s: %d trials, %d at once", ref.path, space.num_samples, slots)
-        tuner = _tuner(space, ref, trainable, slots, max_failures)
-    tuner.fit()
+    log = None if ray_to_console else _log_path(ref)
+    launched: list[bool] = []
+    try:
+        with ray_output_to(log) as console:
+            try:
+                _fit(space, ref, splits, address, resume, max_failures, dashboard, console if progress else None, launched)
+            finally:
+                ray.shutdown()  # inside the redirect: Ray's goodbyes belong in its log too
+    except S9Error:
+        if not resume and not launched:
+            ref.delete()  # refused before Tune started (cluster checks): a retry may use the same name
+        raise
+    finally:
+        if log is not None and is_uri(ref.storage) and log.exists() and ref.exists():
+            ref.write_text(SEARCH_LOG, log.read_text(encoding="utf-8", errors="replace"))
     result = export_experiment(ref.path)
     statuses = [r.status for r in result.rows]
     # after Ctrl-C Tune returns normally: unfinished trials, or runs never started, tell
@@ -162,4 +190,36 @@ def run_search(
         errors=statuses.count("error"),
         interrupted=result.interrupted(),
         result=result,
+        log=str(log) if log is not None else None,
     )
+
+
+def _fit(
+    space: SearchSpace, ref: ExperimentRef, splits: Any, address: str | None, resume: bool, max_failures: int,
+    dashboard: bool, console: TextIO | None, launched: list[bool],
+) -> None:
+    from ray import tune
+
+    from s9tune.search.cluster import init_ray, preflight
+    from s9tune.search.progress import SearchProgress
+    from s9tune.search.trainable import train_trial
+
+    init_ray(address, dashboard)
+    slots = preflight(space, ref.storage, ref.name)
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, splits=splits, base=space.fixed.to_dict()),
+        {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
+    )
+    if resume:
+        logger.info("resuming %s", ref.path)
+        tuner = tune.Tuner.restore(ref.path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        logger.info("search %s: %d configs, %d trials at once", ref.path, space.num_samples, slots)
+        tuner = _tuner(space, ref, trainable, slots, max_failures)
+    if console is not None:
+        progress = SearchProgress(_plan(space, ref), console, live=console.isatty())
+        # Tune.restore rebuilds the run config from the experiment; the console is this process's
+        run_config = tuner._local_tuner.get_run_config()
+        run_config.callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, SearchProgress)] + [progress]
+    launched.append(True)
+    tuner.fit()

@@ -1,0 +1,177 @@
+"""What a search shows on the console while it runs, built on Tune's callback API.
+
+On a terminal: one compact live view (rich) of trials done, running and pending, epochs done
+of those planned, the best value so far and its config, an ETA, and errors. Elsewhere (a log,
+CI, a pipe): one line per trial event, so the output stays short and greppable.
+
+Counts are recomputed from Tune's own trial list at every event rather than kept as state, so
+a resumed search shows the restored trials correctly from its first event.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from ray.tune import Callback
+
+from s9tune.search.space import BUDGET_KEY, METRIC
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    trials: int  # Tune trials the search will create (configs under ASHA, runs under halving)
+    epochs: int  # epochs those trials would train: exact under halving, an upper bound under ASHA
+    exact: bool
+    max_t: int  # schedule length of a trial without a budget of its own
+    searched: tuple[str, ...]
+
+
+def _budget(trial: Any, plan: Plan) -> int:
+    return int(trial.config.get(BUDGET_KEY, plan.max_t))
+
+
+def _epochs(trial: Any) -> int:
+    return int((trial.last_result or {}).get("training_iteration", 0) or 0)
+
+
+def _params(trial: Any, plan: Plan) -> str:
+    parts = [f"{k} {trial.config[k]:.3g}" if isinstance(trial.config.get(k), float) else f"{k} {trial.config.get(k)}"
+             for k in plan.searched]
+    budget = trial.config.get(BUDGET_KEY)
+    return ", ".join(parts) + (f" ({budget}-epoch schedule)" if budget else "")
+
+
+def outcome(trial: Any, plan: Plan) -> str:
+    """completed | stopped | diverged, from a finished trial's last result."""
+    last = trial.last_result or {}
+    if last.get("diverged"):
+        return "diverged"
+    return "completed" if _epochs(trial) >= _budget(trial, plan) else "stopped"
+
+
+@dataclass
+class Snapshot:
+    done: int
+    running: int
+    pending: int
+    errors: int
+    epochs: int
+    best: tuple[float, Any] | None  # (value, trial): the end of a complete schedule, longest first
+    elapsed: float
+    eta: float | None
+
+
+def snapshot(trials: list[Any], plan: Plan, started: float, now: dict[str, str] | None = None) -> Snapshot:
+    """`now`: statuses Tune sets only after its hook ran (trial id -> status)."""
+    status = [(now or {}).get(t.trial_id, t.status) for t in trials]
+    done = status.count("TERMINATED")
+    epochs = sum(_epochs(t) for t in trials)
+    complete = [t for t, st in zip(trials, status) if st == "TERMINATED" and outcome(t, plan) == "completed"]
+    best = None
+    if complete:
+        t = max(complete, key=lambda t: (_budget(t, plan), float(t.last_result.get(METRIC, 0.0))))
+        best = (float(t.last_result.get(METRIC, 0.0)), t)
+    elapsed = time.monotonic() - started
+    eta = (plan.epochs - epochs) * elapsed / epochs if epochs else None
+    return Snapshot(done, status.count("RUNNING"), max(0, plan.trials - len(trials)) + status.count("PENDING"),
+                    status.count("ERROR"), epochs, best, elapsed, eta)
+
+
+def _clock(s: float | None) -> str:
+    if s is None:
+        return "?"
+    s = int(max(0.0, s))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class SearchProgress(Callback):
+    """Tune callback that keeps the console up to date; `live` selects the terminal view."""
+
+    def __init__(self, plan: Plan, stream: TextIO, live: bool) -> None:
+        self.plan, self.stream = plan, stream
+        self.started = time.monotonic()
+        self._live: Any = None
+        if live:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._console = Console(file=stream)
+            self._live = Live(console=self._console, refresh_per_second=2, transient=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its run config into the experiment; a console belongs to one process, so
+        # the stored copy is silent and a resumed search attaches its own
+        return {"plan": self.plan, "stream": None, "started": self.started, "_live": None}
+
+    # -- Tune's hooks ----------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._event(trials, trial, "started", f"started: {_params(trial, self.plan)}")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if self._live is not None:
+            self._refresh(trials)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        last = trial.last_result or {}
+        kind = outcome(trial, self.plan)
+        what = {
+            "completed": f"finished: {100 * float(last.get(METRIC, 0)):.2f}% val after {_epochs(trial)} epochs",
+            "stopped": f"stopped by ASHA at epoch {_epochs(trial)}: {100 * float(last.get(METRIC, 0)):.2f}% val",
+            "diverged": f"diverged (non-finite loss) in epoch {_epochs(trial)}",
+        }[kind]
+        self._event(trials, trial, kind, what)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._event(trials, trial, "retry", "failed; retrying from its last checkpoint")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._event(trials, trial, "error", f"error: {_error_line(trial)}")
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self._live is not None:
+            self._refresh(trials)
+            self._live.stop()
+            self._live = None
+
+    # -- rendering -------------------------------------------------------------------
+    def _event(self, trials: list, trial: Any, kind: str, what: str) -> None:
+        if self.stream is None:
+            return
+        now = {"started": "RUNNING", "error": "ERROR", "retry": "PENDING"}.get(kind, "TERMINATED")
+        snap = snapshot(trials, self.plan, self.started, {trial.trial_id: now})
+        if self._live is None:
+            self.stream.write(f"[{_clock(snap.elapsed):>7}] trial {trial.trial_id} {what}  "
+                              f"({snap.done}/{self.plan.trials} done, {snap.running} running)\n")
+            self.stream.flush()
+            return
+        if kind in ("error", "retry", "diverged"):
+            self._console.print(f"trial {trial.trial_id} {what}")  # kept above the live view
+        self._refresh(trials, {trial.trial_id: now})
+
+    def _refresh(self, trials: list, now: dict[str, str] | None = None) -> None:
+        from rich.text import Text
+
+        if not self._live.is_started:
+            self._live.start()
+        s = snapshot(trials, self.plan, self.started, now)
+        bound = "" if self.plan.exact else "≤ "
+        lines = [
+            f"search {self.plan.name}   {_clock(s.elapsed)} elapsed   ETA {bound}{_clock(s.eta)}",
+            f"trials  {s.done} done · {s.running} running · {s.pending} pending · {s.errors} errors",
+            f"epochs  {s.epochs} / {bound}{self.plan.epochs}",
+            "best    " + (f"{100 * s.best[0]:.2f}% val  {_params(s.best[1], self.plan)}  [{s.best[1].trial_id}]"
+                          if s.best else "- (no schedule complete yet)"),
+        ]
+        self._live.update(Text("\n".join(lines)))
+
+
+def _error_line(trial: Any) -> str:
+    try:
+        text = open(trial.error_file, encoding="utf-8").read().strip() if trial.error_file else ""
+    except OSError:
+        text = ""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1][:200] if lines else "see the trial's error.txt"
