@@ -129,7 +129,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     print()
     print(format_results(outcome.result))
     print(f"\nExperiment: {outcome.experiment}")
-    print(f"TensorBoard: tensorboard --logdir {outcome.experiment}")
+    print(f"TensorBoard: {tensorboard_hint(outcome.experiment)}")
     if outcome.log:
         print(f"Ray's log: {outcome.experiment}/search.log")
     if outcome.interrupted:
@@ -137,6 +137,19 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"Interrupted. Continue with: s9tune search --space {args.space} --storage {storage} --name {name} --resume")
         return 130
     return 0
+
+
+def tensorboard_hint(experiment: str) -> str:
+    if "://" not in experiment:
+        return f"tensorboard --logdir {experiment}"
+    base = experiment.split("?", 1)[0].rstrip("/")
+    name = base.rsplit("/", 1)[-1]
+    if base.startswith("s3://"):
+        # TensorBoard reads s3:// itself only with boto3 installed (S3_ENDPOINT for other servers)
+        return f"aws s3 sync {base} searches/{name} && tensorboard --logdir searches/{name}"
+    if base.startswith("gs://"):
+        return f"gcloud storage rsync --recursive {base} searches/{name} && tensorboard --logdir searches/{name}"
+    return f"copy {base} to a local folder, then: tensorboard --logdir that folder"
 
 
 def cmd_results(args: argparse.Namespace) -> int:

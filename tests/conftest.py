@@ -62,6 +62,35 @@ def tiny_cifar(tmp_path: Path) -> Path:
     return root
 
 
+def driver_tree(pid: int) -> list:
+    """A search driver and every process its Ray started: its descendants, and the processes
+    (reparented or not) that name the Ray session folder Ray named after the driver's pid.
+    Matching on this one driver's pids, never on process names, leaves other Rays alone."""
+    import psutil
+
+    try:
+        procs = {p.pid: p for p in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]}
+    except psutil.NoSuchProcess:
+        procs = {}
+    tag = f"_{pid}/"
+    for p in psutil.process_iter(["cmdline"]):
+        if "session_" in " ".join(p.info["cmdline"] or []) and tag in " ".join(p.info["cmdline"] or []):
+            procs[p.pid] = p
+    return list(procs.values())
+
+
+def kill_driver(proc) -> None:  # noqa: ANN001 - a subprocess.Popen
+    """SIGKILL a search driver and the Ray it started, as a crash would leave them."""
+    import psutil
+
+    for p in driver_tree(proc.pid):
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+
+
 def mini_dir() -> Path:
     return Path(os.environ.get("S9TUNE_MINI_DIR", REPO.parent / "shared" / "data" / "cifar10-mini"))
 

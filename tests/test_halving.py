@@ -4,6 +4,7 @@ milliseconds. test_halving_search.py runs the real thing."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -170,7 +171,7 @@ def test_importance_needs_enough_values_of_one_budget(tmp_path: Path) -> None:
     import numpy as np
     import yaml
 
-    from s9tune.search.experiment import Experiment, ExperimentRef, TrialRow
+    from s9tune.search.trials import Experiment, TrialRow
     from s9tune.search.export import importance
     from s9tune.search.space import load_space
 
@@ -191,8 +192,80 @@ def test_importance_needs_enough_values_of_one_budget(tmp_path: Path) -> None:
     points = [(float(rng.uniform(0.05, 2.0)), float(rng.uniform(0.0, 2.0))) for _ in range(12)]
     rows = [row(i, 2, lr, aug) for i, (lr, aug) in enumerate(points)]
     rows += [row(i, 4, 0.5, 0.0) for i in range(6)]  # a second budget: must not enter the same fit
-    imp, basis = importance(Experiment(ExperimentRef(str(tmp_path), "x"), space, rows))
+    imp, basis = importance(Experiment(str(tmp_path / "x"), space, rows))
     assert "12 configs' values at the first budget (2-epoch schedules)" in basis
     assert set(imp) == {"max_lr", "aug_strength"} and imp["aug_strength"] > 0.8
-    few, why = importance(Experiment(ExperimentRef(str(tmp_path), "x"), space, rows[:9]))
+    few, why = importance(Experiment(str(tmp_path / "x"), space, rows[:9]))
     assert few == {} and why.startswith("n/a: 9 ") and "needs at least 10" in why
+
+
+def write_experiment_state(folder: Path, trials: list[tuple[str, dict, str, dict]]) -> None:
+    """An experiment_state file as Tune's controller writes it, holding these trials."""
+    from ray.tune import PlacementGroupFactory
+    from ray.tune.experiment.trial import Trial
+    from ray.tune.utils.serialization import TuneFunctionEncoder
+
+    data = []
+    for tid, config, status, result in trials:
+        t = Trial("train_trial", config=config, trial_id=tid, stub=True, placement_group_factory=PlacementGroupFactory([{"CPU": 1}]))
+        t.create_placement_group_factory()
+        t.set_status(status)
+        t.run_metadata.last_result = result
+        data.append(t.get_json_state())
+    state = {"trial_data": data, "runner_data": {}, "stats": {}}
+    (folder / "experiment_state-2026-11-25_00-00-00.json").write_text(json.dumps(state, cls=TuneFunctionEncoder))
+
+
+def test_resume_reconciles_the_searcher_with_the_trials_tune_restores(tmp_path: Path) -> None:
+    """The searcher's file and the trials' file are written one after the other, so a kill can
+    leave them from different moments. On restore the searcher drops a run Tune lost and adopts
+    a run it never heard of, so nothing is run twice and no promotion is repeated or missed."""
+    budgets = (2, 4)
+    h = make(budgets, 0.5, 4)
+    started = []
+    for i in range(4):  # 4 first-budget runs; 3 finish
+        cfg = h.suggest(f"t{i}")
+        started.append((f"t{i}", cfg))
+    for tid, cfg in started[:3]:
+        h.on_trial_complete(tid, {METRIC: value(cfg, 2), "training_iteration": 2})
+    h.save_to_dir(str(tmp_path), "s")
+    # what Tune saved a moment later: t3 finished too, and t4 (a promotion the saved searcher
+    # never made) was running; the searcher's later run t5 is not in it at all
+    promoted = max(started[:3], key=lambda tc: value(tc[1], 2))[1]
+    t4 = {**promoted, BUDGET_KEY: 4}
+    trials = [(tid, cfg, "TERMINATED", {METRIC: value(cfg, 2), "training_iteration": 2}) for tid, cfg in started]
+    trials.append(("t4", t4, "RUNNING", {METRIC: 0.1, "training_iteration": 1}))
+    write_experiment_state(tmp_path, trials)
+    restored = make(budgets, 0.5, 4, seed=3)
+    restored.restore_from_dir(str(tmp_path))
+    assert restored.runs["t4"] == (promoted[CONFIG_KEY], 1)
+    assert restored.values[0][started[3][1][CONFIG_KEY]] == pytest.approx(value(started[3][1], 2))
+    assert restored.started[1] == [promoted[CONFIG_KEY]]  # adopted: not promoted a second time
+    restored.on_trial_complete("t4", {METRIC: value(t4, 4), "training_iteration": 4})
+    after, finished = drive(restored, 2, 1, first_id=10)
+    assert finished
+    ids = rungs(started + [("t4", t4)] + after, budgets)
+    assert [len(r) for r in ids] == [4, 2] and len(set(ids[1])) == 2
+    assert set(ids[1]) == top(started, 2, 2)
+    # the inner TPE study: every first-budget run once, all complete
+    assert [t.state for t in restored.inner._ot_study.trials].count(optuna.trial.TrialState.COMPLETE) == 4
+
+
+def test_resume_reconciles_optuna_under_asha(tmp_path: Path) -> None:
+    tpe = CompleteScheduleOptuna(metric=METRIC, mode=MODE, seed=0, max_t=3)
+    tpe.set_search_properties(METRIC, MODE, {"x": tune.uniform(0.0, 1.0)})
+    a, b = tpe.suggest("a"), tpe.suggest("b")
+    tpe.save_to_dir(str(tmp_path), "s")
+    write_experiment_state(tmp_path, [
+        ("a", a, "TERMINATED", {METRIC: 0.5, "training_iteration": 3}),  # finished after the searcher's save
+        ("c", {"x": 0.25}, "RUNNING", {METRIC: 0.2, "training_iteration": 1}),  # started after it
+    ])  # and b, which the searcher started, never made it into Tune's state
+    restored = CompleteScheduleOptuna(metric=METRIC, mode=MODE, seed=0, max_t=3)
+    restored.set_search_properties(METRIC, MODE, {"x": tune.uniform(0.0, 1.0)})
+    restored.restore_from_dir(str(tmp_path))
+    restored.on_trial_result("c", {METRIC: 0.3, "training_iteration": 2})  # a trial it adopted: no KeyError
+    restored.on_trial_complete("c", {METRIC: 0.4, "training_iteration": 3})
+    states = {t.params["x"]: (t.state, t.value) for t in restored._ot_study.trials}
+    assert states[a["x"]] == (optuna.trial.TrialState.COMPLETE, 0.5)
+    assert states[b["x"]][0] == optuna.trial.TrialState.FAIL
+    assert states[0.25] == (optuna.trial.TrialState.COMPLETE, 0.4)

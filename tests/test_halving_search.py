@@ -5,9 +5,6 @@ experiment is one Tune experiment that Ray, TensorBoard, `results`, `retrain` an
 from __future__ import annotations
 
 import json
-import math
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -40,19 +37,41 @@ def runs(exp: Path) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def halving(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
-    import ray
-
-    from s9tune.cli import main
+def killed_and_resumed(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> dict:
+    """One halving search through the CLI, SIGKILLed once a promoted run is part-way and then
+    resumed: every test below reads the experiment it ends with, so all of it holds after a
+    resume too. Returns the experiment and the runs that had finished before the kill."""
+    from conftest import kill_driver
 
     mini = _require_mini(request)
     tmp = tmp_path_factory.mktemp("halving")
     (tmp / "space.yaml").write_text(yaml.safe_dump(HALVING))
-    args = ["search", "--space", str(tmp / "space.yaml"), "--data-dir", str(mini), "--storage", str(tmp / "st"), "--name", "h"]
-    rc = main(args)
-    ray.shutdown()
-    assert rc == 0
-    return tmp / "st" / "h"
+    exp = tmp / "st" / "h"
+    cmd = [sys.executable, "-m", "s9tune", "search", "--space", str(tmp / "space.yaml"), "--data-dir", str(mini),
+           "--storage", str(tmp / "st"), "--name", "h"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            time.sleep(0.5)
+            now = runs(exp) if exp.exists() else {}
+            if any(r["params"]["budget"] == 3 and 0 < len(r["rows"]) < 3 for r in now.values()):
+                break
+            assert proc.poll() is None, "search ended before it could be killed"
+        else:
+            pytest.fail("no promoted run started in time")
+        time.sleep(1.0)
+    finally:
+        kill_driver(proc)
+    done = {k: r["rows"] for k, r in runs(exp).items() if r["rows"] and len(r["rows"]) == r["params"]["budget"]}
+    res = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return {"exp": exp, "done_before_kill": done}
+
+
+@pytest.fixture(scope="module")
+def halving(killed_and_resumed: dict) -> Path:
+    return killed_and_resumed["exp"]
 
 
 def test_every_run_ends_its_own_complete_schedule(halving: Path) -> None:
@@ -136,42 +155,10 @@ def test_retrain_takes_the_best_config(halving: Path, mini: Path, tmp_path: Path
     assert m["best_trial"] == best.trial_id and m["config"]["max_lr"] == best.params["max_lr"]
 
 
-def test_sigkill_then_resume_continues_the_rungs(tmp_path: Path, mini: Path) -> None:
-    """Killed once a promoted run is part-way: on --resume no finished run is lost or rerun, no
-    promotion is repeated, and the plan (4 + 2 runs) completes."""
-    from test_search_resume import ray_processes
-
-    space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump(HALVING))
-    exp = tmp_path / "st" / "k"
-    cmd = [sys.executable, "-m", "s9tune", "search", "--space", str(space), "--data-dir", str(mini),
-           "--storage", str(tmp_path / "st"), "--name", "k"]
-    before = ray_processes()
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline:
-            time.sleep(0.5)
-            now = runs(exp) if exp.exists() else {}
-            if any(r["params"]["budget"] == 3 and 0 < len(r["rows"]) < 3 for r in now.values()):
-                break
-            assert proc.poll() is None, "search ended before it could be killed"
-        else:
-            pytest.fail("no promoted run started in time")
-        time.sleep(1.0)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        for pid in ray_processes() - before:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    done_before = {k: r["rows"] for k, r in runs(exp).items() if r["rows"] and len(r["rows"]) == r["params"]["budget"]}
+def test_resume_after_sigkill_continued_the_rungs(killed_and_resumed: dict) -> None:
+    """No finished run lost or rerun, no promotion repeated, and the plan (4 + 2 runs) complete."""
+    exp, done_before = killed_and_resumed["exp"], killed_and_resumed["done_before_kill"]
     assert done_before
-
-    res = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
     final = runs(exp)
     pairs = [(r["params"]["config_id"], r["params"]["budget"]) for r in final.values()]
     assert len(pairs) == len(set(pairs)) == 6, pairs  # no run twice, no promotion repeated
@@ -181,4 +168,3 @@ def test_sigkill_then_resume_continues_the_rungs(tmp_path: Path, mini: Path) -> 
     for name, r in final.items():
         epochs = [row["epoch"] for row in r["rows"]]
         assert epochs == list(range(1, r["params"]["budget"] + 1)), (name, epochs)
-    assert not math.isnan(final[name]["rows"][-1]["val_accuracy"])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import SEARCH_SPACE
+from conftest import SEARCH_SPACE, kill_driver
 
 pytestmark = pytest.mark.slow
 
@@ -31,11 +31,6 @@ def results(exp: Path) -> dict[str, list[str]]:
     return out
 
 
-def ray_processes() -> set[int]:
-    res = subprocess.run(["pgrep", "-f", "raylet|gcs_server|default_worker"], capture_output=True, text=True)
-    return {int(p) for p in res.stdout.split()}
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "ctrl-c"])
 def test_interrupt_then_resume(tmp_path: Path, mini: Path, sig: signal.Signals) -> None:
     space = tmp_path / "space.yaml"
@@ -43,7 +38,6 @@ def test_interrupt_then_resume(tmp_path: Path, mini: Path, sig: signal.Signals) 
     storage, exp = tmp_path / "st", tmp_path / "st" / "k"
     cmd = [sys.executable, "-m", "s9tune", "search", "--space", str(space), "--data-dir", str(mini),
            "--storage", str(storage), "--name", "k"]
-    before = ray_processes()
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     complete: dict[str, list[str]] = {}
@@ -60,25 +54,17 @@ def test_interrupt_then_resume(tmp_path: Path, mini: Path, sig: signal.Signals) 
             pytest.fail("no trial completed in time")
         time.sleep(1.0)  # let the driver snapshot the finished trial, as it would in real life
     finally:
+        rc = None
         if sig == signal.SIGINT:
             # Ctrl-C reaches the whole foreground process group; Tune stops and saves its state
             os.killpg(proc.pid, signal.SIGINT)
             try:
                 rc = proc.wait(timeout=120)
             except subprocess.TimeoutExpired:
-                rc = None
-            if rc is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            assert rc == 130, rc  # "Interrupted. Continue with: ... --resume"
-        else:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        # Ray's own processes of the killed driver (new session: same process group)
-        for pid in ray_processes() - before:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
                 pass
+        kill_driver(proc)  # SIGKILL; after Ctrl-C, whatever of its Ray still runs
+    if sig == signal.SIGINT:
+        assert rc == 130, rc  # "Interrupted. Continue with: ... --resume"
     complete = {k: v for k, v in results(exp).items() if len(v) == 3}
     assert complete
 

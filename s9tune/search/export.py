@@ -10,7 +10,8 @@ import logging
 from typing import Any
 
 from s9tune.errors import S9Error
-from s9tune.search.experiment import Experiment, TrialRow, load_experiment
+from s9tune.search.experiment import ExperimentRef, load_experiment
+from s9tune.search.trials import Experiment, TrialRow
 
 logger = logging.getLogger(__name__)
 
@@ -111,17 +112,18 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 def export_experiment(experiment: str) -> Experiment:
     """Write trials.csv, leaderboard.json and (if any trial completed) best_config.yaml."""
     exp = load_experiment(experiment)
-    exp.ref.write_text(TRIALS_CSV, _csv(trial_rows(exp)))
+    ref = ExperimentRef.parse(exp.path)
+    ref.write_text(TRIALS_CSV, _csv(trial_rows(exp)))
     imp, basis = importance(exp)
     board = {"scope": exp.scope, "rows": leaderboard_rows(exp), "importance": imp, "importance_basis": basis, **exp.compute_hours()}
-    exp.ref.write_text(LEADERBOARD_JSON, json.dumps(board, indent=2))
+    ref.write_text(LEADERBOARD_JSON, json.dumps(board, indent=2))
     try:
         best = exp.best()
     except S9Error:
         logger.warning("%s: no trial completed its schedule; no %s written", exp.path, BEST_CONFIG)
         return exp
     header = f"# best trial {best.trial_id} of {exp.path} ({best.epochs}-epoch schedule)\n# scope: {exp.scope}\n"
-    exp.ref.write_text(BEST_CONFIG, header + best.config.to_yaml())
+    ref.write_text(BEST_CONFIG, header + best.config.to_yaml())
     return exp
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from s9tune.errors import ConfigError, S9Error
-from s9tune.search.experiment import Experiment, ExperimentRef, default_name, is_uri, resolve_storage
+from s9tune.search.experiment import ExperimentRef, default_name, is_uri, resolve_storage
+from s9tune.search.trials import Experiment
 from s9tune.search.space import METRIC, MODE, SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ def _experiment(space: SearchSpace, storage: str | None, name: str | None, resum
     if resume and not name:
         raise ConfigError("--resume needs the --name of the experiment to continue")
     ref = ExperimentRef(resolve_storage(storage), name or default_name(space))
+    ref.check_writable()
     exists = ref.exists()
     if resume and not exists:
         raise ConfigError(f"{ref.path}: no such experiment to resume")
@@ -93,18 +95,22 @@ def _tuner(space: SearchSpace, ref: ExperimentRef, trainable: Any, slots: int, m
 
     from s9tune.search.hparams import HParamsTBXLogger
 
+    from ray.tune.search import ConcurrencyLimiter
+
+    from s9tune.search.searchers import ResumableSearch
+
     searcher, scheduler, trials = _search_alg(space)
+    # the searcher hands out one pending trial at a time unless its limiter says how many slots exist
+    search_alg = ResumableSearch(ConcurrencyLimiter(searcher, max_concurrent=slots))
     return tune.Tuner(
         trainable,
         param_space=space.param_space(),
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode=MODE,
-            search_alg=searcher,
+            search_alg=search_alg,
             scheduler=scheduler,
             num_samples=trials,
-            # the searcher hands out one pending trial at a time unless told how many slots exist
-            max_concurrent_trials=slots,
         ),
         run_config=tune.RunConfig(
             name=ref.name,

@@ -19,12 +19,56 @@ import logging
 import pickle
 from typing import Any
 
-from ray.tune.search import Searcher
+from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, SchedulerSpec
 
 logger = logging.getLogger(__name__)
+
+
+def restored_trials(dirpath: str) -> list[tuple[str, dict[str, Any], str, dict[str, Any]]]:
+    """(trial id, config, status, last result) of each trial in the experiment state Tune is
+    resuming from, read as TuneController.resume reads it.
+
+    A killed driver can leave the searcher's saved state and the trials' saved state from
+    different moments (two files, written and uploaded one after the other), so a searcher
+    that is restored reconciles itself with the trials Tune will actually run."""
+    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+    from ray.tune.experiment.trial import Trial
+    from ray.tune.utils.serialization import _loads_with_cloudpickle
+
+    path = _find_newest_experiment_checkpoint(dirpath)
+    if path is None:
+        return []
+    with open(path, encoding="utf-8") as fh:
+        state = _loads_with_cloudpickle(fh.read())
+    out = []
+    for trial_json, run_metadata in state["trial_data"]:
+        trial = Trial.from_json_state(trial_json, stub=True)
+        trial.restore_run_metadata(run_metadata)
+        out.append((trial.trial_id, dict(trial.config), str(trial.status), dict(trial.last_result or {})))
+    return out
+
+
+def _finished(status: str, result: dict[str, Any]) -> bool:
+    # an ERROR trial is rerun on resume (resume_errored), so it is not finished yet
+    return status == "TERMINATED" and bool(result)
+
+
+class ResumableSearch(SearchGenerator):
+    """Tune's SearchGenerator around a ConcurrencyLimiter, reconciled on resume with the trials
+    Tune restores: how many trials exist (so none is created twice or lost) and which are live
+    (so the limiter neither waits for a trial that is gone nor drops one's completion)."""
+
+    def restore_from_dir(self, dirpath: str) -> None:
+        super().restore_from_dir(dirpath)  # the base searcher reconciles itself in here
+        trials = restored_trials(dirpath)
+        self._counter = len(trials)
+        limiter = self.searcher
+        if isinstance(limiter, ConcurrencyLimiter):
+            limiter.live_trials = {tid for tid, _, status, _ in trials if status != "TERMINATED"}
+            limiter.num_unfinished_live_trials = len(limiter.live_trials)
 
 
 class CompleteScheduleOptuna(OptunaSearch):
@@ -54,6 +98,31 @@ class CompleteScheduleOptuna(OptunaSearch):
             ot_trial.report(float(result[self.metric]), int(result["training_iteration"]))
         self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
         self._completed_trials.add(trial_id)
+
+    def adopt(self, trial_id: str, params: dict[str, Any]) -> None:
+        """Register a trial Tune runs but this searcher's saved state does not know."""
+        if trial_id in self._ot_trials:
+            return
+        self._ot_study.enqueue_trial(params)
+        self._ot_trials[trial_id] = self._ot_study.ask(fixed_distributions=self._space)
+
+    def forget(self, trial_id: str) -> None:
+        """Close a trial this searcher started but Tune's saved state does not have."""
+        import optuna
+
+        if trial_id in self._ot_trials and trial_id not in self._completed_trials:
+            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.FAIL)
+            self._completed_trials.add(trial_id)
+
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        super().restore_from_dir(checkpoint_dir)
+        trials = restored_trials(checkpoint_dir)
+        for tid in set(self._ot_trials) - {t[0] for t in trials}:
+            self.forget(tid)
+        for tid, config, status, result in trials:
+            self.adopt(tid, {k: config[k] for k in self._space})
+            if _finished(status, result) and tid not in self._completed_trials:
+                self.on_trial_complete(tid, result, error=status == "ERROR")
 
 
 class HalvingSearch(Searcher):
@@ -148,6 +217,30 @@ class HalvingSearch(Searcher):
         self.values[rung][cid] = float(value) if (value is not None and complete) else None
         if rung == 0:
             self.inner.on_trial_complete(trial_id, result=result, error=error or not complete)
+
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        super().restore_from_dir(checkpoint_dir)
+        trials = restored_trials(checkpoint_dir)
+        known = {t[0] for t in trials}
+        for tid, (cid, rung) in list(self.runs.items()):
+            if tid not in known:  # started after Tune's last snapshot: Tune will not run it
+                del self.runs[tid]
+                self.started[rung].remove(cid)
+                self.values[rung].pop(cid, None)
+                if rung == 0:
+                    del self.params[cid]
+                    self.inner.forget(tid)
+        for tid, config, status, result in trials:
+            if tid not in self.runs:  # started before it, but after the searcher's own snapshot
+                cid, rung = str(config[CONFIG_KEY]), self.budgets.index(int(config[BUDGET_KEY]))
+                if rung == 0:
+                    self.params[cid] = {k: v for k, v in config.items() if k not in (BUDGET_KEY, CONFIG_KEY)}
+                    self.inner.adopt(tid, self.params[cid])
+                self.runs[tid] = (cid, rung)
+                self.started[rung].append(cid)
+            cid, rung = self.runs[tid]
+            if _finished(status, result) and cid not in self.values[rung]:
+                self.on_trial_complete(tid, result, error=status == "ERROR")
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as fh:

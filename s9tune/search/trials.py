@@ -1,0 +1,160 @@
+"""What a loaded experiment holds, as values: its trials (TrialRow), halving's configs
+(ConfigRow), the ranking, the best trial (BestTrial) and whether the search got through its plan.
+search/experiment.py builds it from storage; export, results and retrain read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from s9tune.config import TrainConfig
+from s9tune.errors import S9Error
+from s9tune.search.space import SearchSpace
+
+SCOPE = (
+    "last epoch of a complete schedule: the final weights of a OneCycle run are what a retrain "
+    "reproduces; mid-schedule peaks are at high LR and do not last"
+)
+HALVING_SCOPE = (
+    "value at the highest budget a config reached: each value is the last epoch of a complete "
+    "schedule of that length, and the final weights of a OneCycle run are what a retrain reproduces"
+)
+
+
+
+@dataclass
+class TrialRow:
+    """One Tune trial: a config under ASHA, one run of a config at one budget under halving."""
+
+    trial_id: str
+    config: dict[str, Any]  # the searched values
+    status: str  # completed | stopped (ASHA) | diverged | error | unfinished
+    epochs: int
+    best_val_accuracy: float | None
+    last_val_accuracy: float | None
+    time_s: float
+    history: list[float] = field(default_factory=list)
+    config_id: str = ""  # under halving, shared by a config's runs; else the trial id
+    budget: int = 0  # epochs of the run's schedule
+
+    @property
+    def final_value(self) -> float | None:
+        """The value at the end of its complete schedule, if it got there."""
+        return self.last_val_accuracy if self.status == "completed" else None
+
+
+@dataclass
+class ConfigRow:
+    """One config under halving: its runs, one per budget it reached."""
+
+    config_id: str
+    config: dict[str, Any]
+    runs: list[TrialRow]
+
+    @property
+    def values(self) -> dict[int, float | None]:
+        return {r.budget: r.final_value for r in sorted(self.runs, key=lambda r: r.budget)}
+
+    @property
+    def top(self) -> TrialRow | None:
+        """The run at the highest budget with a complete-schedule value."""
+        done = [r for r in self.runs if r.final_value is not None]
+        return max(done, key=lambda r: r.budget) if done else None
+
+    @property
+    def status(self) -> str:
+        return max(self.runs, key=lambda r: r.budget).status
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    """The trial a retrain reproduces: the best value at the end of a complete schedule."""
+
+    experiment: str
+    trial_id: str
+    params: dict[str, Any]  # the searched values
+    config: TrainConfig  # fixed values + params
+    val_accuracy: float
+    epochs: int
+
+
+@dataclass
+class Experiment:
+    path: str  # STORAGE/NAME, as search/experiment.ExperimentRef writes it
+    space: SearchSpace
+    rows: list[TrialRow]
+    _importance: tuple[dict[str, float], str] | None = field(default=None, repr=False)
+
+    @property
+    def searched(self) -> list[str]:
+        return [d.key for d in self.space.dists]
+
+    @property
+    def halving(self) -> bool:
+        return self.space.scheduler.type == "halving"
+
+    @property
+    def scope(self) -> str:
+        """What the ranking and the best trial are based on."""
+        return HALVING_SCOPE if self.halving else SCOPE
+
+    def ranked(self) -> list[TrialRow]:
+        """Complete schedules first, by last-epoch val accuracy; then the rest."""
+
+        def key(r: TrialRow) -> tuple:
+            return (r.status == "completed", r.last_val_accuracy if r.last_val_accuracy is not None else -1.0)
+
+        return sorted(self.rows, key=key, reverse=True)
+
+    def configs(self) -> list[ConfigRow]:
+        """Halving's configs, ranked by their value at the highest budget each reached."""
+        by_id: dict[str, ConfigRow] = {}
+        for r in self.rows:
+            by_id.setdefault(r.config_id, ConfigRow(r.config_id, r.config, [])).runs.append(r)
+
+        def key(c: ConfigRow) -> tuple:
+            top = c.top
+            return (top.budget, top.final_value) if top is not None else (0, -1.0)
+
+        return sorted(by_id.values(), key=key, reverse=True)
+
+    def best(self) -> BestTrial:
+        """The highest value at the end of a complete schedule: under halving, at the highest budget."""
+        if self.halving:
+            done = [c.top for c in self.configs() if c.top is not None]
+            row = done[0] if done else None
+        else:
+            row = next((r for r in self.ranked() if r.final_value is not None), None)
+        if row is None:
+            raise S9Error(f"{self.path}: no trial finished its schedule (statuses: {self.status_counts()})")
+        cfg = self.space.fixed.with_overrides(row.config)
+        return BestTrial(self.path, row.trial_id, dict(row.config), cfg, float(row.last_val_accuracy or 0.0), row.budget)
+
+    def interrupted(self) -> bool:
+        """True if a trial is unfinished or runs the plan asked for were never started."""
+        if any(r.status == "unfinished" for r in self.rows):
+            return True
+        if not self.halving:
+            return len(self.rows) < self.space.num_samples
+        sizes = self.space.scheduler.rung_sizes(self.space.num_samples)
+        for size, budget, below in zip(sizes, self.space.scheduler.budgets, [None, *self.space.scheduler.budgets]):
+            ran = sum(r.budget == budget for r in self.rows)
+            # a rung may be short only because too few configs below it got a value
+            valid_below = sum(r.budget == below and r.final_value is not None for r in self.rows) if below else size
+            if ran < min(size, valid_below):
+                return True
+        return False
+
+    def status_counts(self) -> str:
+        counts: dict[str, int] = {}
+        for r in self.rows:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no trials"
+
+    def compute_hours(self) -> dict[str, float]:
+        secs = sum(r.time_s for r in self.rows)
+        return {
+            "trial_hours": secs / 3600,
+            "gpu_hours": secs * self.space.gpus_per_trial / 3600,
+            "cpu_core_hours": secs * self.space.cpus_per_trial / 3600,
+        }

@@ -1,0 +1,157 @@
+"""Experiments on S3, against a real S3-compatible server on 127.0.0.1 (moto's `moto_server`,
+with request signing checked): a search killed with SIGKILL and resumed from the bucket, then
+`results` and `retrain` from the URI; a missing bucket and refused credentials as one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import yaml
+
+from conftest import SEARCH_SPACE, kill_driver
+
+pytestmark = pytest.mark.slow
+
+BUCKET = "s9-bucket"
+# 3 trials x 3 epochs, no early stopping: a trial can be caught complete while another runs
+SPACE = {**SEARCH_SPACE, "num_samples": 3, "fixed": {**SEARCH_SPACE["fixed"], "width": 4},
+         "scheduler": {"type": "asha", "grace_period": 3, "reduction_factor": 2}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A moto S3 server that checks signatures; yields the environment a user would set."""
+    import boto3
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    # the first 4 requests (creating a user, its key and policy, and the bucket) go unchecked;
+    # every later one must be signed with that key
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"}
+    with open(log, "w") as fh:
+        server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                                  env=env, stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, log.read_text()
+                time.sleep(0.2)
+        user = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_EC2_METADATA_DISABLED": "true", "AWS_ACCESS_KEY_ID": "setup", "AWS_SECRET_ACCESS_KEY": "setup"}
+        kw = {"endpoint_url": user["AWS_ENDPOINT_URL"], "region_name": "us-east-1",
+              "aws_access_key_id": "setup", "aws_secret_access_key": "setup"}
+        iam = boto3.client("iam", **kw)
+        iam.create_user(UserName="s9tune")
+        key = iam.create_access_key(UserName="s9tune")["AccessKey"]
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="s9tune", PolicyName="all", PolicyDocument=json.dumps(policy))
+        boto3.client("s3", **kw).create_bucket(Bucket=BUCKET)
+        user.update(AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"])
+        yield {**os.environ, **user}
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+
+
+def s9tune(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "s9tune", *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def remote_rows(env: dict[str, str], prefix: str) -> dict[str, list[str]]:
+    """result.json lines of every trial under s3://BUCKET/prefix, read back over the wire."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    out = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            if obj["Key"].endswith("/result.json"):
+                body = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read().decode()
+                out[obj["Key"].split("/")[-2]] = body.splitlines()
+    return out
+
+
+def one_error(res: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in res.stderr.splitlines() if line.startswith("s9tune: error:")]
+    assert res.returncode == 2 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    return lines[0]
+
+
+def test_missing_bucket_and_bad_credentials_are_one_line(s3: dict[str, str], tmp_path: Path, mini: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    search = ["search", "--space", str(space), "--data-dir", str(tmp_path / "no-data-needed"), "--name", "x"]
+    t = time.time()
+    line = one_error(s9tune(s3, *search, "--storage", "s3://no-such-bucket/searches"))
+    assert "the bucket 'no-such-bucket' does not exist" in line
+    bad = {**s3, "AWS_SECRET_ACCESS_KEY": "wrong"}
+    line = one_error(s9tune(bad, *search, "--storage", f"s3://{BUCKET}/searches"))
+    assert "access denied; check the credentials" in line and "AWS_ENDPOINT_URL" in line
+    assert time.time() - t < 120  # refused before the data is read (a missing dir) and before Ray starts
+    line = one_error(s9tune(bad, "results", f"s3://{BUCKET}/searches/x"))
+    assert "access denied" in line
+
+
+def test_search_killed_and_resumed_on_s3_then_results_and_retrain(s3: dict[str, str], tmp_path: Path, mini: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    storage = f"s3://{BUCKET}/searches"
+    cmd = [sys.executable, "-m", "s9tune", "search", "--space", str(space), "--data-dir", str(mini), "--storage", storage, "--name", "k"]
+    proc = subprocess.Popen(cmd, env=s3, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    complete: dict[str, list[str]] = {}
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            time.sleep(1.0)
+            rows = remote_rows(s3, "searches/k/")
+            complete = {k: v for k, v in rows.items() if len(v) == 3}
+            if complete and any(0 < len(v) < 3 for v in rows.values()):
+                break
+            assert proc.poll() is None, "search ended before it could be killed"
+        else:
+            pytest.fail("no trial completed on S3 in time")
+    finally:
+        kill_driver(proc)
+
+    res = subprocess.run([*cmd, "--resume"], env=s3, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    final = remote_rows(s3, "searches/k/")
+    assert len(final) == 3 and all(len(v) == 3 for v in final.values()), {k: len(v) for k, v in final.items()}
+    for name, lines in complete.items():
+        assert final[name] == lines, f"{name} was rerun or changed"
+    assert f"aws s3 sync {storage}/k searches/k && tensorboard --logdir searches/k" in res.stdout
+
+    exp = f"{storage}/k"
+    out = s9tune(s3, "results", exp)
+    assert out.returncode == 0 and "completed" in out.stdout and "Best config:" in out.stdout, out.stderr[-2000:]
+    assert remote_rows(s3, "searches/k/") == final  # results only adds its files
+    # the endpoint in the URI instead of AWS_ENDPOINT_URL
+    host = s3["AWS_ENDPOINT_URL"].split("://", 1)[1]
+    no_endpoint = {k: v for k, v in s3.items() if k != "AWS_ENDPOINT_URL"}
+    out = s9tune(no_endpoint, "results", f"{exp}?endpoint_override={host}&scheme=http")
+    assert out.returncode == 0 and "completed" in out.stdout, out.stderr[-2000:]
+    rt = tmp_path / "rt"
+    out = s9tune(s3, "retrain", exp, "--data-dir", str(mini), "--epochs", "1", "--set", "width=4", "--out", str(rt))
+    assert out.returncode == 0, out.stderr[-2000:]
+    m = json.loads((rt / "metrics.json").read_text())
+    assert m["experiment"] == exp and m["status"] == "completed"
