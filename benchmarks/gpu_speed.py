@@ -29,6 +29,7 @@ import math
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -47,11 +48,13 @@ import torch  # noqa: E402
 MAXRSS_AFTER_IMPORT = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 from s9tune.augment import make_loaders  # noqa: E402
+from s9tune.checkpoint import Checkpoint  # noqa: E402
 from s9tune.config import TrainConfig  # noqa: E402
 from s9tune.data import Splits  # noqa: E402
 from s9tune.engine import fit, resolve_device  # noqa: E402
 from s9tune.errors import S9Error  # noqa: E402
 from s9tune.model import build_model, count_params  # noqa: E402
+from s9tune.optim import make_optimizer  # noqa: E402
 
 CIFAR_TRAIN = 50_000
 PROJECT_EPOCHS = 24
@@ -80,6 +83,9 @@ JSON_KEYS = (
     "peak_memory_kind",
     "loader_epoch_s",
     "data_share",
+    "checkpoint_bytes",
+    "checkpoint_s",
+    "checkpoint_share",
     "packing",
 )
 
@@ -208,6 +214,7 @@ def measure(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         sync(device)
         loader_times.append(time.perf_counter() - t0)
     loader_s = min(loader_times)
+    ckpt_bytes, ckpt_s = checkpoint_cost(cfg, model, device)
 
     return {
         "device": str(device),
@@ -239,9 +246,33 @@ def measure(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         "maxrss_after_import_bytes": rss_bytes(MAXRSS_AFTER_IMPORT),
         "loader_epoch_s": loader_s,
         "data_share": loader_s / steady,
+        "checkpoint_bytes": ckpt_bytes,
+        "checkpoint_s": ckpt_s,
+        # a trial checkpoints once per epoch (training + evaluation)
+        "checkpoint_share": ckpt_s / (steady + steady_eval),
         "train_start_unix": t_start,
         "train_end_unix": t_end,
     }
+
+
+def checkpoint_cost(cfg: TrainConfig, model: torch.nn.Module, device: torch.device) -> tuple[int, float]:
+    """(bytes, seconds) of one per-epoch trial checkpoint: Checkpoint.save of the model and the
+    optimizer with its momentum buffers, then the copy tune.report makes into the trial folder."""
+    opt = make_optimizer(cfg, model, device)
+    for p in model.parameters():  # one step fills the momentum buffers a real checkpoint carries
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(3):
+            src, dst = Path(tmp, f"ckpt{i}"), Path(tmp, f"trial{i}")
+            sync(device)
+            t0 = time.perf_counter()
+            Checkpoint(config=cfg.to_dict(), model_state=model.state_dict(), optimizer_state=opt.state_dict()).save(src / "checkpoint.pt")
+            shutil.copytree(src, dst)
+            times.append(time.perf_counter() - t0)
+        size = (src / "checkpoint.pt").stat().st_size
+    return size, statistics.median(times)
 
 
 # -- packing ---------------------------------------------------------------------------------
@@ -365,6 +396,8 @@ def print_report(res: dict[str, Any]) -> None:
         (f"peak memory ({res['peak_memory_kind']})", fmt_bytes(res["peak_memory_bytes"])),
         ("data path: loader epoch alone", fmt_s(res["loader_epoch_s"])),
         ("data path share of epoch time", f"{100 * res['data_share']:.1f} %"),
+        (f"checkpoint per epoch ({fmt_bytes(res['checkpoint_bytes'])})", fmt_s(res["checkpoint_s"])),
+        ("checkpoint share of epoch time", f"{100 * res['checkpoint_share']:.1f} %"),
     ]
     for name, value in rows:
         print(f"{name:<40} {value}")

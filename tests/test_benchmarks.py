@@ -49,6 +49,7 @@ def test_gpu_speed_quick(tmp_path: Path) -> None:
     assert res["projected_24ep_s"] >= 24 * 50_000 / res["images_per_s"]
     assert res["projected_24ep_with_eval_s"] >= res["projected_24ep_s"]
     assert 0 < res["data_share"] and res["compile_s"] is None
+    assert res["checkpoint_bytes"] > 0 and 0 < res["checkpoint_s"] and 0 < res["checkpoint_share"]
     assert [row["procs"] for row in res["packing"]] == [1, 2]
     for row in res["packing"]:
         assert row["errors"] == []
@@ -91,3 +92,18 @@ def test_bench_fit_missing_data_is_a_clean_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "bench_fit: error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_search_packing_tiny(tmp_path: Path, mini: Path) -> None:
+    """The in-search packing measurement (a GPU session runs it at 1, 0.5, 0.25 GPU per trial)
+    works end to end on the CPU: a real search, stopped or finished, read back into the table."""
+    out_json = tmp_path / "packing.json"
+    args = ["--data-dir", str(mini), "--gpus-per-trial", "0", "--cpus-per-trial", "1", "--width", "4",
+            "--epochs", "1", "--configs", "2", "--device", "cpu", "--time-limit", "240", "--json", str(out_json)]
+    proc = run_script([str(BENCH / "search_packing.py"), *args], timeout=400)
+    assert "agg img/s" in proc.stdout
+    (row,) = json.loads(out_json.read_text())["results"]
+    assert row["runs_started"] == row["runs_done"] == 2 and row["epochs"] == 2
+    assert row["aggregate_images_per_s"] > 0 and 0 < row["busy_fraction"] <= 1
+    assert row["runs_per_gpu_hour"] is None and row["peak_memory_bytes_max"] is None  # a CPU run

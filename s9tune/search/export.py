@@ -154,7 +154,7 @@ def format_results(exp: Experiment) -> str:
     out = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip()]
     out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines]
     out.append("")
-    out.append(f"Ranked by {exp.scope.split(':')[0]}. Trials: {exp.status_counts()}.")
+    out.append(f"Ranked by {exp.scope.split(':')[0]}. {'Runs' if exp.halving else 'Trials'}: {exp.status_counts()}.")
     imp, basis = importance(exp)
     if imp:
         out.append(f"Parameter importance ({basis}):")

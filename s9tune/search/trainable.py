@@ -57,6 +57,10 @@ class TuneReport(BaseCallback):
 
     def on_epoch_end(self, state: FitState, m: EpochMetrics) -> None:
         metrics = {**epoch_report(m), "node_id": self.node}
+        if state.device.type == "cuda":  # what packing trials onto one GPU is limited by
+            import torch
+
+            metrics["gpu_peak_memory_bytes"] = int(torch.cuda.max_memory_allocated(state.device))
         with tempfile.TemporaryDirectory() as tmp:
             state.checkpoint().save(Path(tmp) / CKPT_NAME)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
