@@ -139,6 +139,8 @@ def test_search_killed_and_resumed_on_s3_then_results_and_retrain(s3: dict[str, 
     assert len(final) == 3 and all(len(v) == 3 for v in final.values()), {k: len(v) for k, v in final.items()}
     for name, lines in complete.items():
         assert final[name] == lines, f"{name} was rerun or changed"
+    for name, lines in final.items():  # no trial restarted from scratch: epochs never repeat
+        assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3], name
     assert f"aws s3 sync {storage}/k searches/k && tensorboard --logdir searches/k" in res.stdout
 
     exp = f"{storage}/k"
