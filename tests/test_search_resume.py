@@ -1,5 +1,6 @@
-"""A search stopped with Ctrl-C mid-run (SIGKILL: test_s3.py, test_halving_search.py), then resumed with --resume: every
-trial completed before the kill is intact, and the experiment ends with num_samples trials."""
+"""A search stopped with Ctrl-C mid-run, then resumed with --resume: every trial completed before
+the interrupt is intact, and the experiment ends with num_samples trials. (SIGKILL, then
+--resume: test_s3.py under ASHA, test_halving_search.py under halving.)"""
 
 from __future__ import annotations
 
