@@ -131,10 +131,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"\nExperiment: {outcome.experiment}")
     print(f"TensorBoard: {tensorboard_hint(outcome.experiment)}")
     if outcome.log:
-        print(f"Ray's log: {outcome.experiment}/search.log")
+        print(f"Ray's log: {outcome.log}")
     if outcome.interrupted:
-        storage, _, name = outcome.experiment.rpartition("/")
-        print(f"Interrupted. Continue with: s9tune search --space {args.space} --storage {storage} --name {name} --resume")
+        from s9tune.search.experiment import ExperimentRef
+
+        ref = ExperimentRef.parse(outcome.experiment)
+        print(f"Interrupted. Continue with: s9tune search --space {args.space} --storage {ref.storage} --name {ref.name} --resume")
         return 130
     return 0
 
@@ -175,7 +177,7 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
         "--storage", default=None, help="folder or URI (s3://, gs://) holding experiments (default: ./searches)"
     )
     p.add_argument(
-        "--address", default=None, help="join a running Ray cluster (auto or HOST:PORT); default: start Ray in-process"
+        "--address", default=None, help="join a running Ray cluster (auto or HOST:PORT); default: $RAY_ADDRESS, else start Ray in-process"
     )
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")
     p.add_argument(
@@ -261,7 +263,7 @@ def _register_analysis(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="s9tune",
-        description="Train, search (Ray Tune + Optuna + ASHA), retrain and analyse the S9 ResNet on CIFAR-10.",
+        description="Train, search (Ray Tune + Optuna, successive halving or ASHA), retrain and analyse the S9 ResNet on CIFAR-10.",
     )
     parser.add_argument("--version", action="version", version=f"s9tune {__version__}")
     parser.add_argument(
