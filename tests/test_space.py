@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import os
 from pathlib import Path
 
 import pytest
@@ -267,3 +268,18 @@ def test_dashboard_refusal_leaves_nothing_behind(tmp_path: Path, tiny_cifar: Pat
     err = capsys.readouterr().err
     assert "s9tune: error: --dashboard needs Ray's dashboard packages" in err and "Traceback" not in err
     assert not (tmp_path / "st" / "d").exists()  # a retry may use the same name
+
+
+def test_unwritable_storage_is_one_line_and_creates_nothing(tmp_path: Path, tiny_cifar: Path, capsys: pytest.CaptureFixture) -> None:
+    from s9tune.cli import main
+
+    p = write(tmp_path, with_change(["fixed", "device"], "cpu"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["search", "--space", str(p), "--data-dir", str(tiny_cifar), "--storage", str(blocker / "st")]) == 2
+    assert "cannot write there" in capsys.readouterr().err
+    # a data error after the storage check leaves no storage folder behind either
+    (tiny_cifar / "cifar-10-batches-py" / "test_batch").write_bytes(b"damaged")
+    assert main(["search", "--space", str(p), "--data-dir", str(tiny_cifar), "--storage", str(tmp_path / "st2")]) == 2
+    assert "s9tune: error:" in capsys.readouterr().err
+    assert not (tmp_path / "st2").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -102,13 +103,19 @@ class ExperimentRef:
             raise storage_error(self.storage, exc) from None
 
     def check_writable(self) -> None:
-        """Write and remove a probe beside the experiment: a missing bucket or refused
-        credentials become one line here, before Ray starts, not a traceback from a trial."""
+        """A missing bucket, refused credentials or a read-only folder become one line here,
+        before Ray starts, not a traceback from a trial. A URI gets a probe object written and
+        removed beside the experiment; a local path is checked without creating anything."""
+        if not is_uri(self.storage):
+            folder = Path(self.storage)
+            while not folder.exists():
+                folder = folder.parent
+            if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+                raise StorageError(f"{self.storage}: cannot write there ({folder} is not a writable folder)")
+            return
         fs, root = self._fs()
         probe = f"{root.rsplit('/', 1)[0]}/.s9tune-probe-{uuid.uuid4().hex}"
         try:
-            if not is_uri(self.storage):
-                fs.create_dir(probe.rsplit("/", 1)[0], recursive=True)
             with fs.open_output_stream(probe) as fh:
                 fh.write(b"probe")
             fs.delete_file(probe)
