@@ -56,16 +56,21 @@ def run(args: argparse.Namespace, gpus: float, root: Path) -> dict[str, Any]:
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGINT)  # Ctrl-C: Tune stops the trials and saves the experiment
         proc.wait(timeout=300)
-    exp = root / "st" / name
+    summary = summarize(root / "st" / name, gpus, round(1 / gpus) if gpus else args.slots, doc_epochs(space))
+    if summary is None:
+        raise SystemExit(f"no trial reported within {args.time_limit} s; raise --time-limit\n{proc.stderr.read()[-2000:]}")
+    return summary
+
+
+def summarize(exp: Path, gpus: float, slots: int, epochs: int) -> dict[str, Any] | None:
+    """The packing figures of one experiment folder (None if no trial reported)."""
     trials = []
     for d in exp.glob("train_trial_*"):
         rows = [json.loads(line) for line in (d / "result.json").read_text().splitlines() if line.strip()]
         if rows:
-            budget = json.loads((d / "params.json").read_text()).get("budget", doc_epochs(space))
-            trials.append((budget, rows))
+            trials.append((json.loads((d / "params.json").read_text()).get("budget", epochs), rows))
     if not trials:
-        raise SystemExit(f"no trial reported within {args.time_limit} s; raise --time-limit\n{proc.stderr.read()[-2000:]}")
-    slots = round(1 / gpus) if gpus else args.slots
+        return None
     busy, span = busy_fraction(exp, slots)
     rows = [r for _, rs in trials for r in rs]
     done = sum(rs[-1]["training_iteration"] >= budget for budget, rs in trials)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
+import json
 import os
 import pickle
 import tarfile
@@ -141,25 +141,62 @@ def _require_mini(request: pytest.FixtureRequest) -> Path:
     return path
 
 
+def result_lines(exp: Path) -> dict[str, list[str]]:
+    """Each trial folder's result.json lines (one per epoch), as far as written."""
+    return {f.parent.name: f.read_text().splitlines() for f in exp.glob("train_trial_*/result.json")}
+
+
 @pytest.fixture(scope="session")
 def search_experiment(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
-    """A real OptunaSearch + ASHA search on the mini slice, through the CLI: (experiment, space file)."""
-    import ray
-    import yaml
+    """A real OptunaSearch + ASHA search on the mini slice through the CLI, stopped with Ctrl-C
+    once a trial has finished and another is running, then continued with --resume: the
+    experiment every search test reads has been through an interrupt. Returns (experiment,
+    space file); beside them: console-1.txt / console-2.txt (stdout of both runs, not a tty),
+    interrupt.json (exit code, and the trials Tune had finished before the interrupt)."""
+    import signal
+    import subprocess
+    import sys
+    import time
 
-    from s9tune.cli import main
+    import yaml
 
     mini = _require_mini(request)
     tmp = tmp_path_factory.mktemp("search")
     space = tmp / "space.yaml"
     space.write_text(yaml.safe_dump(SEARCH_SPACE))
-    console = io.StringIO()  # what a user's terminal (not a tty) would show; test_search reads it
-    with contextlib.redirect_stdout(console):
-        rc = main(["search", "--space", str(space), "--data-dir", str(mini), "--storage", str(tmp / "st"), "--name", "exp"])
-    ray.shutdown()
-    (tmp / "console.txt").write_text(console.getvalue())
-    assert rc == 0, console.getvalue()
-    return tmp / "st" / "exp", space
+    exp = tmp / "st" / "exp"
+    cmd = [sys.executable, "-m", "s9tune", "search", "--space", str(space), "--data-dir", str(mini),
+           "--storage", str(tmp / "st"), "--name", "exp"]
+    with open(tmp / "console-1.txt", "w") as out:
+        proc = subprocess.Popen(cmd, start_new_session=True, stdout=out, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        try:
+            while time.time() < deadline:
+                time.sleep(1.0)
+                lines = result_lines(exp)
+                if any(len(v) == 3 for v in lines.values()) and any(0 < len(v) < 3 for v in lines.values()):
+                    break
+                assert proc.poll() is None, "search ended before it could be interrupted"
+            else:
+                pytest.fail("no trial completed in time")
+            time.sleep(1.0)  # let the driver record the finished trial, as it would in real life
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's whole process group
+            try:
+                rc = proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                rc = None
+        finally:
+            kill_driver(proc)  # whatever of its Ray still runs
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str(exp))
+    finished = {t.trial_id for t in analysis.trials if t.status == "TERMINATED"}
+    before = {name: lines for name, lines in result_lines(exp).items() if name.split("_")[2] in finished}
+    (tmp / "interrupt.json").write_text(json.dumps({"returncode": rc, "finished": before}))
+    res = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
+    (tmp / "console-2.txt").write_text(res.stdout)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return exp, space
 
 
 @pytest.fixture(scope="session")
