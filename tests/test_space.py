@@ -282,3 +282,20 @@ def test_unwritable_storage_is_one_line_and_creates_nothing(tmp_path: Path, tiny
     assert main(["search", "--space", str(p), "--data-dir", str(tiny_cifar), "--storage", str(tmp_path / "st2")]) == 2
     assert "s9tune: error:" in capsys.readouterr().err
     assert not (tmp_path / "st2").exists()
+
+
+def test_an_address_where_nothing_listens_is_one_line_at_once() -> None:
+    import socket
+    import time
+
+    from s9tune.search import cluster
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
+    t = time.time()
+    with pytest.raises(cluster.ClusterError, match=rf"nothing answers at 127.0.0.1:{port} .*ray start --head --port {port}"):
+        cluster.check_reachable(f"127.0.0.1:{port}")
+    assert time.time() - t < 10
+    with pytest.raises(cluster.ClusterError, match="expected HOST:PORT or auto"):
+        cluster.check_reachable("localhost:sixty")
