@@ -1,38 +1,77 @@
 #!/usr/bin/env bash
-# Every GPU figure of the GPU issue, in two device calls of under 10 minutes each on an H100:
-#   bash benchmarks/gpu_session.sh speed    # ~8 min: step speed, compile, packing in processes,
-#                                            #   checkpoint cost, a 24-epoch train, path parity
-#   bash benchmarks/gpu_session.sh search   # ~8 min: packing inside s9tune search (1, 0.5, 0.25
-#                                            #   GPU/trial) and the shipped default search for 3 min
+# Every GPU figure of the GPU issue, in two device calls that fit one session's 15 minutes:
+#   bash benchmarks/gpu_session.sh speed    # ~6 min on an H200: step speed, data share, checkpoint
+#                                            #   cost, a 24-epoch CLI train, packing in processes,
+#                                            #   path parity on the mini slice, compile
+#   bash benchmarks/gpu_session.sh search   # ~5 min: packing inside s9tune search (1, 0.5, 0.25
+#                                            #   GPU/trial), then the shipped default search
+#   QUICK=1 bash benchmarks/gpu_session.sh speed|search   # the same steps, tiny, on this CPU
 # Prepare here:  ../shared/tools/gpu-bundle.sh .venv/bin/python
-#                mkdir -p .data && cp -r ../shared/data/cifar10-mini .data/
+#                mkdir -p .data && tar -C ../shared/data -cJf .data/mini.tar.xz cifar10-mini
+#                (xz: .gpu and the mini slice together must stay under the tool's 64 MiB)
 # Then run each part with the device tool: carry [".gpu", ".data"] and the command
 #   bash .gpu/install.sh && export PYTHONPATH=/tmp/site:$PWD && bash benchmarks/gpu_session.sh speed
-# Results land in $OUT (or /tmp/gpu-results); copy the figures, with this command, into RESULTS.md.
+# Every step has its own time limit, in priority order, so a slow or broken step costs only
+# itself. After each step all results so far are packed into $OUT/results-PART.tgz (the device
+# tool brings back few files), beside $OUT/session-PART.log.
 set -uo pipefail
 part=${1:-speed}
-out=${OUT:-/tmp/gpu-results}; mkdir -p "$out"
+out=${OUT:-/tmp/gpu-results}
+res=$(mktemp -d /tmp/gpu-res.XXXX)
+mkdir -p "$out"
 py=${PYTHON:-python3}
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
-"$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/gpu.txt"
-"$py" benchmarks/make_cifar_like.py /tmp/cifar-like >/dev/null
-if [[ $part == speed ]]; then
-  # 1. step speed, data share, checkpoint cost, packing 1/2/4/8 in processes (eager, then compiled)
-  "$py" benchmarks/gpu_speed.py --json "$out/gpu_speed.json" 2>&1 | tee "$out/gpu_speed.txt"
-  "$py" benchmarks/gpu_speed.py --compile --packing 1 --json "$out/gpu_speed_compile.json" 2>&1 | tee "$out/gpu_speed_compile.txt"
-  # 2. the real CLI: a 24-epoch train at width 64 with a test evaluation every epoch, on CIFAR-shaped data
-  { time "$py" -m s9tune train --data-dir /tmp/cifar-like --set val_size=0 --out /tmp/run24 --force; } \
-    2>&1 | tail -30 | tee "$out/train24.txt"
-  cp /tmp/run24/metrics.json "$out/train24_metrics.json"
-  # 3. no accuracy lost on the fast path: mini slice, width 64, 3 seeds per path
-  "$py" benchmarks/path_parity.py --data-dir .data/cifar10-mini --width 64 --epochs 12 --batch-size 128 --seeds 3 \
-    --device cuda --json "$out/parity.json" 2>&1 | tee "$out/parity.txt"
+quick=${QUICK:-}
+log="$res/session-$part.log"
+export PYTHONUNBUFFERED=1
+
+step() {  # step NAME LIMIT_S CMD...: run with a time limit, log it, pack what exists so far
+  local name=$1 limit=$2; shift 2
+  echo "=== $name (limit ${limit}s): $*" | tee -a "$log"
+  local t0=$SECONDS
+  timeout --signal=INT --kill-after=20 "$limit" "$@" 2>&1 | tee -a "$log"
+  local rc=${PIPESTATUS[0]}
+  echo "=== $name: exit $rc after $((SECONDS - t0)) s" | tee -a "$log"
+  tar -czf "$out/results-$part.tgz" -C "$res" . && cp "$log" "$out/"
+}
+
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || echo "no nvidia-smi"
+  "$py" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name())"
+  nproc; } | tee "$res/machine.txt" | tee -a "$log"
+if [[ -n $quick ]]; then
+  cifar_args=(--per-batch 200); dev=cpu
+  speed=(--quick --device cpu); compile=("${speed[@]}"); pack=(--quick --device cpu --packing 1,2)
+  train_set=(--set width=4 --set epochs=2 --set batch_size=64 --set device=cpu)
+  parity=(--width 4 --epochs 1 --batch-size 128 --seeds 2 --device cpu)
+  spack=(--device cpu --width 4 --gpus-per-trial 0 --slots 2 --configs 2 --epochs 1 --time-limit 60)
+  sdefault=(--device cpu --width 4 --gpus-per-trial 0 --slots 2 --keep-scheduler --space smoke --time-limit 60)
 else
-  # 4. packing inside a real search: every config on one 2-epoch schedule, 90 s per setting
-  "$py" benchmarks/search_packing.py --data-dir /tmp/cifar-like --gpus-per-trial 1,0.5,0.25 --epochs 2 \
-    --time-limit 90 --json "$out/search_packing.json" 2>&1 | tee "$out/search_packing.txt"
-  # 5. the shipped default search as it is, stopped after 3 minutes: runs per GPU-hour, occupancy
-  "$py" benchmarks/search_packing.py --data-dir /tmp/cifar-like --keep-scheduler --gpus-per-trial 0.25 \
-    --time-limit 180 --json "$out/default_search.json" 2>&1 | tee "$out/default_search.txt"
+  cifar_args=(); dev=cuda
+  speed=(--images 25000 --epochs 3); compile=(--images 20000 --epochs 2)
+  pack=(--images 10000 --epochs 2 --packing 1,2,4,8)
+  train_set=()
+  parity=(--width 64 --epochs 10 --batch-size 128 --seeds 3 --device cuda)
+  spack=(--gpus-per-trial 1,0.5,0.25 --epochs 2 --time-limit 50)
+  sdefault=(--keep-scheduler --gpus-per-trial 0.25 --time-limit 90)
 fi
-echo "results in $out"
+"$py" benchmarks/make_cifar_like.py /tmp/cifar-like "${cifar_args[@]}" >/dev/null
+mini=.data/cifar10-mini
+if [[ -f .data/mini.tar.xz ]]; then rm -rf /tmp/mini && mkdir -p /tmp/mini && tar -C /tmp/mini -xJf .data/mini.tar.xz && mini=/tmp/mini/cifar10-mini; fi
+
+if [[ $part == speed ]]; then
+  # 1. steady step speed (eager), data path share, checkpoint cost, peak memory
+  step speed 120 "$py" benchmarks/gpu_speed.py "${speed[@]}" --packing 0 --json "$res/gpu_speed.json"
+  # 2. the real CLI: a 24-epoch train at width 64, batch 512, a test evaluation every epoch
+  step train24 200 bash -c "time $py -m s9tune train --data-dir /tmp/cifar-like --set val_size=0 ${train_set[*]} --set device=$dev --out /tmp/run24 --force && cp /tmp/run24/metrics.json /tmp/run24/metrics.jsonl $res/"
+  # 3. packing: k processes on one GPU, each with a 1/k memory cap
+  step packing 120 "$py" benchmarks/gpu_speed.py "${pack[@]}" --json "$res/gpu_packing.json"
+  # 4. no accuracy lost on the fast path: mini slice, width 64, 3 seeds per path
+  step parity 150 "$py" benchmarks/path_parity.py --data-dir "$mini" "${parity[@]}" --json "$res/parity.json"
+  # 5. torch.compile: compile time and compiled steady speed
+  step compile 180 "$py" benchmarks/gpu_speed.py "${compile[@]}" --compile --packing 0 --json "$res/gpu_speed_compile.json"
+else
+  # 6. packing inside a real search: every config on one 2-epoch schedule
+  step search_packing 270 "$py" benchmarks/search_packing.py --data-dir /tmp/cifar-like "${spack[@]}" --json "$res/search_packing.json"
+  # 7. the shipped default search as it is, stopped early: runs per GPU-hour, occupancy
+  step default_search 140 "$py" benchmarks/search_packing.py --data-dir /tmp/cifar-like "${sdefault[@]}" --json "$res/default_search.json"
+fi
+echo "results in $out" | tee -a "$log"

@@ -66,6 +66,8 @@ def summarize(exp: Path, gpus: float, slots: int, epochs: int) -> dict[str, Any]
     """The packing figures of one experiment folder (None if no trial reported)."""
     trials = []
     for d in exp.glob("train_trial_*"):
+        if not (d / "result.json").exists():  # created, then stopped by Ctrl-C before it reported
+            continue
         rows = [json.loads(line) for line in (d / "result.json").read_text().splitlines() if line.strip()]
         if rows:
             trials.append((json.loads((d / "params.json").read_text()).get("budget", epochs), rows))

@@ -143,11 +143,17 @@ def _run_metrics(
         "train_images": int(len(splits.train_y)),
         "val_images": int(len(splits.val_y)),
         "device": device_name(run.device),
+        "gpu_peak_memory_bytes": _gpu_peak_memory(run.device),
         "config": cfg.to_dict(),
         "per_epoch": "metrics.jsonl",
         "checkpoint": "checkpoints/last.pt",
         **(extra or {}),
     }
+
+
+def _gpu_peak_memory(device: torch.device) -> int | None:
+    """Peak CUDA memory of this process (None off CUDA): what sizes gpus_per_trial."""
+    return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
 
 
 def _hparams(cfg: TrainConfig) -> dict[str, Any]:

@@ -110,3 +110,10 @@ def test_search_packing_reads_a_real_search(search_experiment) -> None:
     assert row["epochs"] == epochs and row["aggregate_images_per_s"] > 0 and 0 < row["busy_fraction"] <= 1
     assert row["runs_per_gpu_hour"] is None and row["peak_memory_bytes_max"] is None  # a CPU search
     assert search_packing.summarize(exp.parent / "missing", 0.5, 2, 3) is None
+    # a trial Ctrl-C stopped before its first report has a folder but no result.json
+    unreported = exp / "train_trial_00000000_9_unreported"
+    unreported.mkdir()
+    try:
+        assert search_packing.summarize(exp, gpus=0, slots=2, epochs=3) == row
+    finally:
+        unreported.rmdir()
