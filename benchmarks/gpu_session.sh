@@ -5,7 +5,8 @@
 #                                            #   path parity on the mini slice, compile
 #   bash benchmarks/gpu_session.sh search   # ~5 min: packing inside s9tune search (1, 0.5, 0.25
 #                                            #   GPU/trial), then the shipped default search
-#   QUICK=1 bash benchmarks/gpu_session.sh speed|search   # the same steps, tiny, on this CPU
+#   bash benchmarks/gpu_session.sh recheck  # ~4.5 min: after the fixes, the figures they change
+#   QUICK=1 bash benchmarks/gpu_session.sh speed|search|recheck   # the same steps, tiny, on this CPU
 # Prepare here:  ../shared/tools/gpu-bundle.sh .venv/bin/python
 #                mkdir -p .data && tar -C ../shared/data -cJf .data/mini.tar.xz cifar10-mini
 #                (xz: .gpu and the mini slice together must stay under the tool's 64 MiB)
@@ -43,14 +44,16 @@ if [[ -n $quick ]]; then
   train_set=(--set width=4 --set epochs=2 --set batch_size=64 --set device=cpu)
   parity=(--width 4 --epochs 1 --batch-size 128 --seeds 2 --device cpu)
   spack=(--device cpu --width 4 --gpus-per-trial 0 --slots 2 --configs 2 --epochs 1 --time-limit 60)
+  spack_re=("${spack[@]}")
   sdefault=(--device cpu --width 4 --gpus-per-trial 0 --slots 2 --keep-scheduler --space smoke --time-limit 60)
 else
   cifar_args=(); dev=cuda
   speed=(--images 25000 --epochs 3); compile=(--images 20000 --epochs 2)
-  pack=(--images 10000 --epochs 2 --packing 1,2,4,8)
+  pack=(--images 10000 --eval-images 2000 --epochs 6 --packing 1,2,4,8)
   train_set=()
   parity=(--width 64 --epochs 10 --batch-size 128 --seeds 3 --device cuda)
   spack=(--gpus-per-trial 1,0.5,0.25 --epochs 2 --time-limit 50)
+  spack_re=(--gpus-per-trial 1,0.25,0.125 --epochs 2 --time-limit 40)
   sdefault=(--keep-scheduler --gpus-per-trial 0.25 --time-limit 90)
 fi
 "$py" benchmarks/make_cifar_like.py /tmp/cifar-like "${cifar_args[@]}" >/dev/null
@@ -68,6 +71,13 @@ if [[ $part == speed ]]; then
   step parity 150 "$py" benchmarks/path_parity.py --data-dir "$mini" "${parity[@]}" --json "$res/parity.json"
   # 5. torch.compile: compile time and compiled steady speed
   step compile 180 "$py" benchmarks/gpu_speed.py "${compile[@]}" --compile --packing 0 --json "$res/gpu_speed_compile.json"
+elif [[ $part == recheck ]]; then
+  # after the fixes of the first session's figures (memory cap, checkpoint pacing, actor reuse):
+  # the gpu tests, the 24-epoch train, packing in a search at 1, 0.25 and 0.125, and in processes
+  step gpu_tests 60 "$py" -m pytest -q -m gpu -p no:cacheprovider tests/test_checkpoint_pacing.py
+  step train24 100 bash -c "time $py -m s9tune train --data-dir /tmp/cifar-like --set val_size=0 ${train_set[*]} --set device=$dev --out /tmp/run24 --force && cp /tmp/run24/metrics.json /tmp/run24/metrics.jsonl $res/"
+  step search_packing 200 "$py" benchmarks/search_packing.py --data-dir /tmp/cifar-like "${spack_re[@]}" --json "$res/search_packing.json"
+  step packing 60 "$py" benchmarks/gpu_speed.py "${pack[@]}" --json "$res/gpu_packing.json"
 else
   # 6. packing inside a real search: every config on one 2-epoch schedule
   step search_packing 270 "$py" benchmarks/search_packing.py --data-dir /tmp/cifar-like "${spack[@]}" --json "$res/search_packing.json"

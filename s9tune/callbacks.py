@@ -4,12 +4,47 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from s9tune.engine import EpochMetrics, FitResult, FitState
 
 logger = logging.getLogger(__name__)
+
+# On a GPU an epoch of CIFAR takes ~0.5 s and a width-64 checkpoint (model + momentum, 50 MiB)
+# ~0.07 s: written every epoch it cost 12-24% of a run (benchmarks/RESULTS.md). This is the
+# share of a run's time that checkpoints may take.
+CHECKPOINT_MAX_SHARE = 0.05
+
+
+class CheckpointPacer:
+    """Says when a per-epoch checkpoint is due: after the first epoch and the last, and otherwise
+    once enough time has passed since the last one that writing it costs at most `max_share` of
+    the time in between (cost / (elapsed + cost)). Where epochs are long against the write (CPU
+    runs, small data) that is every epoch; a crash loses at most one interval plus an epoch."""
+
+    def __init__(self, max_share: float = CHECKPOINT_MAX_SHARE, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.max_share = max_share
+        self.clock = clock
+        self.cost = 0.0  # seconds the last checkpoint took
+        self.since: float | None = None  # when it ended
+
+    def due(self, epoch: int, last_epoch: int) -> bool:
+        if self.since is None or epoch >= last_epoch:
+            return True
+        elapsed = self.clock() - self.since
+        return self.cost <= self.max_share * (elapsed + self.cost)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Times one checkpoint write (and, in a trial, its hand-over to Tune's storage)."""
+        t0 = self.clock()
+        yield
+        self.since = self.clock()
+        self.cost = self.since - t0
 
 
 class BaseCallback:
@@ -110,20 +145,26 @@ class TensorBoardLog(BaseCallback):
 
 
 class Checkpointer(BaseCallback):
-    """`last.pt` after every epoch (atomic), so a killed run resumes where it stopped."""
+    """`last.pt` (atomic) after the epochs a `CheckpointPacer` picks, so a killed run resumes
+    near where it stopped."""
 
-    def __init__(self, directory: Path, every: int = 1) -> None:
+    def __init__(self, directory: Path, pacer: CheckpointPacer | None = None) -> None:
         self.directory = Path(directory)
-        self.every = every
+        self.pacer = pacer or CheckpointPacer()
+        self.saved_epoch = 0
 
     @property
     def last(self) -> Path:
         return self.directory / "last.pt"
 
     def on_epoch_end(self, state: FitState, m: EpochMetrics) -> None:
-        if m.epoch % self.every == 0 or m.epoch == state.cfg.epochs:
-            state.checkpoint().save(self.last)
+        if self.pacer.due(m.epoch, state.cfg.epochs):
+            with self.pacer.writing():
+                state.checkpoint().save(self.last)
+            self.saved_epoch = m.epoch
 
     def on_fit_end(self, state: FitState, result: FitResult) -> None:
-        if result.status != "diverged" and state.epoch > 0:
+        # a run stopped early (a callback, Ctrl-C) keeps the epochs it trained since the last one
+        if result.status != "diverged" and state.epoch > self.saved_epoch:
             state.checkpoint().save(self.last)
+            self.saved_epoch = state.epoch

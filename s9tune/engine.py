@@ -218,7 +218,8 @@ def _on_device(cfg: TrainConfig, model: nn.Module, device: torch.device) -> nn.M
         return model.to(device)
     torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
     if cfg.gpu_memory_fraction is not None:
-        torch.cuda.set_per_process_memory_fraction(cfg.gpu_memory_fraction, device)
+        # torch wants an index: a bare torch.device('cuda') is refused (seen on torch 2.11)
+        torch.cuda.set_per_process_memory_fraction(cfg.gpu_memory_fraction, device.index if device.index is not None else torch.cuda.current_device())
     return model.to(device, memory_format=torch.channels_last)
 
 

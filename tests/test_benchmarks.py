@@ -54,7 +54,9 @@ def test_gpu_speed_quick(tmp_path: Path) -> None:
     for row in res["packing"]:
         assert row["errors"] == []
         assert len(row["per_proc_images_per_s"]) == row["procs"]
-        assert row["aggregate_images_per_s"] == pytest.approx(sum(row["per_proc_images_per_s"]))
+        assert row["sum_per_proc_images_per_s"] == pytest.approx(sum(row["per_proc_images_per_s"]))
+        # one wall window over all processes is never shorter than any one's own steady epochs
+        assert 0 < row["aggregate_images_per_s"] <= row["sum_per_proc_images_per_s"] * 1.0001
         assert row["max_peak_memory_bytes"] > 0
 
 

@@ -27,7 +27,10 @@ def test_ctrl_c_then_resume(search_experiment) -> None:
     assert len(final) == 6, sorted(final)
     for name, lines in info["finished"].items():
         assert final[name] == lines, f"{name} was rerun or changed"
-    for name, lines in final.items():  # no trial restarted from scratch: epochs never repeat
+    for name, lines in final.items():
+        # no trial restarted from scratch: a resumed trial goes on from its last checkpoint, so it
+        # repeats at most the epochs after it (CheckpointPacer may have skipped some), never epoch 1
         epochs = [json.loads(line)["epoch"] for line in lines]
-        assert epochs == list(range(1, len(epochs) + 1)), (name, epochs)
+        assert epochs[0] == 1 and 1 not in epochs[1:], (name, epochs)
+        assert all(b == a + 1 or 1 < b <= a for a, b in zip(epochs, epochs[1:])), (name, epochs)
     assert all(t.status == "TERMINATED" for t in ExperimentAnalysis(str(exp)).trials)

@@ -111,6 +111,9 @@ def _tuner(space: SearchSpace, ref: ExperimentRef, trainable: Any, slots: int, m
             search_alg=search_alg,
             scheduler=scheduler,
             num_samples=trials,
+            # a new trial takes over a finished one's process: no new interpreter, torch import,
+            # CUDA context or cuDNN autotuning per run (a 2-epoch GPU run was mostly start-up)
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=ref.name,

@@ -15,7 +15,7 @@ from typing import Any
 
 from ray import tune
 
-from s9tune.callbacks import BaseCallback
+from s9tune.callbacks import BaseCallback, CheckpointPacer
 from s9tune.checkpoint import Checkpoint
 from s9tune.config import TrainConfig
 from s9tune.data import Splits
@@ -50,10 +50,13 @@ def epoch_report(m: EpochMetrics) -> dict[str, Any]:
 
 
 class TuneReport(BaseCallback):
-    """One `tune.report` per epoch with a checkpoint, so training_iteration == epoch."""
+    """One `tune.report` per epoch, so training_iteration == epoch; a checkpoint goes with it
+    when the pacer says one is due (always with the first and the last epoch). A restored trial
+    reports the epochs after its checkpoint again, under the same training_iteration."""
 
-    def __init__(self) -> None:
+    def __init__(self, pacer: CheckpointPacer | None = None) -> None:
         self.node = _node_id()
+        self.pacer = pacer or CheckpointPacer()
 
     def on_epoch_end(self, state: FitState, m: EpochMetrics) -> None:
         metrics = {**epoch_report(m), "node_id": self.node}
@@ -61,7 +64,10 @@ class TuneReport(BaseCallback):
             import torch
 
             metrics["gpu_peak_memory_bytes"] = int(torch.cuda.max_memory_allocated(state.device))
-        with tempfile.TemporaryDirectory() as tmp:
+        if not self.pacer.due(m.epoch, state.cfg.epochs):
+            tune.report(metrics)
+            return
+        with self.pacer.writing(), tempfile.TemporaryDirectory() as tmp:
             state.checkpoint().save(Path(tmp) / CKPT_NAME)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 

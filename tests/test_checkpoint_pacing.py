@@ -1,0 +1,111 @@
+"""Per-epoch checkpoints cost at most CHECKPOINT_MAX_SHARE of a run's time (the GPU issue found
+12-24% when written every epoch); the first and last epoch are always saved, and the trial and
+CLI callbacks both follow the pacer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from s9tune.callbacks import CHECKPOINT_MAX_SHARE, BaseCallback, CheckpointPacer, Checkpointer
+from s9tune.checkpoint import Checkpoint
+from s9tune.config import TrainConfig
+from s9tune.data import load_splits
+from s9tune.engine import train
+
+
+def tiny_cfg(**kw) -> TrainConfig:
+    base = dict(width=4, epochs=3, batch_size=32, max_lr=0.2, device="cpu", val_size=0.1, seed=7)
+    return TrainConfig(**{**base, **kw})
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_pacer_keeps_the_write_within_its_share() -> None:
+    clock = FakeClock()
+    pacer = CheckpointPacer(max_share=0.05, clock=clock)
+    assert pacer.due(1, 24)  # nothing measured yet: the first epoch is always saved
+    with pacer.writing():
+        clock.now += 0.5  # the write took 0.5 s
+    assert pacer.cost == pytest.approx(0.5)
+    clock.now += 9.0  # 0.5 / (9 + 0.5) = 5.3% > 5%
+    assert not pacer.due(2, 24)
+    clock.now += 0.5  # 0.5 / (9.5 + 0.5) = 5%: due
+    assert pacer.due(3, 24)
+    assert pacer.due(24, 24)  # the last epoch is always saved, however recent the last write
+    assert CheckpointPacer().max_share == CHECKPOINT_MAX_SHARE == 0.05
+
+
+class SavedEpochs(BaseCallback):
+    """After each epoch, which epoch last.pt holds (runs after the Checkpointer)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seen: list[int] = []
+
+    def on_epoch_end(self, state, metrics) -> None:
+        self.seen.append(Checkpoint.load(self.path).epoch)
+
+
+class StopAfter(BaseCallback):
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def on_epoch_end(self, state, metrics) -> bool:
+        return metrics.epoch >= self.n
+
+
+def test_checkpointer_skips_epochs_the_pacer_rules_out(tiny_cifar: Path, tmp_path: Path) -> None:
+    cfg = tiny_cfg(epochs=4)
+    splits = load_splits(tiny_cifar, val_size=cfg.val_size, seed=cfg.seed)
+    # any write costs more than a zero share: only the first and the last epoch are saved
+    saver = Checkpointer(tmp_path / "ck", CheckpointPacer(max_share=0.0))
+    seen = SavedEpochs(saver.last)
+    train(cfg, splits, [saver, seen])
+    assert seen.seen == [1, 1, 1, 4]
+    # a run stopped early still keeps the epochs it trained since the last saved one
+    stopped = Checkpointer(tmp_path / "ck2", CheckpointPacer(max_share=0.0))
+    part = train(cfg, splits, [stopped, StopAfter(3)])
+    assert part.result.status == "stopped"
+    assert Checkpoint.load(stopped.last).epoch == 3
+
+
+def test_trial_reports_every_epoch_and_checkpoints_when_due(
+    tiny_cifar: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from s9tune.search import trainable
+
+    reports: list[tuple[int, bool]] = []
+
+    def fake_report(metrics, checkpoint=None) -> None:
+        if checkpoint is not None:  # what Tune would persist is a loadable checkpoint of that epoch
+            assert Checkpoint.load(Path(checkpoint.path) / trainable.CKPT_NAME).epoch == metrics["epoch"]
+        reports.append((metrics["epoch"], checkpoint is not None))
+
+    monkeypatch.setattr(trainable.tune, "report", fake_report)
+    cfg = tiny_cfg(epochs=3)
+    splits = load_splits(tiny_cifar, val_size=cfg.val_size, seed=cfg.seed)
+    train(cfg, splits, [trainable.TuneReport(CheckpointPacer(max_share=0.0))])
+    assert reports == [(1, True), (2, False), (3, True)]
+    reports.clear()
+    train(cfg, splits, [trainable.TuneReport(CheckpointPacer(max_share=1.0))])  # any cost will do
+    assert reports == [(1, True), (2, True), (3, True)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_memory_cap_on_a_bare_cuda_device(tiny_cifar: Path) -> None:
+    """A trial's GPU share becomes a memory cap; torch refuses torch.device('cuda') without an
+    index there (torch 2.11 on the H200), which failed every packed trial before the fix."""
+    cfg = tiny_cfg(device="cuda", epochs=1, gpu_memory_fraction=0.25)
+    run = train(cfg, load_splits(tiny_cifar, val_size=cfg.val_size, seed=cfg.seed))
+    assert run.result.status == "completed"
+    assert torch.cuda.max_memory_allocated() <= 0.25 * torch.cuda.get_device_properties(0).total_memory
