@@ -1,4 +1,4 @@
-"""The one checkpoint type: what `fit()` saves each epoch, what a search trial resumes from, and
+"""The one checkpoint type: what `fit()` saves at the end of an epoch, what a search trial resumes from, and
 what `retrain`/`analyze` rebuild a model from. Written atomically, read with `weights_only=True`.
 
 On disk it is a plain dict (format_version, versions and the fields below), so any torch can

@@ -39,8 +39,8 @@ def init_ray(address: str | None, dashboard: bool = False) -> None:
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # every epoch checkpoints by design (resume, ASHA); Tune's "snapshotting too often" warning
-    # would repeat all search long
+    # trials report (and often checkpoint) every epoch by design (resume, ASHA); Tune's
+    # "snapshotting too often" warning would repeat all search long
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
