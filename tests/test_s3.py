@@ -22,8 +22,9 @@ from conftest import SEARCH_SPACE, kill_driver
 pytestmark = pytest.mark.slow
 
 BUCKET = "s9-bucket"
-# 3 trials x 3 epochs, no early stopping: a trial can be caught complete while another runs
-SPACE = {**SEARCH_SPACE, "num_samples": 3, "fixed": {**SEARCH_SPACE["fixed"], "width": 4},
+# 4 trials x 3 epochs on 2 slots, no early stopping: a trial can be caught complete while two
+# are yet to finish (trials reuse actors, so a third alone would race the kill)
+SPACE = {**SEARCH_SPACE, "num_samples": 4, "fixed": {**SEARCH_SPACE["fixed"], "width": 4},
          "scheduler": {"type": "asha", "grace_period": 3, "reduction_factor": 2}}
 
 
@@ -122,10 +123,12 @@ def test_search_killed_and_resumed_on_s3_then_results_and_retrain(s3: dict[str, 
     deadline = time.time() + 300
     try:
         while time.time() < deadline:
-            time.sleep(1.0)
+            time.sleep(0.5)
             rows = remote_rows(s3, "searches/k/")
             complete = {k: v for k, v in rows.items() if len(v) == 3}
-            if complete and any(0 < len(v) < 3 for v in rows.values()):
+            # a running trial's rows reach the bucket only with its checkpoints, which are paced:
+            # kill at the first complete trial (with 4 on 2 slots, at least two are unfinished)
+            if complete:
                 break
             assert proc.poll() is None, "search ended before it could be killed"
         else:
@@ -136,11 +139,14 @@ def test_search_killed_and_resumed_on_s3_then_results_and_retrain(s3: dict[str, 
     res = subprocess.run([*cmd, "--resume"], env=s3, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     final = remote_rows(s3, "searches/k/")
-    assert len(final) == 3 and all(len(v) == 3 for v in final.values()), {k: len(v) for k, v in final.items()}
+    assert len(final) == 4 and all(len(v) >= 3 for v in final.values()), {k: len(v) for k, v in final.items()}
     for name, lines in complete.items():
         assert final[name] == lines, f"{name} was rerun or changed"
-    for name, lines in final.items():  # no trial restarted from scratch: epochs never repeat
-        assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3], name
+    for name, lines in final.items():
+        # no trial restarted from scratch: a killed trial goes on from its last checkpoint, so it
+        # repeats at most the epochs after it (CheckpointPacer may skip some), never epoch 1
+        epochs = [json.loads(line)["epoch"] for line in lines]
+        assert epochs[0] == 1 and 1 not in epochs[1:] and epochs[-1] == 3, (name, epochs)
     assert f"aws s3 sync {storage}/k searches/k && tensorboard --logdir searches/k" in res.stdout
 
     exp = f"{storage}/k"

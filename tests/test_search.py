@@ -53,6 +53,19 @@ def test_trials_ran_in_parallel(search) -> None:
     assert overlaps >= 1, spans
 
 
+def test_trials_reuse_actors(search) -> None:
+    """A finished trial's process takes the next trial (reuse_actors): on a GPU a short run was
+    mostly process start-up, CUDA context and cuDNN autotuning (benchmarks/RESULTS.md)."""
+    exp, _ = search
+    pids = {}
+    for f in exp.glob("train_trial_*/result.json"):
+        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        pids[f.parent.name] = {r["pid"] for r in rows}
+    assert len(pids) == 6
+    # 6 trials on 2 slots, across two drivers (Ctrl-C, then --resume): fewer processes than trials
+    assert len(set().union(*pids.values())) < len(pids), pids
+
+
 def test_optuna_learns_only_complete_schedules(search) -> None:
     """A trial that ran its whole schedule is COMPLETE with its final value; one ASHA stopped
     mid-cycle is PRUNED at the step it reached (TPE ranks it below every complete trial), so no
