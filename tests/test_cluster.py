@@ -204,11 +204,13 @@ def test_trials_run_on_both_nodes_and_survive_losing_one(cluster: Cluster, tmp_p
     assert proc.returncode == 0, err[-3000:]
     assert "trial" in killed, "no trial was caught running on the worker node"
     final = rows(exp)
-    assert len(final) == 4 and all(len(rs) == 4 for rs in final.values())
+    assert len(final) == 4 and all(rs[-1]["epoch"] == 4 for rs in final.values())
     nodes = {r["node_id"] for rs in final.values() for r in rs}
     assert worker_id in nodes and len(nodes) == 2, "trials did not run on both nodes"
     rs = final[killed["trial"]]
-    assert [r["epoch"] for r in rs] == [1, 2, 3, 4]  # resumed from its checkpoint, not restarted
+    # resumed from its last checkpoint, not restarted: epochs after it may repeat, epoch 1 never
+    epochs = [r["epoch"] for r in rs]
+    assert epochs[0] == 1 and 1 not in epochs[1:] and epochs[-1] == 4, epochs
     assert rs[-1]["node_id"] != worker_id  # finished on the surviving node
     # the console shows s9tune's progress and results, not Ray's logs
     assert "completed" in out and "Ray's log:" in out
