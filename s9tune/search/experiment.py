@@ -178,17 +178,25 @@ def _trial_row(trial: Any, df: Any, searched: list[str], max_t: int) -> TrialRow
     hist: list[float] = []
     diverged = False
     time_s = 0.0
+    epochs = 0
     if df is not None and len(df) and METRIC in df:
         time_s = float(df["time_total_s"].max()) if "time_total_s" in df else 0.0
+        if "training_iteration" in df:
+            # a restored trial reports the epochs after its last checkpoint again: the later row
+            # of an epoch is the one its final weights went through
+            df = df.drop_duplicates("training_iteration", keep="last").sort_values("training_iteration")
         if "diverged" in df:
             diverged = bool((df["diverged"].fillna(0) > 0).any())
             df = df[df["diverged"].fillna(0) == 0]
         hist = [float(v) for v in df[METRIC].tolist() if isinstance(v, (int, float)) and not math.isnan(v)]
+        # the epoch reached, not the rows: rows of the epochs before a checkpoint can be missing
+        # where the driver was killed before it uploaded them (cloud storage)
+        epochs = int(df["training_iteration"].iloc[-1]) if "training_iteration" in df and len(df) else len(hist)
     return TrialRow(
         trial_id=trial.trial_id,
         config={k: _plain(trial.config.get(k)) for k in searched},
-        status=_status(str(trial.status), len(hist), budget, diverged),
-        epochs=len(hist),
+        status=_status(str(trial.status), epochs, budget, diverged),
+        epochs=epochs,
         best_val_accuracy=max(hist) if hist else None,
         last_val_accuracy=hist[-1] if hist else None,
         time_s=time_s,
