@@ -23,8 +23,8 @@ CHECKPOINT_MAX_SHARE = 0.05
 class CheckpointPacer:
     """Says when a per-epoch checkpoint is due: after the first epoch and the last, and otherwise
     once enough time has passed since the last one that writing it costs at most `max_share` of
-    the time in between (cost / (elapsed + cost)). Where epochs are long against the write (CPU
-    runs, small data) that is every epoch; a crash loses at most one interval plus an epoch."""
+    the time in between (cost / (elapsed + cost)). Where epochs are long against the write (most
+    CPU runs) that is every epoch; a crash loses at most one interval plus an epoch."""
 
     def __init__(self, max_share: float = CHECKPOINT_MAX_SHARE, clock: Callable[[], float] = time.perf_counter) -> None:
         self.max_share = max_share
