@@ -57,6 +57,8 @@ else
   sdefault=(--keep-scheduler --gpus-per-trial 0.25 --time-limit 90)
 fi
 "$py" benchmarks/make_cifar_like.py /tmp/cifar-like "${cifar_args[@]}" >/dev/null
+# the real CLI's 24-epoch train (width 64, batch 512, a test evaluation every epoch), its metrics kept
+train24=(bash -c "time $py -m s9tune train --data-dir /tmp/cifar-like --set val_size=0 ${train_set[*]} --set device=$dev --out /tmp/run24 --force && cp /tmp/run24/metrics.json /tmp/run24/metrics.jsonl $res/")
 mini=.data/cifar10-mini
 if [[ -f .data/mini.tar.xz ]]; then rm -rf /tmp/mini && mkdir -p /tmp/mini && tar -C /tmp/mini -xJf .data/mini.tar.xz && mini=/tmp/mini/cifar10-mini; fi
 
@@ -64,7 +66,7 @@ if [[ $part == speed ]]; then
   # 1. steady step speed (eager), data path share, checkpoint cost, peak memory
   step speed 120 "$py" benchmarks/gpu_speed.py "${speed[@]}" --packing 0 --json "$res/gpu_speed.json"
   # 2. the real CLI: a 24-epoch train at width 64, batch 512, a test evaluation every epoch
-  step train24 200 bash -c "time $py -m s9tune train --data-dir /tmp/cifar-like --set val_size=0 ${train_set[*]} --set device=$dev --out /tmp/run24 --force && cp /tmp/run24/metrics.json /tmp/run24/metrics.jsonl $res/"
+  step train24 200 "${train24[@]}"
   # 3. packing: k processes on one GPU, each with a 1/k memory cap
   step packing 120 "$py" benchmarks/gpu_speed.py "${pack[@]}" --json "$res/gpu_packing.json"
   # 4. no accuracy lost on the fast path: mini slice, width 64, 3 seeds per path
@@ -75,7 +77,7 @@ elif [[ $part == recheck ]]; then
   # after the fixes of the first session's figures (memory cap, checkpoint pacing, actor reuse):
   # the gpu tests, the 24-epoch train, packing in a search at 1, 0.25 and 0.125, and in processes
   step gpu_tests 60 "$py" -m pytest -q -m gpu -p no:cacheprovider tests/test_checkpoint_pacing.py
-  step train24 100 bash -c "time $py -m s9tune train --data-dir /tmp/cifar-like --set val_size=0 ${train_set[*]} --set device=$dev --out /tmp/run24 --force && cp /tmp/run24/metrics.json /tmp/run24/metrics.jsonl $res/"
+  step train24 100 "${train24[@]}"
   step search_packing 200 "$py" benchmarks/search_packing.py --data-dir /tmp/cifar-like "${spack_re[@]}" --json "$res/search_packing.json"
   step packing 60 "$py" benchmarks/gpu_speed.py "${pack[@]}" --json "$res/gpu_packing.json"
 else

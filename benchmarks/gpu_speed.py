@@ -50,6 +50,7 @@ import torch  # noqa: E402
 MAXRSS_AFTER_IMPORT = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 from s9tune.augment import make_loaders  # noqa: E402
+from s9tune.callbacks import BaseCallback  # noqa: E402
 from s9tune.checkpoint import Checkpoint  # noqa: E402
 from s9tune.config import TrainConfig  # noqa: E402
 from s9tune.data import Splits  # noqa: E402
@@ -259,21 +260,15 @@ def measure(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     }
 
 
-class EpochStamps:
+class EpochStamps(BaseCallback):
     """fit() callback: the wall-clock end of each epoch (its training and evaluation)."""
 
     def __init__(self) -> None:
         self.ends: list[float] = []
 
-    def on_fit_start(self, state: Any) -> None:
-        pass
-
     def on_epoch_end(self, state: Any, metrics: Any) -> None:
         sync(state.device)
         self.ends.append(time.time())
-
-    def on_fit_end(self, state: Any, result: Any) -> None:
-        pass
 
 
 def checkpoint_cost(cfg: TrainConfig, model: torch.nn.Module, device: torch.device) -> tuple[int, float]:

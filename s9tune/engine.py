@@ -140,6 +140,11 @@ def resolve_device(cfg: TrainConfig) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def gpu_peak_memory(device: torch.device) -> int | None:
+    """Peak CUDA memory this process allocated (None off CUDA): what sizes gpus_per_trial."""
+    return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+
+
 def _autocast(device: torch.device):  # noqa: ANN202
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 

@@ -23,7 +23,7 @@ from s9tune.callbacks import Checkpointer, ConsoleLog, MetricsFile, TensorBoardL
 from s9tune.checkpoint import Checkpoint, versions
 from s9tune.config import TrainConfig
 from s9tune.data import Splits
-from s9tune.engine import Predictions, TrainRun, score, train
+from s9tune.engine import Predictions, TrainRun, gpu_peak_memory, score, train
 from s9tune.errors import CheckpointError, OutputExistsError
 from s9tune.fileio import atomic_write_json, atomic_write_text
 
@@ -143,17 +143,12 @@ def _run_metrics(
         "train_images": int(len(splits.train_y)),
         "val_images": int(len(splits.val_y)),
         "device": device_name(run.device),
-        "gpu_peak_memory_bytes": _gpu_peak_memory(run.device),
+        "gpu_peak_memory_bytes": gpu_peak_memory(run.device),
         "config": cfg.to_dict(),
         "per_epoch": "metrics.jsonl",
         "checkpoint": "checkpoints/last.pt",
         **(extra or {}),
     }
-
-
-def _gpu_peak_memory(device: torch.device) -> int | None:
-    """Peak CUDA memory of this process (None off CUDA): what sizes gpus_per_trial."""
-    return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
 
 
 def _hparams(cfg: TrainConfig) -> dict[str, Any]:

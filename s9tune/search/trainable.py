@@ -19,7 +19,7 @@ from s9tune.callbacks import BaseCallback, CheckpointPacer
 from s9tune.checkpoint import Checkpoint
 from s9tune.config import TrainConfig
 from s9tune.data import Splits
-from s9tune.engine import EpochMetrics, FitResult, FitState, train
+from s9tune.engine import EpochMetrics, FitResult, FitState, gpu_peak_memory, train
 from s9tune.search.space import BUDGET_KEY, CONFIG_KEY
 
 logger = logging.getLogger(__name__)
@@ -60,10 +60,9 @@ class TuneReport(BaseCallback):
 
     def on_epoch_end(self, state: FitState, m: EpochMetrics) -> None:
         metrics = {**epoch_report(m), "node_id": self.node}
-        if state.device.type == "cuda":  # what packing trials onto one GPU is limited by
-            import torch
-
-            metrics["gpu_peak_memory_bytes"] = int(torch.cuda.max_memory_allocated(state.device))
+        peak = gpu_peak_memory(state.device)  # what packing trials onto one GPU is limited by
+        if peak is not None:
+            metrics["gpu_peak_memory_bytes"] = peak
         if not self.pacer.due(m.epoch, state.cfg.epochs):
             tune.report(metrics)
             return
