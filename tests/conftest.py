@@ -142,6 +142,18 @@ def _require_mini(request: pytest.FixtureRequest) -> Path:
     return path
 
 
+def assert_resumed_not_restarted(epochs: list[int], last: int | None = None, *, rows_lost: bool = False) -> None:
+    """The epochs a trial reported, across interrupts: a resumed trial goes on from its last
+    checkpoint, so it may repeat the epochs after it (CheckpointPacer may have skipped some), but
+    it never restarts at epoch 1. `rows_lost`: on cloud storage the rows a killed driver had not
+    uploaded are gone, so the rows may begin after epoch 1. `last`: the epoch it must end at."""
+    assert rows_lost or epochs[0] == 1, epochs
+    assert 1 not in epochs[1:], epochs
+    assert all(b == a + 1 or 1 < b <= a for a, b in zip(epochs, epochs[1:])), epochs
+    if last is not None:
+        assert epochs[-1] == last, epochs
+
+
 def result_lines(exp: Path) -> dict[str, list[str]]:
     """Each trial folder's result.json lines (one per epoch), as far as written."""
     return {f.parent.name: f.read_text().splitlines() for f in exp.glob("train_trial_*/result.json")}

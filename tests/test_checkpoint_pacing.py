@@ -16,11 +16,7 @@ from s9tune.checkpoint import Checkpoint
 from s9tune.config import TrainConfig
 from s9tune.data import load_splits
 from s9tune.engine import train
-
-
-def tiny_cfg(**kw) -> TrainConfig:
-    base = dict(width=4, epochs=3, batch_size=32, max_lr=0.2, device="cpu", val_size=0.1, seed=7)
-    return TrainConfig(**{**base, **kw})
+from test_engine import StopAfter, tiny_cfg
 
 
 class FakeClock:
@@ -55,14 +51,6 @@ class SavedEpochs(BaseCallback):
 
     def on_epoch_end(self, state, metrics) -> None:
         self.seen.append(Checkpoint.load(self.path).epoch)
-
-
-class StopAfter(BaseCallback):
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def on_epoch_end(self, state, metrics) -> bool:
-        return metrics.epoch >= self.n
 
 
 def test_checkpointer_skips_epochs_the_pacer_rules_out(tiny_cifar: Path, tmp_path: Path) -> None:
