@@ -343,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         (premade_x[i : i + args.batch_size], premade_y[i : i + args.batch_size])
         for i in range(0, n_train, args.batch_size)
     ]
+
     def run_fit(key: str, cfg: TrainConfig) -> None:
         loaders = make_loaders(cfg, splits, device)
         clock = StepClock(loaders.train)
@@ -416,7 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, (w, m) in ratios.items():
         print(f"{name:<46} {w:>6.3f} {m:>12.3f}")
     w, m = ratios["fit/bare, same TensorLoader batches"]
-    print(f"fit() within 15% of the bare loop: wall {'yes' if w >= 0.85 else 'NO'}, median step {'yes' if m >= 0.85 else 'NO'}")
+    print(
+        f"fit() within 15% of the bare loop: wall {'yes' if w >= 0.85 else 'NO'}, median step {'yes' if m >= 0.85 else 'NO'}"
+    )
     print()
     print(AUG_HEADER)
     print("-" * len(AUG_HEADER))

@@ -41,8 +41,12 @@ def main() -> None:
     from s9tune.search.space import load_space
 
     fixed = dict(
-        width=args.width, epochs=args.epochs, batch_size=args.batch_size, train_subset=args.train_subset,
-        val_size=0.2, device="cpu",
+        width=args.width,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        train_subset=args.train_subset,
+        val_size=0.2,
+        device="cpu",
     )
     cfg = TrainConfig(**fixed)
     t = time.perf_counter()

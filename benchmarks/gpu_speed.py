@@ -63,7 +63,9 @@ CIFAR_TRAIN = 50_000
 PROJECT_EPOCHS = 24
 RESULT_PREFIX = "GPU_SPEED_RESULT "
 METRICS_HEADER = "metric                                   value"
-PACKING_HEADER = "procs  mem fraction  aggregate img/s  sum of per-proc  per-proc img/s (min-max)  per-proc peak memory (max)"
+PACKING_HEADER = (
+    "procs  mem fraction  aggregate img/s  sum of per-proc  per-proc img/s (min-max)  per-proc peak memory (max)"
+)
 JSON_KEYS = (
     "device",
     "device_name",
@@ -98,7 +100,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="tiny run for CI: width 4, batch 32, 128 images, packing 1,2")
     ap.add_argument("--width", type=int, default=None, help="default 64 (4 with --quick)")
     ap.add_argument("--batch-size", type=int, default=None, help="default 512 (32 with --quick)")
-    ap.add_argument("--images", type=int, default=None, help=f"training images, default {CIFAR_TRAIN} (128 with --quick)")
+    ap.add_argument(
+        "--images", type=int, default=None, help=f"training images, default {CIFAR_TRAIN} (128 with --quick)"
+    )
     ap.add_argument("--eval-images", type=int, default=None, help="default 10000 (32 with --quick)")
     ap.add_argument("--epochs", type=int, default=None, help="default 3 (2 with --quick); the first is warm-up")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -222,7 +226,9 @@ def measure(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
 
     return {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "width": args.width,
@@ -284,7 +290,9 @@ def checkpoint_cost(cfg: TrainConfig, model: torch.nn.Module, device: torch.devi
             src, dst = Path(tmp, f"ckpt{i}"), Path(tmp, f"trial{i}")
             sync(device)
             t0 = time.perf_counter()
-            Checkpoint(config=cfg.to_dict(), model_state=model.state_dict(), optimizer_state=opt.state_dict()).save(src / "checkpoint.pt")
+            Checkpoint(config=cfg.to_dict(), model_state=model.state_dict(), optimizer_state=opt.state_dict()).save(
+                src / "checkpoint.pt"
+            )
             shutil.copytree(src, dst)
             times.append(time.perf_counter() - t0)
         size = (src / "checkpoint.pt").stat().st_size
@@ -442,7 +450,9 @@ def print_report(res: dict[str, Any]) -> None:
             agg = f"{row['aggregate_images_per_s']:,.1f}" if row["aggregate_images_per_s"] is not None else "failed"
             per = f"{min(ips):,.1f}-{max(ips):,.1f}" if ips else "-"
             tot = f"{row['sum_per_proc_images_per_s']:,.1f}" if row["sum_per_proc_images_per_s"] is not None else "-"
-            print(f"{row['procs']:>5}  {frac:<12}  {agg:>15}  {tot:>15}  {per:>24}  {fmt_bytes(row['max_peak_memory_bytes']):>26}")
+            print(
+                f"{row['procs']:>5}  {frac:<12}  {agg:>15}  {tot:>15}  {per:>24}  {fmt_bytes(row['max_peak_memory_bytes']):>26}"
+            )
             for err in row["errors"]:
                 print(f"       error: {err}")
 

@@ -38,14 +38,22 @@ def main() -> None:
     for path in ("albumentations", "tensor"):
         for seed in range(args.seeds):
             cfg = TrainConfig(
-                width=args.width, epochs=args.epochs, batch_size=args.batch_size, val_size=0.0,
-                seed=seed, data_path=path, device=args.device,
+                width=args.width,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                val_size=0.0,
+                seed=seed,
+                data_path=path,
+                device=args.device,
             )
             t = time.perf_counter()
             run = train(cfg, splits)
             _, acc = evaluate(run.model, run.loaders.test, run.device)
             results.setdefault(path, []).append(acc)
-            print(f"{path:<15} seed {seed}  test accuracy {100 * acc:6.2f}%  ({time.perf_counter() - t:.1f} s)", flush=True)
+            print(
+                f"{path:<15} seed {seed}  test accuracy {100 * acc:6.2f}%  ({time.perf_counter() - t:.1f} s)",
+                flush=True,
+            )
     print()
     for path, accs in results.items():
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
@@ -53,7 +61,9 @@ def main() -> None:
     diff = statistics.mean(results["tensor"]) - statistics.mean(results["albumentations"])
     print(f"tensor - albumentations: {100 * diff:+.2f} points")
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2))
+        args.json.write_text(
+            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -210,7 +210,9 @@ def designs(args: argparse.Namespace, shorts: list[int]) -> list[tuple[str, str,
     """(family, name, fn(idx, long_acc, short_final) -> (pick, spent))."""
     E = args.epochs
     out: list[tuple[str, str, Callable]] = []
-    out.append(("full", f"all K on the {E}-epoch schedule", lambda idx, la, sf: (top_k(la[:, -1], idx, 1)[0], len(idx) * E)))
+    out.append(
+        ("full", f"all K on the {E}-epoch schedule", lambda idx, la, sf: (top_k(la[:, -1], idx, 1)[0], len(idx) * E))
+    )
     for rf in (2, 3, 4):
         for g in range(1, max(1, E // 2) + 1):
             rungs = tuple(asha_rungs(g, rf, E))
@@ -222,7 +224,11 @@ def designs(args: argparse.Namespace, shorts: list[int]) -> list[tuple[str, str,
         out.append(("B", f"short {s}ep -> winner on {E}ep", lambda idx, la, sf, s=s: sim_short_pick(sf, idx, s, E)))
         for rf in (2, 3, 4):
             out.append(
-                ("B", f"short {s}ep all, top 1/{rf} on {E}ep", lambda idx, la, sf, s=s, rf=rf: sim_short(sf, la[:, -1], idx, [s], rf, E))
+                (
+                    "B",
+                    f"short {s}ep all, top 1/{rf} on {E}ep",
+                    lambda idx, la, sf, s=s, rf=rf: sim_short(sf, la[:, -1], idx, [s], rf, E),
+                )
             )
     if len(shorts) >= 2:
         for rf in (2, 3):
@@ -250,7 +256,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-size", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0, help="seed of the config sampler and of every training run")
     p.add_argument("--noise-seeds", default="1,2", help="extra seeds for the baseline on the long schedule ('' = none)")
-    p.add_argument("--subset-size", type=int, default=0, help="size of the random config subsets for the robustness table (0 = 3K/4)")
+    p.add_argument(
+        "--subset-size",
+        type=int,
+        default=0,
+        help="size of the random config subsets for the robustness table (0 = 3K/4)",
+    )
     p.add_argument("--subsets", type=int, default=2000)
     p.add_argument("--bootstrap", type=int, default=2000)
     p.add_argument("--jobs", type=int, default=1, help="training processes run side by side")
@@ -306,8 +317,12 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     if todo:
-        print(f"{len(todo)} runs, {sum(t[1] for t in todo)} epochs to train, {args.jobs} process(es) x "
-              f"{args.threads or 'default'} torch thread(s)", file=sys.stderr, flush=True)
+        print(
+            f"{len(todo)} runs, {sum(t[1] for t in todo)} epochs to train, {args.jobs} process(es) x "
+            f"{args.threads or 'default'} torch thread(s)",
+            file=sys.stderr,
+            flush=True,
+        )
         ctx = mp.get_context("spawn")
         with ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=_worker_init, initargs=(args,)) as pool:
             futs = {pool.submit(_worker_run, hps[i], ep, sd): (i, ep, sd) for (i, ep, sd) in todo}
@@ -317,9 +332,12 @@ def main(argv: list[str] | None = None) -> int:
                 runs[run_key(i, ep, sd)] = r
                 save()
                 el = time.perf_counter() - t_start
-                print(f"[{n}/{len(todo)} {el:6.0f}s] config {i:2d} {ep}ep seed {sd}: {r['status']}, "
-                      f"val acc {' '.join(f'{a:.3f}' for a in r['val_accuracy'])} ({r['wall_s']:.0f}s)",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"[{n}/{len(todo)} {el:6.0f}s] config {i:2d} {ep}ep seed {sd}: {r['status']}, "
+                    f"val acc {' '.join(f'{a:.3f}' for a in r['val_accuracy'])} ({r['wall_s']:.0f}s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
     train_wall = time.perf_counter() - t_start
     meta["train_wall_s_this_invocation"] = train_wall
     meta["train_wall_s_all_runs"] = sum(r["wall_s"] for r in runs.values())
@@ -342,8 +360,10 @@ def analyse(args, hps, runs, shorts, noise_seeds) -> dict[str, Any]:  # noqa: AN
     res: dict[str, Any] = {}
 
     # ---- configs ----
-    print(f"\nK={K} configs, long schedule E={E} epochs, short schedules {shorts}, width {args.width}, "
-          f"batch {args.batch_size}, seed {seed}")
+    print(
+        f"\nK={K} configs, long schedule E={E} epochs, short schedules {shorts}, width {args.width}, "
+        f"batch {args.batch_size}, seed {seed}"
+    )
     hdr = f"{'#':>2} {'max_lr':>7} {'pct':>5} {'aug':>5} | " + " ".join(f"e{e:<4d}" for e in range(1, E + 1))
     hdr += " | " + " ".join(f"s{s}fin" for s in shorts) + " | rank"
     print(hdr)
@@ -356,8 +376,10 @@ def analyse(args, hps, runs, shorts, noise_seeds) -> dict[str, Any]:  # noqa: AN
         if st != "completed":
             row += f" ({st})"
         print(row)
-    print(f"final val acc over configs: best {final.max():.4f} (config {best}), median {np.median(final):.4f}, "
-          f"worst {final.min():.4f}, std {final.std(ddof=1):.4f}")
+    print(
+        f"final val acc over configs: best {final.max():.4f} (config {best}), median {np.median(final):.4f}, "
+        f"worst {final.min():.4f}, std {final.std(ddof=1):.4f}"
+    )
 
     # ---- seed noise ----
     noise: dict[str, Any] = {}
@@ -380,14 +402,18 @@ def analyse(args, hps, runs, shorts, noise_seeds) -> dict[str, Any]:  # noqa: AN
         for s, c in zip(noise["seeds"], curves):
             print(f"  seed {s:<5d} " + " ".join(f"{a:6.3f}" for a in c))
         print("  std        " + " ".join(f"{v:6.3f}" for v in sd_e))
-        print(f"  final: {noise['final_mean']:.4f} +- {noise['final_std']:.4f} (seed std) vs "
-              f"{noise['final_std_across_configs']:.4f} std across configs; "
-              f"reliability 1 - var_seed/var_configs = {noise['reliability']:.2f}")
+        print(
+            f"  final: {noise['final_mean']:.4f} +- {noise['final_std']:.4f} (seed std) vs "
+            f"{noise['final_std_across_configs']:.4f} std across configs; "
+            f"reliability 1 - var_seed/var_configs = {noise['reliability']:.2f}"
+        )
     res["noise"] = noise
 
     # ---- per-rung Spearman ----
     print(f"\nper-epoch ranking (long schedule, epoch e) vs final (epoch {E}); 95% bootstrap CI over configs")
-    print(f"  {'epoch':>5} {'spearman':>8} {'95% CI':>15} {'mean lr/max':>11} {'argmax':>6} {'regret':>7} {'best@rank':>9}")
+    print(
+        f"  {'epoch':>5} {'spearman':>8} {'95% CI':>15} {'mean lr/max':>11} {'argmax':>6} {'regret':>7} {'best@rank':>9}"
+    )
     per_epoch = []
     for e in range(1, E + 1):
         a = long_acc[:, e - 1]
@@ -395,16 +421,36 @@ def analyse(args, hps, runs, shorts, noise_seeds) -> dict[str, Any]:  # noqa: AN
         ci = boot_ci(a, final, args.bootstrap, rng) if e < E else (1.0, 1.0)
         pick = top_k(a, list(range(K)), 1)[0]
         rank_of_best = int((-a).argsort().argsort()[best] + 1)
-        lr_frac = float(np.mean([runs[run_key(i, E, seed)]["lr_last_step"][e - 1] / hps[i]["max_lr"]
-                                 for i in range(K) if len(runs[run_key(i, E, seed)]["lr_last_step"]) >= e]))
-        per_epoch.append({"epoch": e, "spearman": rho, "ci95": ci, "argmax": pick, "regret": float(final[best] - final[pick]),
-                          "rank_of_best": rank_of_best, "mean_lr_over_max": lr_frac})
-        print(f"  {e:>5} {rho:8.3f} [{ci[0]:6.3f},{ci[1]:6.3f}] {lr_frac:11.2f} {pick:>6} {final[best] - final[pick]:7.4f} {rank_of_best:>9}")
+        lr_frac = float(
+            np.mean(
+                [
+                    runs[run_key(i, E, seed)]["lr_last_step"][e - 1] / hps[i]["max_lr"]
+                    for i in range(K)
+                    if len(runs[run_key(i, E, seed)]["lr_last_step"]) >= e
+                ]
+            )
+        )
+        per_epoch.append(
+            {
+                "epoch": e,
+                "spearman": rho,
+                "ci95": ci,
+                "argmax": pick,
+                "regret": float(final[best] - final[pick]),
+                "rank_of_best": rank_of_best,
+                "mean_lr_over_max": lr_frac,
+            }
+        )
+        print(
+            f"  {e:>5} {rho:8.3f} [{ci[0]:6.3f},{ci[1]:6.3f}] {lr_frac:11.2f} {pick:>6} {final[best] - final[pick]:7.4f} {rank_of_best:>9}"
+        )
     res["per_epoch"] = per_epoch
 
     # ---- short schedules ----
     print(f"\nshort complete schedules: final val acc of the s-epoch schedule vs the {E}-epoch final")
-    print(f"  {'s':>3} {'spearman':>8} {'95% CI':>15} {'argmax':>6} {'regret':>7} {'best@rank':>9} {'vs long epoch s':>16}")
+    print(
+        f"  {'s':>3} {'spearman':>8} {'95% CI':>15} {'argmax':>6} {'regret':>7} {'best@rank':>9} {'vs long epoch s':>16}"
+    )
     per_short = []
     for s in shorts:
         a = short_final[s]
@@ -412,27 +458,50 @@ def analyse(args, hps, runs, shorts, noise_seeds) -> dict[str, Any]:  # noqa: AN
         ci = boot_ci(a, final, args.bootstrap, rng)
         pick = top_k(a, list(range(K)), 1)[0]
         rank_of_best = int((-a).argsort().argsort()[best] + 1)
-        per_short.append({"short_epochs": s, "spearman": rho, "ci95": ci, "argmax": pick,
-                          "regret": float(final[best] - final[pick]), "rank_of_best": rank_of_best,
-                          "long_epoch_same_cost_spearman": per_epoch[s - 1]["spearman"],
-                          "mean_acc": float(a.mean()), "mean_long_acc_at_epoch_s": float(long_acc[:, s - 1].mean())})
-        print(f"  {s:>3} {rho:8.3f} [{ci[0]:6.3f},{ci[1]:6.3f}] {pick:>6} {final[best] - final[pick]:7.4f} {rank_of_best:>9} "
-              f"{per_epoch[s - 1]['spearman']:16.3f}")
-        print(f"      mean val acc: {a.mean():.4f} after a complete {s}-epoch schedule vs {long_acc[:, s - 1].mean():.4f} "
-              f"at epoch {s} of the {E}-epoch schedule")
+        per_short.append(
+            {
+                "short_epochs": s,
+                "spearman": rho,
+                "ci95": ci,
+                "argmax": pick,
+                "regret": float(final[best] - final[pick]),
+                "rank_of_best": rank_of_best,
+                "long_epoch_same_cost_spearman": per_epoch[s - 1]["spearman"],
+                "mean_acc": float(a.mean()),
+                "mean_long_acc_at_epoch_s": float(long_acc[:, s - 1].mean()),
+            }
+        )
+        print(
+            f"  {s:>3} {rho:8.3f} [{ci[0]:6.3f},{ci[1]:6.3f}] {pick:>6} {final[best] - final[pick]:7.4f} {rank_of_best:>9} "
+            f"{per_epoch[s - 1]['spearman']:16.3f}"
+        )
+        print(
+            f"      mean val acc: {a.mean():.4f} after a complete {s}-epoch schedule vs {long_acc[:, s - 1].mean():.4f} "
+            f"at epoch {s} of the {E}-epoch schedule"
+        )
     res["per_short"] = per_short
 
     # ---- designs on all K ----
     ds = designs(args, shorts)
     all_idx = list(range(K))
-    print(f"\ndesigns on all K={K} configs (regret = best final val acc - picked config's final val acc; "
-          f"epochs = total trained; full search = {K * E})")
+    print(
+        f"\ndesigns on all K={K} configs (regret = best final val acc - picked config's final val acc; "
+        f"epochs = total trained; full search = {K * E})"
+    )
     print(f"  {'design':<42} {'epochs':>6} {'x full':>6} {'pick':>4} {'regret':>7}")
     table = []
     for fam, name, fn in ds:
         pick, spent = fn(all_idx, long_acc, short_final)
-        table.append({"family": fam, "design": name, "epochs": int(spent), "fraction_of_full": spent / (K * E),
-                      "pick": int(pick), "regret": float(final[best] - final[pick])})
+        table.append(
+            {
+                "family": fam,
+                "design": name,
+                "epochs": int(spent),
+                "fraction_of_full": spent / (K * E),
+                "pick": int(pick),
+                "regret": float(final[best] - final[pick]),
+            }
+        )
         print(f"  {name:<42} {spent:>6} {spent / (K * E):6.2f} {pick:>4} {final[best] - final[pick]:7.4f}")
     res["designs_all"] = table
 
@@ -444,8 +513,10 @@ def analyse(args, hps, runs, shorts, noise_seeds) -> dict[str, Any]:  # noqa: AN
             subsets = [list(c) for c in itertools.combinations(range(K), m)]
         else:
             subsets = [sorted(rng.choice(K, m, replace=False).tolist()) for _ in range(n_sub)]
-        print(f"\nrobustness: the designs on {len(subsets)} random subsets of {m} of the K configs "
-              f"(regret vs each subset's best; P(best) = the design picks the subset's best config)")
+        print(
+            f"\nrobustness: the designs on {len(subsets)} random subsets of {m} of the K configs "
+            f"(regret vs each subset's best; P(best) = the design picks the subset's best config)"
+        )
         print(f"  {'design':<42} {'epochs':>6} {'x full':>6} {'mean regret':>11} {'p90 regret':>10} {'P(best)':>7}")
         rob = []
         rand_regret = float(np.mean([final[s].max() - final[s].mean() for s in subsets]))
@@ -457,14 +528,28 @@ def analyse(args, hps, runs, shorts, noise_seeds) -> dict[str, Any]:  # noqa: AN
                 regs.append(b - final[pick])
                 costs.append(spent)
                 hits.append(final[pick] == b)
-            rob.append({"family": fam, "design": name, "epochs": float(np.mean(costs)),
-                        "fraction_of_full": float(np.mean(costs)) / (m * E), "mean_regret": float(np.mean(regs)),
-                        "p90_regret": float(np.percentile(regs, 90)), "p_best": float(np.mean(hits))})
-            print(f"  {name:<42} {np.mean(costs):6.1f} {np.mean(costs) / (m * E):6.2f} {np.mean(regs):11.4f} "
-                  f"{np.percentile(regs, 90):10.4f} {np.mean(hits):7.2f}")
+            rob.append(
+                {
+                    "family": fam,
+                    "design": name,
+                    "epochs": float(np.mean(costs)),
+                    "fraction_of_full": float(np.mean(costs)) / (m * E),
+                    "mean_regret": float(np.mean(regs)),
+                    "p90_regret": float(np.percentile(regs, 90)),
+                    "p_best": float(np.mean(hits)),
+                }
+            )
+            print(
+                f"  {name:<42} {np.mean(costs):6.1f} {np.mean(costs) / (m * E):6.2f} {np.mean(regs):11.4f} "
+                f"{np.percentile(regs, 90):10.4f} {np.mean(hits):7.2f}"
+            )
         print(f"  {'(random pick, 0 epochs of search)':<42} {'':>6} {'':>6} {rand_regret:11.4f}")
-        res["robustness"] = {"subset_size": m, "n_subsets": len(subsets), "random_pick_mean_regret": rand_regret,
-                             "designs": rob}
+        res["robustness"] = {
+            "subset_size": m,
+            "n_subsets": len(subsets),
+            "random_pick_mean_regret": rand_regret,
+            "designs": rob,
+        }
     res["final_long"] = final.tolist()
     res["best"] = best
     res["short_final"] = {str(s): v.tolist() for s, v in short_final.items()}

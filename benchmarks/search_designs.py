@@ -47,8 +47,14 @@ def space_doc(args: argparse.Namespace, design: str, seed: int) -> dict[str, Any
     base = shipped_space(args.space)
     return {
         "num_samples": args.configs,
-        "fixed": {"width": args.width, "epochs": args.epochs, "batch_size": args.batch_size, "val_size": args.val_size,
-                  "device": "cpu", "num_workers": 0},
+        "fixed": {
+            "width": args.width,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "val_size": args.val_size,
+            "device": "cpu",
+            "num_workers": 0,
+        },
         "space": {d.key: _dist_yaml(d) for d in base.dists},
         "baseline": base.baseline,
         "scheduler": DESIGNS[design][1](args.epochs),
@@ -80,8 +86,21 @@ def run_search(args: argparse.Namespace, design: str, seed: int, root: Path) -> 
     name = f"{design}-s{seed}"
     space = root / f"{name}.yaml"
     space.write_text(yaml.safe_dump(space_doc(args, design, seed)))
-    cmd = [sys.executable, "-m", "s9tune", "-q", "search", "--space", str(space), "--data-dir", str(args.data_dir),
-           "--storage", str(root / "st"), "--name", name]
+    cmd = [
+        sys.executable,
+        "-m",
+        "s9tune",
+        "-q",
+        "search",
+        "--space",
+        str(space),
+        "--data-dir",
+        str(args.data_dir),
+        "--storage",
+        str(root / "st"),
+        "--name",
+        name,
+    ]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -91,9 +110,16 @@ def run_search(args: argparse.Namespace, design: str, seed: int, root: Path) -> 
     best = exp.best()
     busy, span = busy_fraction(root / "st" / name, args.slots)
     return {
-        "design": design, "seed": seed, "wall_s": wall, "trials_span_s": span, "busy_fraction": busy,
-        "epochs_trained": sum(r.epochs for r in exp.rows), "runs": len(exp.rows),
-        "picked": best.params, "picked_value_in_search": best.val_accuracy, "picked_budget": best.epochs,
+        "design": design,
+        "seed": seed,
+        "wall_s": wall,
+        "trials_span_s": span,
+        "busy_fraction": busy,
+        "epochs_trained": sum(r.epochs for r in exp.rows),
+        "runs": len(exp.rows),
+        "picked": best.params,
+        "picked_value_in_search": best.val_accuracy,
+        "picked_budget": best.epochs,
     }
 
 
@@ -137,8 +163,12 @@ def main() -> None:
                 print(f"search {name} ...", file=sys.stderr, flush=True)
                 out["searches"][name] = run_search(args, design, seed, Path(tmp))
                 r = out["searches"][name]
-                print(f"  {r['epochs_trained']} epochs, {r['wall_s']:.0f} s, busy {r['busy_fraction']:.2f}, "
-                      f"picked {r['picked']} ({r['picked_value_in_search']:.3f})", file=sys.stderr, flush=True)
+                print(
+                    f"  {r['epochs_trained']} epochs, {r['wall_s']:.0f} s, busy {r['busy_fraction']:.2f}, "
+                    f"picked {r['picked']} ({r['picked_value_in_search']:.3f})",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 save()
     picked = {key(r["picked"]) for r in out["searches"].values()}
     todo = sorted((k, s) for k in picked for s in eval_seeds if f"{s}|{k}" not in out["retrains"])
@@ -161,8 +191,16 @@ def _retrain_one(params: dict[str, Any], seed: int, argd: dict[str, Any]) -> flo
     from s9tune.engine import train
 
     torch.set_num_threads(1)
-    cfg = TrainConfig(width=argd["width"], epochs=argd["epochs"], batch_size=argd["batch_size"], val_size=argd["val_size"],
-                      device="cpu", num_workers=0, seed=seed, **params)
+    cfg = TrainConfig(
+        width=argd["width"],
+        epochs=argd["epochs"],
+        batch_size=argd["batch_size"],
+        val_size=argd["val_size"],
+        device="cpu",
+        num_workers=0,
+        seed=seed,
+        **params,
+    )
     splits = load_splits(argd["data_dir"], val_size=argd["val_size"], seed=0)  # the searches' split
     return float(train(cfg, splits).result.final_eval.accuracy)
 
@@ -188,18 +226,36 @@ def report(out: dict[str, Any], args: argparse.Namespace, eval_seeds: list[int])
         epochs = statistics.mean(r["epochs_trained"] for r in rs)
         full = epochs if design == "a" else full
         regrets = [ref_best - mean[key(r["picked"])] for r in rs if key(r["picked"]) in mean]
-        rows.append((design, label, len(rs), epochs, statistics.mean(r["wall_s"] for r in rs),
-                     statistics.mean(r["busy_fraction"] for r in rs), regrets))
-    out["summary"] = {"seed_sigma": sigma, "reference_best": ref_best, "rows": [
-        {"design": d, "label": lb, "searches": n, "epochs": e, "wall_s": w, "busy": b, "regrets": rg}
-        for d, lb, n, e, w, b, rg in rows]}
-    print(f"\nreference best (design a's picks, re-measured on {len(eval_seeds)} fresh seeds): {ref_best:.4f}; "
-          f"seed sigma of one config: {sigma:.4f}")
+        rows.append(
+            (
+                design,
+                label,
+                len(rs),
+                epochs,
+                statistics.mean(r["wall_s"] for r in rs),
+                statistics.mean(r["busy_fraction"] for r in rs),
+                regrets,
+            )
+        )
+    out["summary"] = {
+        "seed_sigma": sigma,
+        "reference_best": ref_best,
+        "rows": [
+            {"design": d, "label": lb, "searches": n, "epochs": e, "wall_s": w, "busy": b, "regrets": rg}
+            for d, lb, n, e, w, b, rg in rows
+        ],
+    }
+    print(
+        f"\nreference best (design a's picks, re-measured on {len(eval_seeds)} fresh seeds): {ref_best:.4f}; "
+        f"seed sigma of one config: {sigma:.4f}"
+    )
     print(f"{'design':<40}{'n':>3}{'epochs':>9}{'x a':>6}{'wall s':>8}{'busy':>6}{'regret mean':>13}{'max':>7}")
     for d, lb, n, e, w, b, rg in rows:
         ratio = e / full if full else float("nan")
-        print(f"{d + ': ' + lb:<40}{n:>3}{e:>9.1f}{ratio:>6.2f}{w:>8.0f}{b:>6.2f}"
-              f"{statistics.mean(rg) if rg else float('nan'):>13.4f}{max(rg) if rg else float('nan'):>7.4f}")
+        print(
+            f"{d + ': ' + lb:<40}{n:>3}{e:>9.1f}{ratio:>6.2f}{w:>8.0f}{b:>6.2f}"
+            f"{statistics.mean(rg) if rg else float('nan'):>13.4f}{max(rg) if rg else float('nan'):>7.4f}"
+        )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,21 @@ def run(args: argparse.Namespace, gpus: float, root: Path) -> dict[str, Any]:
     name = f"g{gpus:g}".replace(".", "_")
     space = root / f"{name}.yaml"
     space.write_text(yaml.safe_dump(space_doc(args, gpus)))
-    cmd = [sys.executable, "-m", "s9tune", "-q", "search", "--space", str(space), "--data-dir", str(args.data_dir),
-           "--storage", str(root / "st"), "--name", name]
+    cmd = [
+        sys.executable,
+        "-m",
+        "s9tune",
+        "-q",
+        "search",
+        "--space",
+        str(space),
+        "--data-dir",
+        str(args.data_dir),
+        "--storage",
+        str(root / "st"),
+        "--name",
+        name,
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         proc.wait(timeout=args.time_limit)
@@ -58,7 +71,9 @@ def run(args: argparse.Namespace, gpus: float, root: Path) -> dict[str, Any]:
         proc.wait(timeout=300)
     summary = summarize(root / "st" / name, gpus, round(1 / gpus) if gpus else args.slots, doc_epochs(space))
     if summary is None:
-        raise SystemExit(f"no trial reported within {args.time_limit} s; raise --time-limit\n{proc.stderr.read()[-2000:]}")
+        raise SystemExit(
+            f"no trial reported within {args.time_limit} s; raise --time-limit\n{proc.stderr.read()[-2000:]}"
+        )
     return summary
 
 
@@ -78,9 +93,15 @@ def summarize(exp: Path, gpus: float, slots: int, epochs: int) -> dict[str, Any]
     done = sum(rs[-1]["training_iteration"] >= budget for budget, rs in trials)
     gpu_hours = span / 3600 if gpus else 0.0  # one GPU in all
     return {
-        "gpus_per_trial": gpus, "slots": slots, "runs_started": len(trials), "runs_done": done, "epochs": len(rows),
-        "span_s": span, "aggregate_images_per_s": sum(r["images_per_s"] * r["epoch_s"] for r in rows) / span,
-        "runs_per_gpu_hour": done / gpu_hours if gpu_hours else None, "busy_fraction": busy,
+        "gpus_per_trial": gpus,
+        "slots": slots,
+        "runs_started": len(trials),
+        "runs_done": done,
+        "epochs": len(rows),
+        "span_s": span,
+        "aggregate_images_per_s": sum(r["images_per_s"] * r["epoch_s"] for r in rows) / span,
+        "runs_per_gpu_hour": done / gpu_hours if gpu_hours else None,
+        "busy_fraction": busy,
         "peak_memory_bytes_max": max(r.get("gpu_peak_memory_bytes") or 0 for r in rows) or None,
     }
 
@@ -112,10 +133,14 @@ def main() -> None:
     for r in results:
         mem = f"{r['peak_memory_bytes_max'] / 2**30:.2f} GiB" if r["peak_memory_bytes_max"] else "-"
         per_h = f"{r['runs_per_gpu_hour']:.1f}" if r["runs_per_gpu_hour"] else "-"
-        print(f"{r['gpus_per_trial']:>10g}  {r['slots']:>5}  {r['runs_done']:>9}  {r['epochs']:>6}  "
-              f"{r['aggregate_images_per_s']:>9.0f}  {per_h:>10}  {r['busy_fraction']:.2f}  {mem:>20}")
+        print(
+            f"{r['gpus_per_trial']:>10g}  {r['slots']:>5}  {r['runs_done']:>9}  {r['epochs']:>6}  "
+            f"{r['aggregate_images_per_s']:>9.0f}  {per_h:>10}  {r['busy_fraction']:.2f}  {mem:>20}"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2))
+        args.json.write_text(
+            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2)
+        )
 
 
 if __name__ == "__main__":

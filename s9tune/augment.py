@@ -154,7 +154,9 @@ def writable(a: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     return a
 
 
-def normalize_uint8(x: np.ndarray | torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def normalize_uint8(
+    x: np.ndarray | torch.Tensor, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """NHWC uint8 -> normalised NCHW float on `device`."""
     t = torch.as_tensor(writable(x)).to(device)
     t = t.permute(0, 3, 1, 2).to(dtype).div_(255.0)

@@ -56,7 +56,9 @@ class Checkpoint:
         if not isinstance(raw, dict) or "model_state" not in raw or "config" not in raw:
             raise CheckpointError(f"{path}: not an s9tune checkpoint (no model_state/config)")
         if raw.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(f"{path}: checkpoint format {raw.get('format_version')!r}, this s9tune reads {FORMAT_VERSION}")
+            raise CheckpointError(
+                f"{path}: checkpoint format {raw.get('format_version')!r}, this s9tune reads {FORMAT_VERSION}"
+            )
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in raw.items() if k in known})
 

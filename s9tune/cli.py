@@ -91,7 +91,9 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     splits = _load_splits(cfg, args.data_dir)
     out = prepare_out_dir(args.out, force=args.force)
     res = run_lr_find(cfg, splits, out, start_lr=args.start_lr, end_lr=args.end_lr, num_iter=args.num_iter)
-    print(f"Suggested max LR: {res.suggested_max_lr:.3g} ({res.method.split(':')[0]}); loss is lowest at LR {res.lr_at_min_loss:.3g}")
+    print(
+        f"Suggested max LR: {res.suggested_max_lr:.3g} ({res.method.split(':')[0]}); loss is lowest at LR {res.lr_at_min_loss:.3g}"
+    )
     if res.lr_at_min_loss >= res.lrs[-1]:
         print(f"The loss was still falling at the end of the range: try a larger --end-lr than {args.end_lr:g}.")
     print(f"Plot: {out / 'lr_find.png'}  Details: {out / 'lr_find.json'}")
@@ -136,7 +138,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         from s9tune.search.experiment import ExperimentRef
 
         ref = ExperimentRef.parse(outcome.experiment)
-        print(f"Interrupted. Continue with: s9tune search --space {args.space} --storage {ref.storage} --name {ref.name} --resume")
+        print(
+            f"Interrupted. Continue with: s9tune search --space {args.space} --storage {ref.storage} --name {ref.name} --resume"
+        )
         return 130
     return 0
 
@@ -177,14 +181,20 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
         "--storage", default=None, help="folder or URI (s3://, gs://) holding experiments (default: ./searches)"
     )
     p.add_argument(
-        "--address", default=None, help="join a running Ray cluster (auto or HOST:PORT); default: $RAY_ADDRESS, else start Ray in-process"
+        "--address",
+        default=None,
+        help="join a running Ray cluster (auto or HOST:PORT); default: $RAY_ADDRESS, else start Ray in-process",
     )
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")
     p.add_argument(
-        "--dashboard", action="store_true", help="with Ray started in-process: its dashboard, on 127.0.0.1 only (needs ray[default])"
+        "--dashboard",
+        action="store_true",
+        help="with Ray started in-process: its dashboard, on 127.0.0.1 only (needs ray[default])",
     )
     p.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (overrides the file)")
-    p.add_argument("--gpus-per-trial", type=float, default=None, help="GPU share per trial, e.g. 0.25 (overrides the file)")
+    p.add_argument(
+        "--gpus-per-trial", type=float, default=None, help="GPU share per trial, e.g. 0.25 (overrides the file)"
+    )
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("results", help="leaderboard, parameter importance and best config of a search")
@@ -267,7 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"s9tune {__version__}")
     parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more log output; a search also shows Ray's and Tune's (-vv for debug)"
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more log output; a search also shows Ray's and Tune's (-vv for debug)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

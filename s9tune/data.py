@@ -117,9 +117,7 @@ def _extract(tarball: Path, data_dir: Path) -> None:
             with tarfile.open(tarball, "r:gz") as tar:
                 tar.extractall(tmp, filter="data")
         except (tarfile.TarError, EOFError, OSError, zlib_error()) as exc:
-            raise DataError(
-                f"{tarball} is not a readable CIFAR-10 tarball ({exc}); delete it and run again"
-            ) from None
+            raise DataError(f"{tarball} is not a readable CIFAR-10 tarball ({exc}); delete it and run again") from None
         src = tmp / BATCH_DIR
         if not src.is_dir():
             raise DataError(f"{tarball} holds no {BATCH_DIR}/ folder; delete it and run again")

@@ -160,7 +160,9 @@ def evaluate(model: nn.Module, batches: EvalBatches | Iterable, device: torch.de
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, batches: EvalBatches | Iterable, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(
+    model: nn.Module, batches: EvalBatches | Iterable, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Float32 logits and labels of every batch, on the CPU."""
     was_training = model.training
     model.eval()
@@ -224,7 +226,9 @@ def _on_device(cfg: TrainConfig, model: nn.Module, device: torch.device) -> nn.M
     torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
     if cfg.gpu_memory_fraction is not None:
         # torch wants an index: a bare torch.device('cuda') is refused (seen on torch 2.11)
-        torch.cuda.set_per_process_memory_fraction(cfg.gpu_memory_fraction, device.index if device.index is not None else torch.cuda.current_device())
+        torch.cuda.set_per_process_memory_fraction(
+            cfg.gpu_memory_fraction, device.index if device.index is not None else torch.cuda.current_device()
+        )
     return model.to(device, memory_format=torch.channels_last)
 
 

@@ -72,7 +72,9 @@ def run_lr_find(
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         finder.range_test(_Iter(loaders.train), end_lr=end_lr, num_iter=num_iter, step_mode="exp", diverge_th=5)
         fig, ax = plt.subplots(figsize=(6, 4))
-        _, suggested = finder.plot(ax=ax, suggest_lr=True, skip_start=min(10, num_iter // 10), skip_end=min(5, num_iter // 20))
+        _, suggested = finder.plot(
+            ax=ax, suggest_lr=True, skip_start=min(10, num_iter // 10), skip_end=min(5, num_iter // 20)
+        )
     lrs = [float(v) for v in finder.history["lr"]]
     losses = [float(v) for v in finder.history["loss"]]
     finder.reset()

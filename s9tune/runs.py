@@ -39,7 +39,9 @@ def prepare_out_dir(out: Path, force: bool = False, resume: bool = False) -> Pat
         raise OutputExistsError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not resume:
         if not force:
-            raise OutputExistsError(f"{out}: already holds a previous run; pass --force to replace it or choose another --out")
+            raise OutputExistsError(
+                f"{out}: already holds a previous run; pass --force to replace it or choose another --out"
+            )
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return out

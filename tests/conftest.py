@@ -40,8 +40,12 @@ def write_cifar_dir(folder: Path, n_train: int = 40, n_test: int = 30) -> Path:
     for i in range(1, 6):
         (batches / f"data_batch_{i}").write_bytes(pickle.dumps(make_batch(n_train, i), protocol=2))
     (batches / "test_batch").write_bytes(pickle.dumps(make_batch(n_test, 99), protocol=2))
-    meta = {b"label_names": [c.encode() for c in ("airplane", "automobile", "bird", "cat", "deer",
-                                                   "dog", "frog", "horse", "ship", "truck")]}
+    meta = {
+        b"label_names": [
+            c.encode()
+            for c in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+        ]
+    }
     (batches / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
     return batches
 
@@ -178,8 +182,20 @@ def search_experiment(tmp_path_factory: pytest.TempPathFactory, request: pytest.
     space = tmp / "space.yaml"
     space.write_text(yaml.safe_dump(SEARCH_SPACE))
     exp = tmp / "st" / "exp"
-    cmd = [sys.executable, "-m", "s9tune", "search", "--space", str(space), "--data-dir", str(mini),
-           "--storage", str(tmp / "st"), "--name", "exp"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "s9tune",
+        "search",
+        "--space",
+        str(space),
+        "--data-dir",
+        str(mini),
+        "--storage",
+        str(tmp / "st"),
+        "--name",
+        "exp",
+    ]
     with open(tmp / "console-1.txt", "w") as out:
         proc = subprocess.Popen(cmd, start_new_session=True, stdout=out, stderr=subprocess.DEVNULL)
         deadline = time.time() + 300

@@ -48,14 +48,25 @@ def train_briefly(model: nn.Module, splits: Splits, steps: int = 12) -> nn.Modul
 
 
 def write_checkpoint(path: Path, model: nn.Module, cfg: TrainConfig = CFG) -> Path:
-    Checkpoint(config=cfg.to_dict(), model_state=model.state_dict(), epoch=1, rng_state=torch.get_rng_state()).save(path)
+    Checkpoint(config=cfg.to_dict(), model_state=model.state_dict(), epoch=1, rng_state=torch.get_rng_state()).save(
+        path
+    )
     return path
 
 
 def fake_history(epochs: int = 3) -> list[dict]:
     return [
-        {"epoch": e, "train_loss": 2.3 - 0.2 * e, "train_accuracy": 0.1 * e, "eval_loss": 2.2 - 0.1 * e,
-         "eval_accuracy": 0.12 * e, "eval_split": "val", "lr": 0.01 * e, "epoch_s": 1.0, "images_per_s": 100.0}
+        {
+            "epoch": e,
+            "train_loss": 2.3 - 0.2 * e,
+            "train_accuracy": 0.1 * e,
+            "eval_loss": 2.2 - 0.1 * e,
+            "eval_accuracy": 0.12 * e,
+            "eval_split": "val",
+            "lr": 0.01 * e,
+            "epoch_s": 1.0,
+            "images_per_s": 100.0,
+        }
         for e in range(1, epochs + 1)
     ]
 
@@ -199,8 +210,16 @@ def test_analyze_checkpoint_writes_consistent_report(
     splits = tiny_splits(tiny_cifar)
 
     on_disk = json.loads((out / "analysis.json").read_text())
-    for key in ("test_accuracy", "test_loss", "test_correct", "test_images", "per_class_accuracy",
-                "per_class_counts", "confusion_matrix", "misclassified"):
+    for key in (
+        "test_accuracy",
+        "test_loss",
+        "test_correct",
+        "test_images",
+        "per_class_accuracy",
+        "per_class_counts",
+        "confusion_matrix",
+        "misclassified",
+    ):
         assert on_disk[key] == res[key]
     assert res["test_images"] == len(splits.test_y)
 
@@ -248,10 +267,22 @@ def test_report_renders_leaderboard(tmp_path: Path, tiny_cifar: Path, trained: n
     from s9tune.analysis.analyze import analyze_model
 
     board = [
-        {"trial": "t1", "max_lr": 0.4, "best_val_accuracy": 0.91, "last_val_accuracy": 0.9, "epochs": 24,
-         "status": "TERMINATED"},
-        {"trial": "t2<b>", "max_lr": 0.1, "best_val_accuracy": 0.85, "last_val_accuracy": None, "epochs": 3,
-         "status": "STOPPED"},
+        {
+            "trial": "t1",
+            "max_lr": 0.4,
+            "best_val_accuracy": 0.91,
+            "last_val_accuracy": 0.9,
+            "epochs": 24,
+            "status": "TERMINATED",
+        },
+        {
+            "trial": "t2<b>",
+            "max_lr": 0.1,
+            "best_val_accuracy": 0.85,
+            "last_val_accuracy": None,
+            "epochs": 3,
+            "status": "STOPPED",
+        },
     ]
     analyze_model(trained, CFG, tiny_splits(tiny_cifar), tmp_path / "a", leaderboard=board, n_cam=0, n_gallery=0)
     page = (tmp_path / "a" / "report.html").read_text()

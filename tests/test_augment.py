@@ -36,6 +36,7 @@ DRAWS = 2000
 FILL255 = tuple(int(round(255 * m)) for m in CIFAR10_MEAN)  # (125, 123, 114)
 PATHS = ("albumentations", "tensor")
 
+
 def near_fill(pixels: np.ndarray) -> bool:
     """Within one uint8 level of the rounded mean (the tensor path fills in normalised float space)."""
     return len(pixels) > 0 and int(np.abs(pixels.astype(np.int64) - np.array(FILL255)).max()) <= 1
@@ -294,7 +295,10 @@ def test_paths_agree(draws) -> None:
             assert abs(getattr(a, name).mean() - getattr(t, name).mean()) < 0.5
         assert abs(a.flipped.mean() - t.flipped.mean()) < 0.1
         assert near_fill(a.fill_pixels) and near_fill(t.fill_pixels)  # exact: test_fill_is_rounded_mean
-    ba, bt = hole_boxes(draws[("albumentations", "reflect", 1.0)][1].hole), hole_boxes(draws[("tensor", "reflect", 1.0)][1].hole)
+    ba, bt = (
+        hole_boxes(draws[("albumentations", "reflect", 1.0)][1].hole),
+        hole_boxes(draws[("tensor", "reflect", 1.0)][1].hole),
+    )
     assert {b[2:] for b in ba} == {b[2:] for b in bt} == {(8, 8, 64)}
 
 
@@ -339,7 +343,7 @@ def test_loader_draws_are_independent(kind: str) -> None:
     x = np.repeat(coord_image()[None], n, axis=0)
     cfg = TrainConfig(width=8, batch_size=n, device="cpu", seed=11, aug_strength=1.0, pad_mode="constant")
     loader = LOADERS[kind](x, np.arange(n, dtype=np.int64), cfg, CPU)
-    (xb, _), = collect(loader, 0)  # one batch, in the order the images were augmented
+    ((xb, _),) = collect(loader, 0)  # one batch, in the order the images were augmented
     d = decode(denormalize_to_uint8(xb), pad=4, pad_mode="constant")
     assert binomial_ok(int(d.flipped.sum()), n, 0.5)
     # RandomCrop maps u in [0, 1) to offset floor(9 u); HorizontalFlip flips when u < 0.5.
@@ -434,7 +438,9 @@ def test_loader_labels_follow_images_under_augmentation(kind: str, pad_mode: str
 @pytest.mark.parametrize("kind", LOADERS)
 def test_loader_same_seed_and_epoch_replays(kind: str) -> None:
     x = solid_images(N_IMAGES)
-    x = (x.astype(np.int64) + np.arange(SIZE)[None, :, None, None]).clip(0, 255).astype(np.uint8)  # give crops/flips something to show
+    x = (
+        (x.astype(np.int64) + np.arange(SIZE)[None, :, None, None]).clip(0, 255).astype(np.uint8)
+    )  # give crops/flips something to show
     first = collect(make_loader(kind, x, 1.0, seed=5), 1)
     again_same_loader = make_loader(kind, x, 1.0, seed=5)
     collect(again_same_loader, 0)  # iterating another epoch first must not matter

@@ -22,9 +22,7 @@ BENCH = REPO / "benchmarks"
 def run_script(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    proc = subprocess.run(
-        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env
-    )
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
     assert proc.returncode == 0, f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
     return proc
 
@@ -67,7 +65,20 @@ def test_bench_fit_tiny(tmp_path: Path, mini: Path) -> None:
     finally:
         sys.path.remove(str(BENCH))
     out_json = tmp_path / "fit.json"
-    args = ["--width", "4", "--batch-size", "32", "--steps", "2", "--repeats", "1", "--aug-images", "64", "--warmup-steps", "1"]
+    args = [
+        "--width",
+        "4",
+        "--batch-size",
+        "32",
+        "--steps",
+        "2",
+        "--repeats",
+        "1",
+        "--aug-images",
+        "64",
+        "--warmup-steps",
+        "1",
+    ]
     proc = run_script(
         [str(BENCH / "bench_fit.py"), *args, "--device", "cpu", "--data-dir", str(mini), "--json", str(out_json)]
     )

@@ -68,9 +68,7 @@ def test_checkpointer_skips_epochs_the_pacer_rules_out(tiny_cifar: Path, tmp_pat
     assert Checkpoint.load(stopped.last).epoch == 3
 
 
-def test_trial_reports_every_epoch_and_checkpoints_when_due(
-    tiny_cifar: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_trial_reports_every_epoch_and_checkpoints_when_due(tiny_cifar: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from s9tune.search import trainable
 
     reports: list[tuple[int, bool]] = []

@@ -54,7 +54,10 @@ def test_bad_values_raise(overrides: dict, needle: str) -> None:
 
 def test_set_parsing_and_yaml_then_set(tmp_path: Path) -> None:
     assert parse_set_args(["max_lr=0.1", "nesterov=false", "train_subset=null", "pad_mode=constant"]) == {
-        "max_lr": 0.1, "nesterov": False, "train_subset": None, "pad_mode": "constant",
+        "max_lr": 0.1,
+        "nesterov": False,
+        "train_subset": None,
+        "pad_mode": "constant",
     }
     f = tmp_path / "c.yaml"
     f.write_text(yaml.safe_dump({"width": 8, "max_lr": 0.2}))

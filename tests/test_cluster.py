@@ -58,14 +58,40 @@ class Cluster:
     def start(self, head_env: dict[str, str]) -> None:
         common = ["--num-cpus", "1", "--object-store-memory", "80000000", "--disable-usage-stats"]
         subprocess.run(
-            [RAY, "start", "--head", "--port", str(self.port), "--temp-dir", str(self.head_tmp),
-             "--include-dashboard=false", "--ray-client-server-port", str(self.client_port), *common],
-            env=head_env, check=True, capture_output=True, timeout=180,
+            [
+                RAY,
+                "start",
+                "--head",
+                "--port",
+                str(self.port),
+                "--temp-dir",
+                str(self.head_tmp),
+                "--include-dashboard=false",
+                "--ray-client-server-port",
+                str(self.client_port),
+                *common,
+            ],
+            env=head_env,
+            check=True,
+            capture_output=True,
+            timeout=180,
         )
         subprocess.run(
-            [RAY, "start", "--address", self.address, "--temp-dir", str(self.worker_tmp),
-             "--resources", '{"second_node": 1}', *common],
-            env=self.env, check=True, capture_output=True, timeout=180,
+            [
+                RAY,
+                "start",
+                "--address",
+                self.address,
+                "--temp-dir",
+                str(self.worker_tmp),
+                "--resources",
+                '{"second_node": 1}',
+                *common,
+            ],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=180,
         )
 
     def processes(self, where: Path | None = None) -> list[psutil.Process]:
@@ -103,15 +129,20 @@ def cluster() -> Iterator[Cluster]:
     """The README's cluster recipe: a token, the head, a worker node that opts in to token auth."""
     root = Path(tempfile.mkdtemp(prefix="s9c", dir="/tmp"))  # short: Ray's socket paths have a length limit
     base = {
-        **os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
         # a dead node is noticed in ~2 s instead of ~15 s
-        "RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "3", "RAY_health_check_timeout_ms": "500",
+        "RAY_health_check_period_ms": "500",
+        "RAY_health_check_failure_threshold": "3",
+        "RAY_health_check_timeout_ms": "500",
     }
     for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
         base.pop(k, None)
     head_env = {**base, "HOME": str(root / "head-home")}  # its ~/.ray/auth_token turns auth on
     subprocess.run([RAY, "get-auth-token", "--generate"], env=head_env, check=True, capture_output=True, timeout=60)
-    token = subprocess.run([RAY, "get-auth-token"], env=head_env, check=True, capture_output=True, text=True).stdout.strip()
+    token = subprocess.run(
+        [RAY, "get-auth-token"], env=head_env, check=True, capture_output=True, text=True
+    ).stdout.strip()
     # another machine: no token file, the token and the opt-in from the environment
     env = {**base, "HOME": str(root / "other-home"), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     c = Cluster(root, env)
@@ -131,7 +162,9 @@ def cluster() -> Iterator[Cluster]:
 def test_ray_status_sees_both_nodes(cluster: Cluster) -> None:
     deadline = time.time() + 90
     while True:  # the head's monitor reports a few seconds after `ray start` returns
-        res = subprocess.run([RAY, "status", "--address", cluster.address], env=cluster.env, capture_output=True, text=True, timeout=120)
+        res = subprocess.run(
+            [RAY, "status", "--address", cluster.address], env=cluster.env, capture_output=True, text=True, timeout=120
+        )
         assert res.returncode == 0, res.stderr[-2000:]
         if "second_node" in res.stdout or time.time() > deadline:
             break
@@ -142,8 +175,23 @@ def test_ray_status_sees_both_nodes(cluster: Cluster) -> None:
 def search(cluster: Cluster, tmp: Path, mini: Path, name: str, env: dict[str, str], *extra: str, timeout: float = 420):
     space = tmp / "space.yaml"
     space.write_text(yaml.safe_dump(SPACE))
-    cmd = [sys.executable, "-m", "s9tune", "search", "--space", str(space), "--data-dir", str(mini),
-           "--storage", str(tmp / "st"), "--name", name, "--address", cluster.address, *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "s9tune",
+        "search",
+        "--space",
+        str(space),
+        "--data-dir",
+        str(mini),
+        "--storage",
+        str(tmp / "st"),
+        "--name",
+        name,
+        "--address",
+        cluster.address,
+        *extra,
+    ]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

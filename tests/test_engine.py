@@ -82,7 +82,9 @@ def test_metrics_file_and_checkpoint_roundtrip(tiny_cifar: Path, tmp_path: Path)
     assert TrainConfig.from_dict(ckpt.config) == cfg
     model = ckpt.build_model()
     assert weights_equal(model, run.model.cpu())
-    assert evaluate(model, run.loaders.eval, torch.device("cpu")) == evaluate(run.model, run.loaders.eval, torch.device("cpu"))
+    assert evaluate(model, run.loaders.eval, torch.device("cpu")) == evaluate(
+        run.model, run.loaders.eval, torch.device("cpu")
+    )
 
 
 def test_bad_checkpoints(tmp_path: Path) -> None:

@@ -33,7 +33,12 @@ def value(config: dict, budget: int) -> float:
 
 
 def drive(
-    h: Searcher, slots: int, order_seed: int, fail: set[int] = frozenset(), stop_after: int | None = None, first_id: int = 0
+    h: Searcher,
+    slots: int,
+    order_seed: int,
+    fail: set[int] = frozenset(),
+    stop_after: int | None = None,
+    first_id: int = 0,
 ):
     """Run the searcher to FINISHED with `slots` parallel trials ending in a random order.
     Returns every started run as (trial id, config) in start order, and whether it finished;
@@ -158,7 +163,9 @@ def test_asha_stopped_trials_reach_optuna_as_pruned() -> None:
         # as Tune does: the result on which ASHA stops a trial reaches only on_trial_complete
         for epoch in range(1, last + (1 if tid == "done" else 0)):
             tpe.on_trial_result(tid, {METRIC: 0.1 * epoch, "training_iteration": epoch})
-        tpe.on_trial_complete(tid, {METRIC: 0.0 if diverged else 0.1 * last, "training_iteration": last, "diverged": diverged})
+        tpe.on_trial_complete(
+            tid, {METRIC: 0.0 if diverged else 0.1 * last, "training_iteration": last, "diverged": diverged}
+        )
     done, stopped, nan = tpe._ot_study.trials
     assert done.state == optuna.trial.TrialState.COMPLETE and done.value == pytest.approx(0.4)
     assert stopped.state == optuna.trial.TrialState.PRUNED and stopped.last_step == 2
@@ -178,7 +185,10 @@ def test_importance_needs_enough_values_of_one_budget(tmp_path: Path) -> None:
     doc = {
         "num_samples": 12,
         "fixed": {"epochs": 4},
-        "space": {"max_lr": {"type": "loguniform", "low": 0.05, "high": 2.0}, "aug_strength": {"type": "uniform", "low": 0.0, "high": 2.0}},
+        "space": {
+            "max_lr": {"type": "loguniform", "low": 0.05, "high": 2.0},
+            "aug_strength": {"type": "uniform", "low": 0.0, "high": 2.0},
+        },
         "scheduler": {"type": "halving", "budgets": [2, 4], "keep": 0.5},
     }
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
@@ -187,7 +197,9 @@ def test_importance_needs_enough_values_of_one_budget(tmp_path: Path) -> None:
 
     def row(i: int, budget: int, lr: float, aug: float) -> TrialRow:
         v = 0.9 - 0.3 * aug  # only aug_strength matters
-        return TrialRow(f"t{i}-{budget}", {"max_lr": lr, "aug_strength": aug}, "completed", budget, v, v, 1.0, [v], f"c{i}", budget)
+        return TrialRow(
+            f"t{i}-{budget}", {"max_lr": lr, "aug_strength": aug}, "completed", budget, v, v, 1.0, [v], f"c{i}", budget
+        )
 
     points = [(float(rng.uniform(0.05, 2.0)), float(rng.uniform(0.0, 2.0))) for _ in range(12)]
     rows = [row(i, 2, lr, aug) for i, (lr, aug) in enumerate(points)]
@@ -207,7 +219,13 @@ def write_experiment_state(folder: Path, trials: list[tuple[str, dict, str, dict
 
     data = []
     for tid, config, status, result in trials:
-        t = Trial("train_trial", config=config, trial_id=tid, stub=True, placement_group_factory=PlacementGroupFactory([{"CPU": 1}]))
+        t = Trial(
+            "train_trial",
+            config=config,
+            trial_id=tid,
+            stub=True,
+            placement_group_factory=PlacementGroupFactory([{"CPU": 1}]),
+        )
         t.create_placement_group_factory()
         t.set_status(status)
         t.run_metadata.last_result = result
@@ -256,10 +274,13 @@ def test_resume_reconciles_optuna_under_asha(tmp_path: Path) -> None:
     tpe.set_search_properties(METRIC, MODE, {"x": tune.uniform(0.0, 1.0)})
     a, b = tpe.suggest("a"), tpe.suggest("b")
     tpe.save_to_dir(str(tmp_path), "s")
-    write_experiment_state(tmp_path, [
-        ("a", a, "TERMINATED", {METRIC: 0.5, "training_iteration": 3}),  # finished after the searcher's save
-        ("c", {"x": 0.25}, "RUNNING", {METRIC: 0.2, "training_iteration": 1}),  # started after it
-    ])  # and b, which the searcher started, never made it into Tune's state
+    write_experiment_state(
+        tmp_path,
+        [
+            ("a", a, "TERMINATED", {METRIC: 0.5, "training_iteration": 3}),  # finished after the searcher's save
+            ("c", {"x": 0.25}, "RUNNING", {METRIC: 0.2, "training_iteration": 1}),  # started after it
+        ],
+    )  # and b, which the searcher started, never made it into Tune's state
     restored = CompleteScheduleOptuna(metric=METRIC, mode=MODE, seed=0, max_t=3)
     restored.set_search_properties(METRIC, MODE, {"x": tune.uniform(0.0, 1.0)})
     restored.restore_from_dir(str(tmp_path))

@@ -47,8 +47,20 @@ def killed_and_resumed(tmp_path_factory: pytest.TempPathFactory, request: pytest
     tmp = tmp_path_factory.mktemp("halving")
     (tmp / "space.yaml").write_text(yaml.safe_dump(HALVING))
     exp = tmp / "st" / "h"
-    cmd = [sys.executable, "-m", "s9tune", "search", "--space", str(tmp / "space.yaml"), "--data-dir", str(mini),
-           "--storage", str(tmp / "st"), "--name", "h"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "s9tune",
+        "search",
+        "--space",
+        str(tmp / "space.yaml"),
+        "--data-dir",
+        str(mini),
+        "--storage",
+        str(tmp / "st"),
+        "--name",
+        "h",
+    ]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     try:

@@ -41,7 +41,9 @@ def play(progress: SearchProgress, tmp_path) -> list[FakeTrial]:
     progress.on_trial_complete(0, trials, a)
     a.status = "TERMINATED"
     c = FakeTrial("c", {"max_lr": 9.0, "aug_strength": 2.0}, error_file=str(tmp_path / "error.txt"))
-    (tmp_path / "error.txt").write_text("Traceback (most recent call last):\n  ...\nRuntimeError: CUDA out of memory in this trial\n")
+    (tmp_path / "error.txt").write_text(
+        "Traceback (most recent call last):\n  ...\nRuntimeError: CUDA out of memory in this trial\n"
+    )
     trials.append(c)
     progress.on_trial_start(0, trials, c)
     c.status = "RUNNING"

@@ -33,8 +33,15 @@ def test_retrain_outputs(retrained: Path, search_experiment, capsys: pytest.Capt
     assert m["experiment"] == str(exp) and m["seeds"] == [0]
     rows = [json.loads(line) for line in (retrained / "metrics.jsonl").read_text().splitlines()]
     assert all("test_accuracy" in r for r in rows)  # the test set every epoch: the seed's graph
-    for name in ("training_curves", "per_class_accuracy", "confusion_matrix", "misclassified",
-                 "gradcam_misclassified", "gradcam_correct", "augmentation"):
+    for name in (
+        "training_curves",
+        "per_class_accuracy",
+        "confusion_matrix",
+        "misclassified",
+        "gradcam_misclassified",
+        "gradcam_correct",
+        "augmentation",
+    ):
         assert (retrained / "plots" / f"{name}.png").exists(), name
     assert list((retrained / "tb").glob("events.out.tfevents.*"))
 
@@ -68,7 +75,9 @@ def test_gallery_shows_only_misclassified(retrained: Path, mini: Path) -> None:
     assert shown
     model = Checkpoint.load(retrained / "checkpoints" / "last.pt").build_model()
     splits = load_splits(mini, val_size=0.0, seed=0)
-    logits, labels = predict(model, EvalBatches(splits.test_x, splits.test_y, 512, torch.device("cpu")), torch.device("cpu"))
+    logits, labels = predict(
+        model, EvalBatches(splits.test_x, splits.test_y, 512, torch.device("cpu")), torch.device("cpu")
+    )
     wrong = (logits.argmax(1) != labels).numpy()
     assert all(wrong[i] for i in shown)
 
@@ -85,7 +94,9 @@ def test_report_is_self_contained(retrained: Path) -> None:
 
 def test_analyze_reproduces_retrain(retrained: Path, mini: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "ana"
-    assert main(["analyze", str(retrained / "checkpoints" / "last.pt"), "--data-dir", str(mini), "--out", str(out)]) == 0
+    assert (
+        main(["analyze", str(retrained / "checkpoints" / "last.pt"), "--data-dir", str(mini), "--out", str(out)]) == 0
+    )
     m = json.loads((retrained / "metrics.json").read_text())
     a = json.loads((out / "analysis.json").read_text())
     assert a["test_accuracy"] == m["test_accuracy"]
@@ -101,7 +112,9 @@ def _one_error(capsys: pytest.CaptureFixture) -> str:
     return lines[0]
 
 
-def test_bad_inputs(retrained: Path, failed_search: Path, mini: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_inputs(
+    retrained: Path, failed_search: Path, mini: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     ckpt = retrained / "checkpoints" / "last.pt"
     # no such experiment
     assert main(["retrain", str(tmp_path / "nope"), "--data-dir", str(mini), "--out", str(tmp_path / "o1")]) == 2
@@ -133,7 +146,10 @@ def test_bad_inputs(retrained: Path, failed_search: Path, mini: Path, tmp_path: 
     for n in ("o1", "o2", "o3", "o4"):
         assert not (tmp_path / n).exists()
     # a typo in the target layer
-    assert main(["analyze", str(ckpt), "--data-dir", str(mini), "--target-layer", "r9", "--out", str(tmp_path / "o5")]) == 2
+    assert (
+        main(["analyze", str(ckpt), "--data-dir", str(mini), "--target-layer", "r9", "--out", str(tmp_path / "o5")])
+        == 2
+    )
     assert "r9" in _one_error(capsys)
 
 

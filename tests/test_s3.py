@@ -24,8 +24,12 @@ pytestmark = pytest.mark.slow
 BUCKET = "s9-bucket"
 # 4 trials x 3 epochs on 2 slots, no early stopping: a trial can be caught complete while two
 # are yet to finish (trials reuse actors, so a third alone would race the kill)
-SPACE = {**SEARCH_SPACE, "num_samples": 4, "fixed": {**SEARCH_SPACE["fixed"], "width": 4},
-         "scheduler": {"type": "asha", "grace_period": 3, "reduction_factor": 2}}
+SPACE = {
+    **SEARCH_SPACE,
+    "num_samples": 4,
+    "fixed": {**SEARCH_SPACE["fixed"], "width": 4},
+    "scheduler": {"type": "asha", "grace_period": 3, "reduction_factor": 2},
+}
 
 
 def free_port() -> int:
@@ -45,8 +49,12 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     # every later one must be signed with that key
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"}
     with open(log, "w") as fh:
-        server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                                  env=env, stdout=fh, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.time() + 60
         while True:
@@ -56,10 +64,19 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
             except OSError:
                 assert time.time() < deadline and server.poll() is None, log.read_text()
                 time.sleep(0.2)
-        user = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_EC2_METADATA_DISABLED": "true", "AWS_ACCESS_KEY_ID": "setup", "AWS_SECRET_ACCESS_KEY": "setup"}
-        kw = {"endpoint_url": user["AWS_ENDPOINT_URL"], "region_name": "us-east-1",
-              "aws_access_key_id": "setup", "aws_secret_access_key": "setup"}
+        user = {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_ACCESS_KEY_ID": "setup",
+            "AWS_SECRET_ACCESS_KEY": "setup",
+        }
+        kw = {
+            "endpoint_url": user["AWS_ENDPOINT_URL"],
+            "region_name": "us-east-1",
+            "aws_access_key_id": "setup",
+            "aws_secret_access_key": "setup",
+        }
         iam = boto3.client("iam", **kw)
         iam.create_user(UserName="s9tune")
         key = iam.create_access_key(UserName="s9tune")["AccessKey"]
@@ -74,15 +91,22 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 
 
 def s9tune(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "s9tune", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "s9tune", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def remote_rows(env: dict[str, str], prefix: str) -> dict[str, list[str]]:
     """result.json lines of every trial under s3://BUCKET/prefix, read back over the wire."""
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
     out = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
         for obj in page.get("Contents", []):
@@ -94,8 +118,10 @@ def remote_rows(env: dict[str, str], prefix: str) -> dict[str, list[str]]:
 
 def terminated_trials(env: dict[str, str], uri: str) -> set[str]:
     """Trial ids the experiment state on S3 records as finished (read as `--resume` reads it)."""
-    code = ("import json, sys; from ray.tune import ExperimentAnalysis; "
-            "print(json.dumps([t.trial_id for t in ExperimentAnalysis(sys.argv[1]).trials if t.status == 'TERMINATED']))")
+    code = (
+        "import json, sys; from ray.tune import ExperimentAnalysis; "
+        "print(json.dumps([t.trial_id for t in ExperimentAnalysis(sys.argv[1]).trials if t.status == 'TERMINATED']))"
+    )
     res = subprocess.run([sys.executable, "-c", code, uri], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     return set(json.loads(res.stdout.strip().splitlines()[-1]))
@@ -122,11 +148,26 @@ def test_missing_bucket_and_bad_credentials_are_one_line(s3: dict[str, str], tmp
     assert "access denied" in line
 
 
-def test_search_killed_and_resumed_on_s3_then_results_and_retrain(s3: dict[str, str], tmp_path: Path, mini: Path) -> None:
+def test_search_killed_and_resumed_on_s3_then_results_and_retrain(
+    s3: dict[str, str], tmp_path: Path, mini: Path
+) -> None:
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(SPACE))
     storage = f"s3://{BUCKET}/searches"
-    cmd = [sys.executable, "-m", "s9tune", "search", "--space", str(space), "--data-dir", str(mini), "--storage", storage, "--name", "k"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "s9tune",
+        "search",
+        "--space",
+        str(space),
+        "--data-dir",
+        str(mini),
+        "--storage",
+        storage,
+        "--name",
+        "k",
+    ]
     # Tune uploads the experiment (its state and the trials' rows) every second instead of its
     # adaptive period, so the bucket keeps up with the search this test watches and kills
     env = {**s3, "TUNE_GLOBAL_CHECKPOINT_S": "1"}

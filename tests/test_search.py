@@ -174,5 +174,7 @@ def test_diverged_and_raising_trials_do_not_stop_the_search(failed_search: Path)
     statuses = {r.trial_id: r.status for r in exp.rows}
     assert set(statuses.values()) == {"diverged", "error"}, statuses
     assert exp.ranked()[0].status != "completed"
-    df_rows = [json.loads(line) for p in sorted(failed_search.glob("*_1_*/result.json")) for line in p.read_text().splitlines()]
+    df_rows = [
+        json.loads(line) for p in sorted(failed_search.glob("*_1_*/result.json")) for line in p.read_text().splitlines()
+    ]
     assert df_rows[-1]["diverged"] == 1 and df_rows[-1]["val_accuracy"] == 0.0  # baseline: diverged, scored worst

@@ -94,7 +94,11 @@ def test_good_space_maps_to_tune_domains(tmp_path: Path) -> None:
         (["space", "pct_start"], 0.3, "space.pct_start: expected {type:"),
         (["space", "colour"], {"type": "choice", "values": [1]}, "space.colour: not a TrainConfig key"),
         (["space", "epochs"], {"type": "randint", "low": 2, "high": 4}, "space.epochs: cannot be searched"),
-        (["space", "val_size"], {"type": "uniform", "low": 0.1, "high": 0.2}, "space.val_size: defines the validation split"),
+        (
+            ["space", "val_size"],
+            {"type": "uniform", "low": 0.1, "high": 0.2},
+            "space.val_size: defines the validation split",
+        ),
         (["space", "batch_size", "values"], [], "space.batch_size.values: expected a non-empty list"),
         (["space", "batch_size", "values"], [128, "big"], "batch_size='big'"),
         (["space", "seed", "low"], 0.5, "space.seed.low: expected an integer"),
@@ -122,7 +126,9 @@ def test_bad_spaces(tmp_path: Path, path: list[str], value, needle: str) -> None
 
 
 def test_halving_scheduler(tmp_path: Path) -> None:
-    space = load_space(write(tmp_path, with_change(["scheduler"], {"type": "halving", "budgets": [1, 3], "keep": 0.34})))
+    space = load_space(
+        write(tmp_path, with_change(["scheduler"], {"type": "halving", "budgets": [1, 3], "keep": 0.34}))
+    )
     assert space.scheduler.type == "halving" and space.scheduler.budgets == (1, 3) and space.scheduler.keep == 0.34
     assert space.scheduler.rung_sizes(space.num_samples) == [4, 2]
     # the record the experiment stores gives the same space back (resume and results read it)
@@ -159,7 +165,9 @@ def test_bad_halving(tmp_path: Path, sched: dict, needle: str) -> None:
 
 
 def test_bad_baseline(tmp_path: Path) -> None:
-    doc = with_change(["baseline"], {"max_lr": 5.0, "pct_start": 0.2, "aug_strength": 1.0, "batch_size": 128, "seed": 0})
+    doc = with_change(
+        ["baseline"], {"max_lr": 5.0, "pct_start": 0.2, "aug_strength": 1.0, "batch_size": 128, "seed": 0}
+    )
     with pytest.raises(ConfigError, match="baseline.max_lr: 5.0 lies outside"):
         load_space(write(tmp_path, doc))
     doc = with_change(["baseline"], {"max_lr": 0.5})
@@ -245,7 +253,9 @@ def test_embedded_ray_is_private_and_its_dashboard_local(monkeypatch) -> None:
     cluster.init_ray(None, dashboard=True)
     assert calls[-1]["include_dashboard"] is True and calls[-1]["dashboard_host"] == "127.0.0.1"
     monkeypatch.setattr(ray_utils, "get_dashboard_dependency_error", lambda: ImportError("No module named 'aiohttp'"))
-    with pytest.raises(cluster.ClusterError, match=r"--dashboard needs Ray's dashboard packages: pip install 'ray\[default\]'"):
+    with pytest.raises(
+        cluster.ClusterError, match=r"--dashboard needs Ray's dashboard packages: pip install 'ray\[default\]'"
+    ):
         cluster.init_ray(None, dashboard=True)
     with pytest.raises(cluster.ClusterError, match="--dashboard is for the Ray that s9tune starts"):
         cluster.init_ray("10.0.0.1:6379", dashboard=True)
@@ -254,7 +264,9 @@ def test_embedded_ray_is_private_and_its_dashboard_local(monkeypatch) -> None:
     assert calls[-1]["address"] == "10.0.0.1:6379" and "include_dashboard" not in calls[-1]
 
 
-def test_dashboard_refusal_leaves_nothing_behind(tmp_path: Path, tiny_cifar: Path, capsys: pytest.CaptureFixture) -> None:
+def test_dashboard_refusal_leaves_nothing_behind(
+    tmp_path: Path, tiny_cifar: Path, capsys: pytest.CaptureFixture
+) -> None:
     from ray._private.utils import get_dashboard_dependency_error
 
     from s9tune.cli import main
@@ -262,14 +274,26 @@ def test_dashboard_refusal_leaves_nothing_behind(tmp_path: Path, tiny_cifar: Pat
     if get_dashboard_dependency_error() is None:
         pytest.skip("ray[default] is installed here: the dashboard would start")
     p = write(tmp_path, with_change(["fixed", "device"], "cpu"))
-    args = ["search", "--space", str(p), "--data-dir", str(tiny_cifar), "--storage", str(tmp_path / "st"), "--name", "d"]
+    args = [
+        "search",
+        "--space",
+        str(p),
+        "--data-dir",
+        str(tiny_cifar),
+        "--storage",
+        str(tmp_path / "st"),
+        "--name",
+        "d",
+    ]
     assert main([*args, "--dashboard"]) == 2
     err = capsys.readouterr().err
     assert "s9tune: error: --dashboard needs Ray's dashboard packages" in err and "Traceback" not in err
     assert not (tmp_path / "st" / "d").exists()  # a retry may use the same name
 
 
-def test_unwritable_storage_is_one_line_and_creates_nothing(tmp_path: Path, tiny_cifar: Path, capsys: pytest.CaptureFixture) -> None:
+def test_unwritable_storage_is_one_line_and_creates_nothing(
+    tmp_path: Path, tiny_cifar: Path, capsys: pytest.CaptureFixture
+) -> None:
     from s9tune.cli import main
 
     p = write(tmp_path, with_change(["fixed", "device"], "cpu"))
@@ -294,7 +318,9 @@ def test_an_address_where_nothing_listens_is_one_line_at_once() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
     t = time.time()
-    with pytest.raises(cluster.ClusterError, match=rf"nothing answers at 127.0.0.1:{port} .*ray start --head --port {port}"):
+    with pytest.raises(
+        cluster.ClusterError, match=rf"nothing answers at 127.0.0.1:{port} .*ray start --head --port {port}"
+    ):
         cluster.check_reachable(f"127.0.0.1:{port}")
     assert time.time() - t < 10
     with pytest.raises(cluster.ClusterError, match="expected HOST:PORT or auto"):

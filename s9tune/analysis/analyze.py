@@ -78,14 +78,20 @@ def _plot_curves(figs: _Figures, rows: Sequence[Mapping[str, Any]], cfg: TrainCo
         return
     P.plot_training_curves(rows, figs.path("training_curves"), lr_curve=lr_schedule(cfg, train_images))
     split = rows[-1].get("eval_split", "eval")
-    figs.add("training_curves", "Training curves", f"Loss, accuracy and learning rate per epoch ({split} split as eval).")
+    figs.add(
+        "training_curves", "Training curves", f"Loss, accuracy and learning rate per epoch ({split} split as eval)."
+    )
 
 
 def _plot_test_set(figs: _Figures, ev: M.TestEvaluation, test_x: np.ndarray, n_gallery: int) -> list[int]:
     """Per-class accuracy, confusion matrix and the gallery of confident mistakes; returns the gallery."""
     cm = ev.cm
-    P.plot_per_class_accuracy(ev.classes, M.per_class_accuracy(cm), figs.path("per_class_accuracy"), overall=M.overall_accuracy(cm))
-    figs.add("per_class_accuracy", "Test set", "Test accuracy per class; orange bars are below the overall.", wide=False)
+    P.plot_per_class_accuracy(
+        ev.classes, M.per_class_accuracy(cm), figs.path("per_class_accuracy"), overall=M.overall_accuracy(cm)
+    )
+    figs.add(
+        "per_class_accuracy", "Test set", "Test accuracy per class; orange bars are below the overall.", wide=False
+    )
     P.plot_confusion_matrix(cm, ev.classes, figs.path("confusion_matrix"))
     figs.add(
         "confusion_matrix",
@@ -96,14 +102,30 @@ def _plot_test_set(figs: _Figures, ev: M.TestEvaluation, test_x: np.ndarray, n_g
     if n_gallery <= 0 or not len(ev.wrong):
         return []
     shown = P.plot_misclassified(
-        test_x, ev.y_true, ev.y_pred, ev.classes, ev.wrong[:n_gallery], figs.path("misclassified"), confidences=ev.confidence
+        test_x,
+        ev.y_true,
+        ev.y_pred,
+        ev.classes,
+        ev.wrong[:n_gallery],
+        figs.path("misclassified"),
+        confidences=ev.confidence,
     )
-    figs.add("misclassified", "Misclassified images", f"The {len(shown)} most confident mistakes (confidence of the wrong class in brackets).")
+    figs.add(
+        "misclassified",
+        "Misclassified images",
+        f"The {len(shown)} most confident mistakes (confidence of the wrong class in brackets).",
+    )
     return shown
 
 
 def _plot_gradcam(
-    figs: _Figures, cam_model: nn.Module, ev: M.TestEvaluation, test_x: np.ndarray, dev: torch.device, layer: str, n_cam: int
+    figs: _Figures,
+    cam_model: nn.Module,
+    ev: M.TestEvaluation,
+    test_x: np.ndarray,
+    dev: torch.device,
+    layer: str,
+    n_cam: int,
 ) -> dict[str, list[int]]:
     """GradCAM grids of the predicted class on mistakes and on correct images; returns the images used."""
     cam_sets: dict[str, list[int]] = {}
@@ -132,7 +154,9 @@ def _plot_gradcam(
             title_colors=colors,
         )
         cam_sets[key] = idx
-        figs.add(key, "GradCAM", f"GradCAM ({layer}) of the predicted class on {label} images; image above, heatmap below.")
+        figs.add(
+            key, "GradCAM", f"GradCAM ({layer}) of the predicted class on {label} images; image above, heatmap below."
+        )
     return cam_sets
 
 
@@ -143,15 +167,28 @@ def _plot_augmentation(figs: _Figures, cfg: TrainConfig, splits: Splits) -> None
     idx = M.spread_over_classes(np.arange(len(splits.train_y)), splits.train_y, AUG_IMAGES)
     names = [splits.classes[int(splits.train_y[i])] for i in idx]
     P.plot_augmentation_samples(
-        splits.train_x[idx], figs.path("augmentation"), strength=cfg.aug_strength, pad_mode=cfg.pad_mode,
-        draws=AUG_DRAWS, seed=cfg.seed, labels=names,
+        splits.train_x[idx],
+        figs.path("augmentation"),
+        strength=cfg.aug_strength,
+        pad_mode=cfg.pad_mode,
+        draws=AUG_DRAWS,
+        seed=cfg.seed,
+        labels=names,
     )
-    figs.add("augmentation", "Data augmentation", f"Random training augmentations at aug_strength={cfg.aug_strength:g}.")
+    figs.add(
+        "augmentation", "Data augmentation", f"Random training augmentations at aug_strength={cfg.aug_strength:g}."
+    )
 
 
 def _analysis_record(
-    ev: M.TestEvaluation, shown: list[int], cams: dict[str, list[int]], figs: _Figures, layer: str,
-    dev: torch.device, cfg: TrainConfig, extra: Mapping[str, Any] | None,
+    ev: M.TestEvaluation,
+    shown: list[int],
+    cams: dict[str, list[int]],
+    figs: _Figures,
+    layer: str,
+    dev: torch.device,
+    cfg: TrainConfig,
+    extra: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """What analysis.json holds."""
     cm = ev.cm
@@ -179,8 +216,16 @@ def _analysis_record(
 
 
 def _write_report(
-    out: Path, ev: M.TestEvaluation, rows: Sequence[Mapping[str, Any]], figs: _Figures, layer: str, cfg: TrainConfig,
-    *, title: str | None, leaderboard: Sequence[Mapping[str, Any]] | None, extra: Mapping[str, Any] | None,
+    out: Path,
+    ev: M.TestEvaluation,
+    rows: Sequence[Mapping[str, Any]],
+    figs: _Figures,
+    layer: str,
+    cfg: TrainConfig,
+    *,
+    title: str | None,
+    leaderboard: Sequence[Mapping[str, Any]] | None,
+    extra: Mapping[str, Any] | None,
 ) -> None:
     total = ev.total
     summary: list[tuple[str, Any]] = [("test accuracy", f"{100 * ev.correct / total:.2f}%" if total else "—")]
@@ -241,7 +286,9 @@ def analyze_model(
     cam_model = prepare_cam_model(model, dev)
     if predictions is None:
         predictions = score(cam_model, EvalBatches(splits.test_x, splits.test_y, cfg.eval_batch_size, dev), dev)
-    ev = M.TestEvaluation.from_logits(predictions.logits.numpy(), predictions.labels.numpy(), splits.classes, predictions.loss)
+    ev = M.TestEvaluation.from_logits(
+        predictions.logits.numpy(), predictions.labels.numpy(), splits.classes, predictions.loss
+    )
     logger.info("test accuracy %d/%d, %d misclassified", ev.correct, ev.total, len(ev.wrong))
     rows = list(history_rows or [])
     _plot_curves(figs, rows, cfg, len(splits.train_y))
@@ -301,8 +348,15 @@ def analyze_checkpoint(
     out = prepare_out_dir(out, force=force)
     name = path.parent.parent.name if history_file is not None else path.stem
     return analyze_model(
-        model, cfg, splits, out, history_rows=rows, target_layer=target_layer, device=device,
-        title=f"s9tune analysis: {name}", extra={"checkpoint": str(path), "checkpoint_epoch": ckpt.epoch},
+        model,
+        cfg,
+        splits,
+        out,
+        history_rows=rows,
+        target_layer=target_layer,
+        device=device,
+        title=f"s9tune analysis: {name}",
+        extra={"checkpoint": str(path), "checkpoint_epoch": ckpt.epoch},
     )
 
 

@@ -127,7 +127,9 @@ class TestEvaluation:
     probs: np.ndarray
 
     @classmethod
-    def from_logits(cls, logits: np.ndarray, labels: np.ndarray, classes: Sequence[str], loss: float) -> "TestEvaluation":
+    def from_logits(
+        cls, logits: np.ndarray, labels: np.ndarray, classes: Sequence[str], loss: float
+    ) -> "TestEvaluation":
         return cls(tuple(classes), loss, np.asarray(labels, dtype=np.int64), softmax(logits))
 
     @cached_property

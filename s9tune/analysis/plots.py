@@ -140,8 +140,15 @@ def plot_confusion_matrix(cm: np.ndarray, classes: Sequence[str], path: Path) ->
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
             if cm[i, j]:
-                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(int(cm[i, j])),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     ticks = np.arange(len(classes))
     ax.set_xticks(ticks, list(classes), rotation=45, ha="right")
     ax.set_yticks(ticks, list(classes))
@@ -245,8 +252,17 @@ def plot_cam_grid(
     # so each overlay reads as belonging to the image above it rather than to the next block
     height = 4.6 * blocks + (0.35 if suptitle else 0)
     fig = plt.figure(figsize=(2.1 * ncols, height))
-    grid = fig.add_gridspec(3 * blocks, ncols, height_ratios=[0.34, 1, 1] * blocks, hspace=0.06, wspace=0.08,
-                            left=0.01, right=0.99, bottom=0.01, top=1 - (0.35 if suptitle else 0.02) / height)
+    grid = fig.add_gridspec(
+        3 * blocks,
+        ncols,
+        height_ratios=[0.34, 1, 1] * blocks,
+        hspace=0.06,
+        wspace=0.08,
+        left=0.01,
+        right=0.99,
+        bottom=0.01,
+        top=1 - (0.35 if suptitle else 0.02) / height,
+    )
     for k in range(n):
         r, c = 3 * (k // ncols), k % ncols
         top = fig.add_subplot(grid[r + 1, c])

@@ -46,7 +46,9 @@ def init_ray(address: str | None, dashboard: bool = False) -> None:
         return
     if address:
         if dashboard:
-            raise ClusterError("--dashboard is for the Ray that s9tune starts; a cluster has its own (ray start --head --include-dashboard=true)")
+            raise ClusterError(
+                "--dashboard is for the Ray that s9tune starts; a cluster has its own (ray start --head --include-dashboard=true)"
+            )
         check_reachable(address)
         # ship this package to the cluster's workers; their Python needs the dependencies
         runtime_env = {"py_modules": [str(Path(s9tune.__file__).resolve().parent)]}
@@ -92,7 +94,9 @@ def check_reachable(address: str) -> None:
     except ValueError:
         raise ClusterError(f"--address {address!r}: expected HOST:PORT or auto") from None
     except OSError as exc:
-        raise ClusterError(f"nothing answers at {address} ({exc.strerror or exc}); is the head running (ray start --head --port {port})?") from None
+        raise ClusterError(
+            f"nothing answers at {address} ({exc.strerror or exc}); is the head running (ray start --head --port {port})?"
+        ) from None
     try:
         from ray._raylet import GcsClient
         from ray.exceptions import AuthenticationError
@@ -119,7 +123,9 @@ def preflight(space: SearchSpace, storage: str, exp_name: str) -> int:
     max_cpu = max(n["Resources"].get("CPU", 0) for n in nodes)
     max_gpu = max(n["Resources"].get("GPU", 0) for n in nodes)
     if cpus > max_cpu:
-        raise ClusterError(f"a trial asks for {cpus:g} CPUs but the largest node has {max_cpu:g}; lower --cpus-per-trial")
+        raise ClusterError(
+            f"a trial asks for {cpus:g} CPUs but the largest node has {max_cpu:g}; lower --cpus-per-trial"
+        )
     if gpus > max_gpu:
         raise ClusterError(
             f"a trial asks for {gpus:g} GPUs but the largest node has {max_gpu:g}; "

@@ -18,6 +18,7 @@ DIST_KEYS = {
     "choice": {"values"},
 }
 
+
 @dataclass(frozen=True)
 class Dist:
     key: str
@@ -48,7 +49,14 @@ class Dist:
         return tune.choice(list(self.values))
 
     def to_record(self) -> dict[str, Any]:
-        return {"key": self.key, "type": self.type, "low": self.low, "high": self.high, "q": self.q, "values": list(self.values)}
+        return {
+            "key": self.key,
+            "type": self.type,
+            "low": self.low,
+            "high": self.high,
+            "q": self.q,
+            "values": list(self.values),
+        }
 
     @classmethod
     def from_record(cls, d: dict[str, Any]) -> "Dist":

@@ -21,6 +21,8 @@ from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC, MODE, SearchSpac
 from s9tune.search.trials import Experiment, TrialRow
 
 SPACE_RECORD = "s9tune_space.json"
+
+
 class StorageError(S9Error):
     """The storage cannot be used: a missing bucket, refused credentials, no permission."""
 
@@ -49,9 +51,23 @@ def storage_error(where: str, exc: BaseException) -> StorageError:
     text = str(exc)
     if "NO_SUCH_BUCKET" in text or "NoSuchBucket" in text or ("Bucket" in text and "not found" in text):
         bucket = where.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
-        return StorageError(f"{where}: the bucket {bucket!r} does not exist; create it first (e.g. aws s3 mb s3://{bucket})")
-    if any(k in text for k in ("ACCESS_DENIED", "SIGNATURE_DOES_NOT_MATCH", "INVALID_ACCESS_KEY", "InvalidAccessKeyId",
-                               "AccessDenied", "Forbidden", "403", "Permission denied", "UNAUTHENTICATED")):
+        return StorageError(
+            f"{where}: the bucket {bucket!r} does not exist; create it first (e.g. aws s3 mb s3://{bucket})"
+        )
+    if any(
+        k in text
+        for k in (
+            "ACCESS_DENIED",
+            "SIGNATURE_DOES_NOT_MATCH",
+            "INVALID_ACCESS_KEY",
+            "InvalidAccessKeyId",
+            "AccessDenied",
+            "Forbidden",
+            "403",
+            "Permission denied",
+            "UNAUTHENTICATED",
+        )
+    ):
         return StorageError(
             f"{where}: access denied; check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or ~/.aws; "
             "GOOGLE_APPLICATION_CREDENTIALS for gs://) and, for an S3-compatible server, AWS_ENDPOINT_URL"
@@ -153,7 +169,9 @@ class ExperimentRef:
     def read_record(self) -> SearchSpace:
         raw = self.read_text(SPACE_RECORD)
         if raw is None:
-            raise S9Error(f"{self.path}: no such s9tune experiment (no {SPACE_RECORD}); pass the STORAGE/NAME a search printed")
+            raise S9Error(
+                f"{self.path}: no such s9tune experiment (no {SPACE_RECORD}); pass the STORAGE/NAME a search printed"
+            )
         return SearchSpace.from_record(json.loads(raw))
 
 

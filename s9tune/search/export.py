@@ -57,7 +57,9 @@ def _fanova(exp: Experiment) -> tuple[dict[str, float], str]:
             )
         )
     try:
-        imp = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        imp = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+        )
     except (RuntimeError, ValueError) as exc:
         return {}, f"n/a: fANOVA failed ({exc})"
     return {k: float(v) for k, v in imp.items()}, f"Optuna fANOVA on {len(runs)} {basis}"
@@ -115,7 +117,13 @@ def export_experiment(experiment: str) -> Experiment:
     ref = ExperimentRef.parse(exp.path)
     ref.write_text(TRIALS_CSV, _csv(trial_rows(exp)))
     imp, basis = importance(exp)
-    board = {"scope": exp.scope, "rows": leaderboard_rows(exp), "importance": imp, "importance_basis": basis, **exp.compute_hours()}
+    board = {
+        "scope": exp.scope,
+        "rows": leaderboard_rows(exp),
+        "importance": imp,
+        "importance_basis": basis,
+        **exp.compute_hours(),
+    }
     ref.write_text(LEADERBOARD_JSON, json.dumps(board, indent=2))
     try:
         best = exp.best()
@@ -133,15 +141,26 @@ def _table_cells(exp: Experiment) -> tuple[list[str], list[list[str]]]:
         budgets = exp.space.scheduler.budgets
         head = ["config", *keys, *[f"val@{b}" for b in budgets], "epochs", "status"]
         cells = [
-            [c.config_id, *[_fmt(c.config.get(k)) for k in keys], *[_pct(c.values.get(b)) for b in budgets],
-             str(sum(r.epochs for r in c.runs)), c.status]
+            [
+                c.config_id,
+                *[_fmt(c.config.get(k)) for k in keys],
+                *[_pct(c.values.get(b)) for b in budgets],
+                str(sum(r.epochs for r in c.runs)),
+                c.status,
+            ]
             for c in exp.configs()
         ]
         return head, cells
     head = ["trial", *keys, "best val", "last val", "epochs", "status"]
     cells = [
-        [r.trial_id, *[_fmt(r.config.get(k)) for k in keys], _pct(r.best_val_accuracy), _pct(r.last_val_accuracy),
-         f"{r.epochs}/{exp.space.max_t}", r.status]
+        [
+            r.trial_id,
+            *[_fmt(r.config.get(k)) for k in keys],
+            _pct(r.best_val_accuracy),
+            _pct(r.last_val_accuracy),
+            f"{r.epochs}/{exp.space.max_t}",
+            r.status,
+        ]
         for r in exp.ranked()
     ]
     return head, cells

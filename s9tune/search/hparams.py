@@ -46,9 +46,7 @@ class HParamsTBXLogger(TBXLoggerCallback):
 
         params = {k: plain(v) for k, v in (trial.evaluated_params or trial.config or {}).items()}
         # the metric tags are the scalar tags Ray's logger writes, so the columns fill as they come
-        metrics = {
-            f"ray/tune/{k}": float(result[k]) for k in HPARAM_METRICS if isinstance(result.get(k), (int, float))
-        }
+        metrics = {f"ray/tune/{k}": float(result[k]) for k in HPARAM_METRICS if isinstance(result.get(k), (int, float))}
         exp, start, end = hparams(hparam_dict=params, metric_dict=metrics)
         writer = self._trial_writer[trial].file_writer
         for summary in (exp, start, end):

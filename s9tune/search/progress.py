@@ -38,8 +38,10 @@ def _epochs(trial: Any) -> int:
 
 
 def _params(trial: Any, plan: Plan) -> str:
-    parts = [f"{k} {trial.config[k]:.3g}" if isinstance(trial.config.get(k), float) else f"{k} {trial.config.get(k)}"
-             for k in plan.searched]
+    parts = [
+        f"{k} {trial.config[k]:.3g}" if isinstance(trial.config.get(k), float) else f"{k} {trial.config.get(k)}"
+        for k in plan.searched
+    ]
     budget = trial.config.get(BUDGET_KEY)
     return ", ".join(parts) + (f" ({budget}-epoch schedule)" if budget else "")
 
@@ -76,8 +78,16 @@ def snapshot(trials: list[Any], plan: Plan, started: float, now: dict[str, str] 
         best = (float(t.last_result.get(METRIC, 0.0)), t)
     elapsed = time.monotonic() - started
     eta = (plan.epochs - epochs) * elapsed / epochs if epochs else None
-    return Snapshot(done, status.count("RUNNING"), max(0, plan.trials - len(trials)) + status.count("PENDING"),
-                    status.count("ERROR"), epochs, best, elapsed, eta)
+    return Snapshot(
+        done,
+        status.count("RUNNING"),
+        max(0, plan.trials - len(trials)) + status.count("PENDING"),
+        status.count("ERROR"),
+        epochs,
+        best,
+        elapsed,
+        eta,
+    )
 
 
 def _clock(s: float | None) -> str:
@@ -143,8 +153,10 @@ class SearchProgress(Callback):
         now = {"started": "RUNNING", "error": "ERROR", "retry": "PENDING"}.get(kind, "TERMINATED")
         snap = snapshot(trials, self.plan, self.started, {trial.trial_id: now})
         if self._live is None:
-            self.stream.write(f"[{_clock(snap.elapsed):>7}] trial {trial.trial_id} {what}  "
-                              f"({snap.done}/{self.plan.trials} done, {snap.running} running)\n")
+            self.stream.write(
+                f"[{_clock(snap.elapsed):>7}] trial {trial.trial_id} {what}  "
+                f"({snap.done}/{self.plan.trials} done, {snap.running} running)\n"
+            )
             self.stream.flush()
             return
         if kind in ("error", "retry", "diverged"):
@@ -162,8 +174,12 @@ class SearchProgress(Callback):
             f"search {self.plan.name}   {_clock(s.elapsed)} elapsed   ETA {bound}{_clock(s.eta)}",
             f"trials  {s.done} done · {s.running} running · {s.pending} pending · {s.errors} errors",
             f"epochs  {s.epochs} / {bound}{self.plan.epochs}",
-            "best    " + (f"{100 * s.best[0]:.2f}% val  {_params(s.best[1], self.plan)}  [{s.best[1].trial_id}]"
-                          if s.best else "- (no schedule complete yet)"),
+            "best    "
+            + (
+                f"{100 * s.best[0]:.2f}% val  {_params(s.best[1], self.plan)}  [{s.best[1].trial_id}]"
+                if s.best
+                else "- (no schedule complete yet)"
+            ),
         ]
         self._live.update(Text("\n".join(lines)))
 

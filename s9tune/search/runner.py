@@ -41,7 +41,9 @@ def require_tensorboardx() -> None:
         ) from None
 
 
-def _experiment(space: SearchSpace, storage: str | None, name: str | None, resume: bool) -> tuple[ExperimentRef, SearchSpace]:
+def _experiment(
+    space: SearchSpace, storage: str | None, name: str | None, resume: bool
+) -> tuple[ExperimentRef, SearchSpace]:
     """The experiment to write to and the space it runs: on resume, the experiment's own record
     decides the data and the fixed values, not today's file (only resources may change)."""
     if resume and not name:
@@ -179,7 +181,17 @@ def run_search(
     try:
         with ray_output_to(log) as console:
             try:
-                _fit(space, ref, splits, address, resume, max_failures, dashboard, console if progress else None, launched)
+                _fit(
+                    space,
+                    ref,
+                    splits,
+                    address,
+                    resume,
+                    max_failures,
+                    dashboard,
+                    console if progress else None,
+                    launched,
+                )
             finally:
                 ray.shutdown()  # inside the redirect: Ray's goodbyes belong in its log too
     except S9Error:
@@ -204,8 +216,15 @@ def run_search(
 
 
 def _fit(
-    space: SearchSpace, ref: ExperimentRef, splits: Any, address: str | None, resume: bool, max_failures: int,
-    dashboard: bool, console: TextIO | None, launched: list[bool],
+    space: SearchSpace,
+    ref: ExperimentRef,
+    splits: Any,
+    address: str | None,
+    resume: bool,
+    max_failures: int,
+    dashboard: bool,
+    console: TextIO | None,
+    launched: list[bool],
 ) -> None:
     from ray import tune
 

@@ -81,7 +81,12 @@ class SchedulerSpec:
     def from_record(cls, d: dict[str, Any]) -> "SchedulerSpec":
         if d.get("type") == "halving":
             return cls("halving", budgets=tuple(int(b) for b in d["budgets"]), keep=float(d["keep"]))
-        return cls(d.get("type", "asha"), int(d.get("grace_period", 1)), float(d.get("reduction_factor", 2)), int(d.get("brackets", 1)))
+        return cls(
+            d.get("type", "asha"),
+            int(d.get("grace_period", 1)),
+            float(d.get("reduction_factor", 2)),
+            int(d.get("brackets", 1)),
+        )
 
 
 @dataclass(frozen=True)
@@ -165,9 +170,15 @@ def load_space(path: Path) -> SearchSpace:
         if key not in types:
             raise err(path, f"space.{key}", "not a TrainConfig key")
         if key == "epochs":
-            raise err(path, "space.epochs", "cannot be searched: it is the length of the LR schedule (the halving scheduler runs shorter complete ones)")
+            raise err(
+                path,
+                "space.epochs",
+                "cannot be searched: it is the length of the LR schedule (the halving scheduler runs shorter complete ones)",
+            )
         if key in DATA_KEYS:
-            raise err(path, f"space.{key}", "defines the validation split, which every trial must share; put it under fixed")
+            raise err(
+                path, f"space.{key}", "defines the validation split, which every trial must share; put it under fixed"
+            )
         if key in fixed_raw:
             raise err(path, f"space.{key}", "is also under fixed; keep it in one place")
         dists.append(parse_dist(path, key, spec, types[key]))
@@ -216,14 +227,20 @@ def _parse_scheduler(path: Path, raw: Any, fixed: TrainConfig) -> SchedulerSpec:
 def _parse_halving(path: Path, sched: dict[str, Any], fixed: TrainConfig) -> SchedulerSpec:
     budgets = sched.get("budgets")
     if not isinstance(budgets, list) or not budgets:
-        raise err(path, "scheduler.budgets", f"expected a list of epochs ending at fixed.epochs ({fixed.epochs}), e.g. [6, {fixed.epochs}]")
+        raise err(
+            path,
+            "scheduler.budgets",
+            f"expected a list of epochs ending at fixed.epochs ({fixed.epochs}), e.g. [6, {fixed.epochs}]",
+        )
     for i, b in enumerate(budgets):
         if number(path, f"scheduler.budgets[{i}]", b, integer=True) < 1:
             raise err(path, f"scheduler.budgets[{i}]", f"must be >= 1, got {b}")
     if any(a >= b for a, b in zip(budgets, budgets[1:])):
         raise err(path, "scheduler.budgets", f"must increase strictly, got {budgets}")
     if budgets[-1] != fixed.epochs:
-        raise err(path, "scheduler.budgets", f"the last budget ({budgets[-1]}) must equal fixed.epochs ({fixed.epochs})")
+        raise err(
+            path, "scheduler.budgets", f"the last budget ({budgets[-1]}) must equal fixed.epochs ({fixed.epochs})"
+        )
     if len(budgets) > 1 and "keep" not in sched:
         raise err(path, "scheduler.keep", "missing: the fraction of a budget's configs that go on to the next")
     keep = number(path, "scheduler.keep", sched.get("keep", 1.0))

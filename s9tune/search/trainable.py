@@ -113,7 +113,9 @@ def train_trial(config: dict[str, Any], *, splits: Splits, base: dict[str, Any])
         train(cfg, splits, [TuneReport()], resume=resume)
     except torch.cuda.OutOfMemoryError as exc:
         # this trial's error (FailureConfig decides about retries), never the search's
-        raise RuntimeError(f"CUDA out of memory in this trial (gpu_memory_fraction={cfg.gpu_memory_fraction}): {exc}") from None
+        raise RuntimeError(
+            f"CUDA out of memory in this trial (gpu_memory_fraction={cfg.gpu_memory_fraction}): {exc}"
+        ) from None
 
 
 def _gpu_share() -> float | None:

@@ -21,7 +21,6 @@ HALVING_SCOPE = (
 )
 
 
-
 @dataclass
 class TrialRow:
     """One Tune trial: a config under ASHA, one run of a config at one budget under halving."""
@@ -128,7 +127,9 @@ class Experiment:
         if row is None:
             raise S9Error(f"{self.path}: no trial finished its schedule (statuses: {self.status_counts()})")
         cfg = self.space.fixed.with_overrides(row.config)
-        return BestTrial(self.path, row.trial_id, dict(row.config), cfg, float(row.last_val_accuracy or 0.0), row.budget)
+        return BestTrial(
+            self.path, row.trial_id, dict(row.config), cfg, float(row.last_val_accuracy or 0.0), row.budget
+        )
 
     def interrupted(self) -> bool:
         """True if a trial is unfinished or runs the plan asked for were never started."""
