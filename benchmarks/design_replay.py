@@ -1,0 +1,350 @@
+"""Which search design finds the best config per epoch of compute? A replay of s9tune's shipped
+searchers (HalvingSearch, CompleteScheduleOptuna with TPE) and Ray's ASHA and HyperBand against
+the design table (design_table.py), in simulated epoch-time on asynchronous slots.
+
+Every design runs at several matched totals (in epochs); each replay draws a searcher seed and
+which measured seed answers each config. Designs are paired by replay seed: replay r of every
+design uses the same searcher seed and the same seed draws, so differences against the shipped
+default get paired confidence intervals. Regret is measured on the evaluation split, which no
+design selects on: the table's best config's seed-mean evaluation accuracy minus the pick's.
+
+    python benchmarks/design_replay.py --reps 500 --seed 1 --json benchmarks/design_replay.json \
+        --plot benchmarks/design_replay.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from replay_sim import Oracle, TableController, pick
+from replay_stats import compare, report_rows, summarize
+from replay_table import Table
+
+from s9tune.search.space import METRIC, MODE, SchedulerSpec, SearchSpace, load_space
+
+logger = logging.getLogger("design_replay")
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_NAME = "halving [E/4, E] keep 0.34 (shipped)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Design:
+    name: str
+    family: str
+    scheduler: dict[str, Any]  # SchedulerSpec fields, or {"type": "hyperband", "reduction_factor": r}
+    sampler: str = "tpe"  # "tpe" (Optuna's default TPESampler) or "random"
+    startup: str = "10"  # TPE's n_startup_trials: "10" (Optuna's default) or "n/4"
+    reeval: int = 0  # the top k configs retrained on the table's other seeds before the pick
+
+
+def designs(e: int) -> list[Design]:
+    q, h = max(1, e // 4), max(1, e // 2)
+    full = {"type": "halving", "budgets": (e,), "keep": 1.0}
+    out = [
+        Design("random, full schedules", "full", full, sampler="random"),
+        Design("TPE, full schedules", "full", full),
+        Design("TPE (startup n/4), full schedules", "full", full, startup="n/4"),
+        Design("TPE, full schedules, top-3 re-evaluated", "full", full, reeval=3),
+        Design(DEFAULT_NAME, "halving", {"type": "halving", "budgets": (q, e), "keep": 0.34}),
+        Design(
+            f"{DEFAULT_NAME}, TPE startup n/4",
+            "halving",
+            {"type": "halving", "budgets": (q, e), "keep": 0.34},
+            startup="n/4",
+        ),
+        Design(
+            f"{DEFAULT_NAME}, top-3 re-evaluated",
+            "halving",
+            {"type": "halving", "budgets": (q, e), "keep": 0.34},
+            reeval=3,
+        ),
+    ]
+    for budgets, label in (((q, e), "[E/4, E]"), ((max(1, e // 8), q, e), "[E/8, E/4, E]")):
+        for keep, kl in ((1 / 2, "1/2"), (1 / 3, "1/3"), (1 / 4, "1/4")):
+            sched = {"type": "halving", "budgets": budgets, "keep": keep}
+            out.append(Design(f"halving {label} keep {kl}", "halving", sched))
+    for rf in (2, 3):
+        for grace, gl in ((q, "E/4"), (h, "E/2")):
+            for brackets in (1, 3):
+                sched = {"type": "asha", "grace_period": grace, "reduction_factor": float(rf), "brackets": brackets}
+                out.append(Design(f"ASHA r{rf} grace {gl} {brackets} bracket(s)", "asha", sched))
+    out.append(Design("HyperBand r2", "hyperband", {"type": "hyperband", "reduction_factor": 2.0}))
+    return out
+
+
+def design_space(base: SearchSpace, design: Design, *, configs: int, seed: int, longest: int) -> SearchSpace:
+    """The shipped space with the table's schedule length and the design's scheduler."""
+    fields = {k: v for k, v in design.scheduler.items() if k != "type"}
+    if "budgets" in fields:
+        fields["budgets"] = tuple(fields["budgets"])
+    spec = SchedulerSpec(design.scheduler["type"], **fields)
+    fixed = base.fixed.with_overrides({"epochs": longest})
+    return dataclasses.replace(base, num_samples=configs, scheduler=spec, searcher_seed=seed, fixed=fixed)
+
+
+def build_search(space: SearchSpace, *, slots: int, sampler: Any = None) -> tuple[Any, Any, int]:
+    """(searcher, scheduler, trials) as s9tune/search/runner.py builds them for `space`: TPE
+    (seeded, the baseline first) alone under ASHA or inside HalvingSearch, behind Tune's
+    ConcurrencyLimiter at one trial per slot. Two additions the shipped spaces cannot express:
+    an Optuna `sampler` (a random sampler, or TPE with another n_startup_trials) and Ray's
+    synchronous HyperBandScheduler in ASHA's place (without the limiter: see below).
+
+    The one place the replay builds s9tune's searchers: when runner.py's construction changes
+    (a new constructor argument), change it here too."""
+    from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler
+    from ray.tune.search import ConcurrencyLimiter
+
+    from s9tune.search.searchers import CompleteScheduleOptuna, HalvingSearch
+
+    sched = space.scheduler
+    chooser = {"sampler": sampler} if sampler is not None else {"seed": space.searcher_seed}
+    tpe = CompleteScheduleOptuna(
+        metric=METRIC,
+        mode=MODE,
+        points_to_evaluate=[space.baseline] if space.baseline else None,
+        max_t=sched.budgets[0] if sched.type == "halving" else space.max_t,
+        **chooser,
+    )
+    if sched.type == "halving":
+        searcher, scheduler, trials = HalvingSearch(tpe, sched, space.num_samples, METRIC, MODE), None, 0
+        trials = searcher.total_runs
+    elif sched.type == "hyperband":
+        searcher, trials = tpe, space.num_samples
+        scheduler = HyperBandScheduler(max_t=space.max_t, reduction_factor=sched.reduction_factor)
+    else:
+        searcher, trials = tpe, space.num_samples
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=space.max_t,
+            grace_period=sched.grace_period,
+            reduction_factor=sched.reduction_factor,
+            brackets=sched.brackets,
+        )
+    # HyperBand pauses whole brackets: behind a limiter at the slot count no bracket ever fills
+    # (finished trials leave it, so new ones refill the first bracket), so it runs without one
+    limiter = searcher if sched.type == "hyperband" else ConcurrencyLimiter(searcher, max_concurrent=slots)
+    limiter.set_search_properties(METRIC, MODE, space.param_space())  # as the Tuner does
+    if scheduler is not None:
+        scheduler.set_search_properties(METRIC, MODE)
+    return limiter, scheduler, trials
+
+
+def make_sampler(design: Design, configs: int, seed: int) -> Any:
+    import optuna
+
+    if design.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if design.startup == "n/4":
+        return optuna.samplers.TPESampler(n_startup_trials=max(1, round(configs / 4)), seed=seed)
+    return None  # OptunaSearch's own TPESampler(seed=seed): n_startup_trials 10
+
+
+def reevaluate(table: Table, ranked: list[tuple[float, int, int]], k: int) -> tuple[int, int]:
+    """(picked table config, extra epochs): the top k by search value, each retrained on the
+    table's other seeds; the best mean over all its seeds wins."""
+    top, seen = [], set()
+    for value, c, s in ranked:
+        if (c, s) not in seen:
+            seen.add((c, s))
+            top.append((value, c, s))
+        if len(top) == k:
+            break
+    best = max(
+        top, key=lambda t: (t[0] + sum(table.val[t[1], o, -1] for o in range(table.seeds) if o != t[2])) / table.seeds
+    )
+    return best[1], len(top) * (table.seeds - 1) * table.longest
+
+
+def replay(table: Table, base: SearchSpace, design: Design, *, configs: int, rep: int, slots: int) -> dict[str, Any]:
+    """One search of `design` with `configs` configs, replay seed `rep`."""
+    space = design_space(base, design, configs=configs, seed=rep, longest=table.longest)
+    searcher, scheduler, trials = build_search(space, slots=slots, sampler=make_sampler(design, configs, rep))
+    np.random.seed(rep % 2**32)  # ASHA draws each trial's bracket from NumPy's global generator
+    oracle = Oracle(table, np.random.default_rng(rep))
+    out = TableController(searcher, scheduler, oracle, slots=slots, max_trials=trials).run()
+    best = pick(out, table.longest)
+    q = table.quality()
+    epochs = out.epochs
+    if best is None:
+        c, search_value = int(np.argmin(q)), float("nan")  # no complete schedule: scored as the worst config
+    elif design.reeval:
+        done = [r for r in out.runs if r.budget == table.longest and r.epoch >= table.longest and r.last]
+        ranked = sorted(((r.last[METRIC], r.c, r.s) for r in done), reverse=True)
+        c, extra = reevaluate(table, ranked, design.reeval)
+        epochs += extra
+        search_value = float(table.val[c, :, -1].mean())
+    else:
+        c, search_value = best.c, float(best.last[METRIC])
+    return {
+        "regret": float(q.max() - q[c]),
+        "pick": c,
+        "epochs": epochs,
+        "runs": len(out.runs),
+        "makespan": out.makespan,
+        "busy": out.busy,
+        "stalled": out.stalled,
+        "failed": best is None,
+        # the pick's value as the search saw it, minus what its seeds average on validation
+        "optimism": search_value - float(table.val[c, :, -1].mean()),
+    }
+
+
+def planned_epochs(design: Design, configs: int, e: int, seeds: int) -> float | None:
+    if design.scheduler["type"] != "halving":
+        return None
+    spec = SchedulerSpec("halving", budgets=tuple(design.scheduler["budgets"]), keep=design.scheduler["keep"])
+    extra = design.reeval * (seeds - 1) * e
+    return float(sum(n * b for n, b in zip(spec.rung_sizes(configs), spec.budgets, strict=True)) + extra)
+
+
+_CACHE: dict[str, Any] = {}  # one worker's table and space, loaded once by _init
+
+
+def _init(table_path: str, space_path: str) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("ray.tune.search.optuna.optuna_search").setLevel(logging.ERROR)
+    _CACHE["table"] = Table.load(Path(table_path))
+    _CACHE["space"] = load_space(Path(space_path))
+
+
+def choose_configs(design: Design, total: float, *, slots: int, calib: int) -> int:
+    """The most configs whose compute stays within `total` epochs: planned for halving, the mean
+    of `calib` calibration replays (their own seeds) for ASHA and HyperBand."""
+    table, base = _CACHE["table"], _CACHE["space"]
+    e = table.longest
+
+    def cost(n: int) -> float:
+        plan = planned_epochs(design, n, e, table.seeds)
+        if plan is not None:
+            return plan
+        reps = [replay(table, base, design, configs=n, rep=10**9 + i, slots=slots) for i in range(calib)]
+        return float(np.mean([r["epochs"] for r in reps]))
+
+    lo, hi = max(1, design.reeval), max(2, int(4 * total / e))
+    if cost(lo) > total:
+        return 0  # the design does not fit in this total
+    while lo < hi:  # compute grows with the number of configs
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if cost(mid) <= total else (lo, mid - 1)
+    return lo
+
+
+def run_cell(job: dict[str, Any]) -> dict[str, Any]:
+    """All replays of one design at one total."""
+    table, base = _CACHE["table"], _CACHE["space"]
+    design = Design(**job["design"])
+    t0 = time.perf_counter()
+    n = choose_configs(design, job["total"] * table.longest, slots=job["slots"], calib=job["calib"])
+    rows: list[dict[str, Any]] = []
+    if n == 0:
+        return {"design": design.name, "family": design.family, "total": job["total"], "configs": 0, "rows": rows}
+    for rep in job["reps"]:
+        rows.append({"rep": rep, **replay(table, base, design, configs=n, rep=rep, slots=job["slots"])})
+    return {
+        "design": design.name,
+        "family": design.family,
+        "total": job["total"],
+        "configs": n,
+        "rows": rows,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--table", type=Path, default=REPO / "benchmarks" / "design_table.json")
+    p.add_argument("--space", type=Path, default=REPO / "search_spaces" / "default.yaml")
+    p.add_argument("--reps", type=int, default=500)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--slots", type=int, default=4, help="trials at once (the default: 4 per GPU, one GPU)")
+    p.add_argument("--totals", default="8,19,32", help="compute budgets in full-schedule runs (19 = the default's)")
+    p.add_argument("--calib", type=int, default=6, help="calibration replays per candidate size (ASHA, HyperBand)")
+    p.add_argument("--designs", default="", help="only designs whose name contains one of these (comma-separated)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--json", type=Path, required=True)
+    p.add_argument("--plot", type=Path)
+    return p.parse_args(argv)
+
+
+def run_all(args: argparse.Namespace, table: Table) -> list[dict[str, Any]]:
+    chosen = [
+        d
+        for d in designs(table.longest)
+        if not args.designs or any(s.strip() in d.name for s in args.designs.split(","))
+    ]
+    if not any(d.name == DEFAULT_NAME for d in chosen):
+        chosen.insert(0, next(d for d in designs(table.longest) if d.name == DEFAULT_NAME))
+    reps = [args.seed * 100_000 + i for i in range(args.reps)]
+    jobs = [
+        {"design": dataclasses.asdict(d), "total": float(t), "reps": reps, "slots": args.slots, "calib": args.calib}
+        for t in args.totals.split(",")
+        for d in chosen
+    ]
+    init = (str(args.table), str(args.space))
+    if args.workers <= 1:
+        _init(*init)
+        return [run_cell(j) for j in jobs]
+    with ProcessPoolExecutor(args.workers, initializer=_init, initargs=init) as pool:
+        return list(pool.map(run_cell, jobs))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    table = Table.load(args.table)
+    t0, load0 = time.time(), os.getloadavg()
+    cells = run_all(args, table)
+    skipped = [f"{c['design']} @ {c['total']:g}" for c in cells if not c["rows"]]
+    cells = [c for c in cells if c["rows"]]
+    sigma = table.seed_sigma("eval")
+    default = {c["total"]: c["rows"] for c in cells if c["design"] == DEFAULT_NAME}
+    for c in cells:
+        c["is_default"] = c["design"] == DEFAULT_NAME
+        c["summary"] = summarize(c["rows"], sigma=sigma, longest=table.longest)
+        c["vs_default"] = compare(c["rows"], default[c["total"]])
+    out = {
+        "command": " ".join(["python", "benchmarks/design_replay.py", *argv]),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_avg_start": list(load0),
+            "load_avg_end": list(os.getloadavg()),
+        },
+        "wall_s": round(time.time() - t0, 1),
+        "slots": args.slots,
+        "reps": args.reps,
+        "table": table.summary(),
+        "cells": [{k: v for k, v in c.items() if k != "rows"} for c in cells],
+        "skipped": skipped,  # designs whose smallest search exceeds the total
+        "rows": {f"{c['design']} @ {c['total']:g}": c["rows"] for c in cells},
+    }
+    args.json.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+    print("\n".join(report_rows(out["cells"])))
+    print(f"\nseed sigma (evaluation split) {sigma:.4f}; {args.reps} replays per cell; {out['wall_s']:.0f} s")
+    if args.plot:
+        from replay_stats import plot
+
+        plot(
+            out["cells"],
+            args.plot,
+            title=f"{table.path.name}: {table.configs} configs x {table.seeds} seeds; "
+            f"{args.reps} replays per point, {args.slots} slots",
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The shipped searchers at cluster scale, by simulation: many configs on many slots, each
+run's epoch time drawn from the design table's spread, values answered by the table's surrogate.
+
+Measured on this machine: the driver-side time of every searcher and scheduler call (per
+decision, per finished run, and how it grows with the trials seen), the driver's memory
+(tracemalloc peak over one replay, a second pass so timing is not slowed), and the share of
+slot-time left idle while work remained (halving waits until a promotion is certain; ASHA
+promotes on what it has) and at the end.
+
+    python benchmarks/replay_scale.py --sizes 64,256,1024 --json benchmarks/replay_scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from design_replay import DEFAULT_NAME, build_search, design_space, designs
+from replay_sim import Oracle, TableController
+from replay_table import Table
+
+from s9tune.search.space import load_space
+
+REPO = Path(__file__).resolve().parents[1]
+SCALE_DESIGNS = (DEFAULT_NAME, "ASHA r2 grace E/4 1 bracket(s)")
+
+
+def simulate(table: Table, base: Any, name: str, *, configs: int, slots: int, seed: int) -> dict[str, Any]:
+    design = next(d for d in designs(table.longest) if d.name == name)
+    space = design_space(base, design, configs=configs, seed=seed, longest=table.longest)
+    searcher, scheduler, trials = build_search(space, slots=slots)
+    np.random.seed(seed)
+    ctrl = TableController(
+        searcher, scheduler, Oracle(table, np.random.default_rng(seed), draw_times=True), slots=slots, max_trials=trials
+    )
+    t0 = time.perf_counter()
+    out = ctrl.run()
+    wall = time.perf_counter() - t0
+    driver = sum(out.driver_s.values())
+    finished = sum(r.trial.status == "TERMINATED" for r in out.runs)
+    suggest = ctrl.suggest_s
+    tenth = max(1, len(suggest) // 10)
+    return {
+        "design": name,
+        "configs": configs,
+        "slots": slots,
+        "runs": len(out.runs),
+        "epochs": out.epochs,
+        "makespan_epochs": out.makespan,
+        "busy": out.busy,
+        "idle_waiting": out.idle["waiting"],
+        "idle_draining": out.idle["draining"],
+        "driver_s": driver,
+        "replay_wall_s": wall,
+        "driver_s_per_finished_run": driver / max(finished, 1),
+        "decisions": sum(out.calls.values()),
+        "driver_s_per_decision": driver / max(sum(out.calls.values()), 1),
+        "by_call": {k: {"calls": out.calls[k], "mean_ms": 1e3 * v / out.calls[k]} for k, v in out.driver_s.items()},
+        "suggest_ms_first_tenth": 1e3 * float(np.mean(suggest[:tenth])),
+        "suggest_ms_last_tenth": 1e3 * float(np.mean(suggest[-tenth:])),
+    }
+
+
+def peak_memory(table: Table, base: Any, name: str, *, configs: int, slots: int, seed: int) -> int:
+    """Peak bytes Python allocated over one replay: searcher, scheduler, Trial objects."""
+    tracemalloc.start()
+    simulate(table, base, name, configs=configs, slots=slots, seed=seed)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return int(peak)
+
+
+def driver_limit(row: dict[str, Any], run_s: float) -> float:
+    """Slots at which the driver is busy all the time: each slot ends a run every `run_s`
+    seconds on average, and each finished run costs the driver `driver_s_per_finished_run`."""
+    return run_s / row["driver_s_per_finished_run"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--table", type=Path, default=REPO / "benchmarks" / "design_table.json")
+    p.add_argument("--space", type=Path, default=REPO / "search_spaces" / "default.yaml")
+    p.add_argument("--sizes", default="64,256,1024", help="configs; slots = configs / 4")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--memory", action="store_true", help="also a tracemalloc pass per size (slower)")
+    p.add_argument(
+        "--run-s", type=float, default=40.0, help="mean seconds of one run on a slot, for the projected driver limit"
+    )
+    p.add_argument("--json", type=Path, required=True)
+    args = p.parse_args(argv)
+    logging.getLogger("ray.tune.search.optuna.optuna_search").setLevel(logging.ERROR)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    table, base = Table.load(args.table), load_space(args.space)
+    rows, load0 = [], list(os.getloadavg())
+    for n in (int(x) for x in args.sizes.split(",")):
+        for name in SCALE_DESIGNS:
+            row = simulate(table, base, name, configs=n, slots=max(1, n // 4), seed=args.seed)
+            if args.memory:
+                row["peak_bytes"] = peak_memory(table, base, name, configs=n, slots=max(1, n // 4), seed=args.seed)
+            row["driver_limit_slots"] = driver_limit(row, args.run_s)
+            rows.append(row)
+            print(
+                f"{name:42s} {n:5d} configs {row['slots']:4d} slots: {row['runs']:5d} runs, busy {row['busy']:.2f}, "
+                f"idle waiting {row['idle_waiting']:.3f} draining {row['idle_draining']:.3f}; driver "
+                f"{1e3 * row['driver_s_per_finished_run']:.2f} ms/run, {1e3 * row['driver_s_per_decision']:.3f} "
+                f"ms/decision, suggest {row['suggest_ms_first_tenth']:.2f} -> {row['suggest_ms_last_tenth']:.2f} ms"
+                + (f", peak {row['peak_bytes'] / 2**20:.1f} MiB" if "peak_bytes" in row else "")
+                + f"; driver-bound above ~{row['driver_limit_slots']:.0f} slots at {args.run_s:g} s/run",
+                flush=True,
+            )
+    out = {
+        "command": " ".join(["python", "benchmarks/replay_scale.py", *(sys.argv[1:] if argv is None else argv)]),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": {"cpus": os.cpu_count(), "load_avg_start": load0, "load_avg_end": list(os.getloadavg())},
+        "run_s": args.run_s,
+        "rows": rows,
+    }
+    args.json.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
