@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from replay_sim import Oracle, TableController, pick
+from replay_sim import Draw, Oracle, Run, TableController, pick
 from replay_stats import compare, report_rows, summarize
-from replay_table import Table
+from replay_table import Surrogate, Table
 
 from s9tune.search.space import METRIC, MODE, SchedulerSpec, SearchSpace, load_space
 
@@ -149,53 +149,53 @@ def make_sampler(design: Design, configs: int, seed: int) -> Any:
     return None  # OptunaSearch's own TPESampler(seed=seed): n_startup_trials 10
 
 
-def reevaluate(table: Table, ranked: list[tuple[float, int, int]], k: int) -> tuple[int, int]:
-    """(picked table config, extra epochs): the top k by search value, each retrained on the
-    table's other seeds; the best mean over all its seeds wins."""
-    top, seen = [], set()
-    for value, c, s in ranked:
-        if (c, s) not in seen:
-            seen.add((c, s))
-            top.append((value, c, s))
-        if len(top) == k:
-            break
-    best = max(
-        top, key=lambda t: (t[0] + sum(table.val[t[1], o, -1] for o in range(table.seeds) if o != t[2])) / table.seeds
-    )
-    return best[1], len(top) * (table.seeds - 1) * table.longest
+def reevaluate(sur: Surrogate, done: list[Run], k: int) -> tuple[Draw, int]:
+    """(pick, extra epochs): the top k complete longest runs by search value, each config
+    retrained on its table config's other seeds; the best mean over all its seeds wins."""
+    top = sorted(done, key=lambda r: r.last[METRIC], reverse=True)[:k]
+    table, j = sur.table, sur.val_longest
+    seeds = range(table.seeds)
+
+    def mean_val(r: Run) -> float:
+        d = r.draw
+        return (
+            r.last[METRIC] + sum(d.values[j] - sur.resid[d.c, d.s, j] + sur.resid[d.c, o, j] for o in seeds if o != d.s)
+        ) / table.seeds
+
+    return max(top, key=mean_val).draw, len(top) * (table.seeds - 1) * table.longest
 
 
-def replay(table: Table, base: SearchSpace, design: Design, *, configs: int, rep: int, slots: int) -> dict[str, Any]:
+def replay(sur: Surrogate, base: SearchSpace, design: Design, *, configs: int, rep: int, slots: int) -> dict[str, Any]:
     """One search of `design` with `configs` configs, replay seed `rep`."""
+    table = sur.table
     space = design_space(base, design, configs=configs, seed=rep, longest=table.longest)
     searcher, scheduler, trials = build_search(space, slots=slots, sampler=make_sampler(design, configs, rep))
     np.random.seed(rep % 2**32)  # ASHA draws each trial's bracket from NumPy's global generator
-    oracle = Oracle(table, np.random.default_rng(rep))
+    oracle = Oracle(sur, np.random.default_rng(rep))
     out = TableController(searcher, scheduler, oracle, slots=slots, max_trials=trials).run()
     best = pick(out, table.longest)
-    q = table.quality()
-    epochs = out.epochs
+    epochs, search_value = out.epochs, float("nan")
     if best is None:
-        c, search_value = int(np.argmin(q)), float("nan")  # no complete schedule: scored as the worst config
+        draw = None  # no complete schedule: scored as the worst table config
     elif design.reeval:
         done = [r for r in out.runs if r.budget == table.longest and r.epoch >= table.longest and r.last]
-        ranked = sorted(((r.last[METRIC], r.c, r.s) for r in done), reverse=True)
-        c, extra = reevaluate(table, ranked, design.reeval)
+        draw, extra = reevaluate(sur, done, design.reeval)
         epochs += extra
-        search_value = float(table.val[c, :, -1].mean())
     else:
-        c, search_value = best.c, float(best.last[METRIC])
+        draw, search_value = best.draw, float(best.last[METRIC])
+    quality = draw.quality if draw is not None else float(sur.mean[:, -1].min())
+    expected_val = float(draw.values[sur.val_longest] - sur.resid[draw.c, draw.s, sur.val_longest]) if draw else 0.0
     return {
-        "regret": float(q.max() - q[c]),
-        "pick": c,
+        "regret": sur.best_quality - quality,
+        "pick": draw.c if draw is not None else -1,
         "epochs": epochs,
         "runs": len(out.runs),
         "makespan": out.makespan,
         "busy": out.busy,
         "stalled": out.stalled,
         "failed": best is None,
-        # the pick's value as the search saw it, minus what its seeds average on validation
-        "optimism": search_value - float(table.val[c, :, -1].mean()),
+        # the pick's value as the search saw it, minus its expected validation accuracy
+        "optimism": search_value - expected_val,
     }
 
 
@@ -210,26 +210,26 @@ def planned_epochs(design: Design, configs: int, e: int, seeds: int) -> float | 
 _CACHE: dict[str, Any] = {}  # one worker's table and space, loaded once by _init
 
 
-def _init(table_path: str, space_path: str) -> None:
+def _init(table_path: str, space_path: str, surrogate: str) -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("ray.tune.search.optuna.optuna_search").setLevel(logging.ERROR)
-    _CACHE["table"] = Table.load(Path(table_path))
+    _CACHE["sur"] = Surrogate(Table.load(Path(table_path)), surrogate)
     _CACHE["space"] = load_space(Path(space_path))
 
 
 def choose_configs(design: Design, total: float, *, slots: int, calib: int) -> int:
     """The most configs whose compute stays within `total` epochs: planned for halving, the mean
     of `calib` calibration replays (their own seeds) for ASHA and HyperBand."""
-    table, base = _CACHE["table"], _CACHE["space"]
-    e = table.longest
+    sur, base = _CACHE["sur"], _CACHE["space"]
+    e, seeds = sur.table.longest, sur.table.seeds
 
     def cost(n: int) -> float:
-        plan = planned_epochs(design, n, e, table.seeds)
+        plan = planned_epochs(design, n, e, seeds)
         if plan is not None:
             return plan
-        reps = [replay(table, base, design, configs=n, rep=10**9 + i, slots=slots) for i in range(calib)]
+        reps = [replay(sur, base, design, configs=n, rep=10**9 + i, slots=slots) for i in range(calib)]
         return float(np.mean([r["epochs"] for r in reps]))
 
     lo, hi = max(1, design.reeval), max(2, int(4 * total / e))
@@ -243,15 +243,15 @@ def choose_configs(design: Design, total: float, *, slots: int, calib: int) -> i
 
 def run_cell(job: dict[str, Any]) -> dict[str, Any]:
     """All replays of one design at one total."""
-    table, base = _CACHE["table"], _CACHE["space"]
+    sur, base = _CACHE["sur"], _CACHE["space"]
     design = Design(**job["design"])
     t0 = time.perf_counter()
-    n = choose_configs(design, job["total"] * table.longest, slots=job["slots"], calib=job["calib"])
+    n = choose_configs(design, job["total"] * sur.table.longest, slots=job["slots"], calib=job["calib"])
     rows: list[dict[str, Any]] = []
     if n == 0:
         return {"design": design.name, "family": design.family, "total": job["total"], "configs": 0, "rows": rows}
     for rep in job["reps"]:
-        rows.append({"rep": rep, **replay(table, base, design, configs=n, rep=rep, slots=job["slots"])})
+        rows.append({"rep": rep, **replay(sur, base, design, configs=n, rep=rep, slots=job["slots"])})
     return {
         "design": design.name,
         "family": design.family,
@@ -272,6 +272,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--totals", default="8,19,32", help="compute budgets in full-schedule runs (19 = the default's)")
     p.add_argument("--calib", type=int, default=6, help="calibration replays per candidate size (ASHA, HyperBand)")
     p.add_argument("--designs", default="", help="only designs whose name contains one of these (comma-separated)")
+    p.add_argument(
+        "--surrogate", default="rbf", choices=("rbf", "nn"), help="what answers a config between table points"
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", type=Path, required=True)
     p.add_argument("--plot", type=Path)
@@ -292,7 +295,7 @@ def run_all(args: argparse.Namespace, table: Table) -> list[dict[str, Any]]:
         for t in args.totals.split(",")
         for d in chosen
     ]
-    init = (str(args.table), str(args.space))
+    init = (str(args.table), str(args.space), args.surrogate)
     if args.workers <= 1:
         _init(*init)
         return [run_cell(j) for j in jobs]

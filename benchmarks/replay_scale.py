@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from design_replay import DEFAULT_NAME, build_search, design_space, designs
 from replay_sim import Oracle, TableController
-from replay_table import Table
+from replay_table import Surrogate, Table
 
 from s9tune.search.space import load_space
 
@@ -33,13 +33,14 @@ REPO = Path(__file__).resolve().parents[1]
 SCALE_DESIGNS = (DEFAULT_NAME, "ASHA r2 grace E/4 1 bracket(s)")
 
 
-def simulate(table: Table, base: Any, name: str, *, configs: int, slots: int, seed: int) -> dict[str, Any]:
+def simulate(sur: Surrogate, base: Any, name: str, *, configs: int, slots: int, seed: int) -> dict[str, Any]:
+    table = sur.table
     design = next(d for d in designs(table.longest) if d.name == name)
     space = design_space(base, design, configs=configs, seed=seed, longest=table.longest)
     searcher, scheduler, trials = build_search(space, slots=slots)
     np.random.seed(seed)
     ctrl = TableController(
-        searcher, scheduler, Oracle(table, np.random.default_rng(seed), draw_times=True), slots=slots, max_trials=trials
+        searcher, scheduler, Oracle(sur, np.random.default_rng(seed), draw_times=True), slots=slots, max_trials=trials
     )
     t0 = time.perf_counter()
     out = ctrl.run()
@@ -69,10 +70,10 @@ def simulate(table: Table, base: Any, name: str, *, configs: int, slots: int, se
     }
 
 
-def peak_memory(table: Table, base: Any, name: str, *, configs: int, slots: int, seed: int) -> int:
+def peak_memory(sur: Surrogate, base: Any, name: str, *, configs: int, slots: int, seed: int) -> int:
     """Peak bytes Python allocated over one replay: searcher, scheduler, Trial objects."""
     tracemalloc.start()
-    simulate(table, base, name, configs=configs, slots=slots, seed=seed)
+    simulate(sur, base, name, configs=configs, slots=slots, seed=seed)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return int(peak)
@@ -100,13 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    table, base = Table.load(args.table), load_space(args.space)
+    sur, base = Surrogate(Table.load(args.table), "rbf"), load_space(args.space)
     rows, load0 = [], list(os.getloadavg())
     for n in (int(x) for x in args.sizes.split(",")):
         for name in SCALE_DESIGNS:
-            row = simulate(table, base, name, configs=n, slots=max(1, n // 4), seed=args.seed)
+            row = simulate(sur, base, name, configs=n, slots=max(1, n // 4), seed=args.seed)
             if args.memory:
-                row["peak_bytes"] = peak_memory(table, base, name, configs=n, slots=max(1, n // 4), seed=args.seed)
+                row["peak_bytes"] = peak_memory(sur, base, name, configs=n, slots=max(1, n // 4), seed=args.seed)
             row["driver_limit_slots"] = driver_limit(row, args.run_s)
             rows.append(row)
             print(

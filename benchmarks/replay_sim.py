@@ -25,50 +25,70 @@ import numpy as np
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
-from replay_table import Table
+from replay_table import Surrogate, unit_coords
 
 from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC
 
 
+@dataclass
+class Draw:
+    """What a config is worth in one replay: its point, nearest table config and seed, the
+    values its runs report and its expected evaluation accuracy (what a pick is worth)."""
+
+    x: np.ndarray
+    c: int
+    s: int
+    values: np.ndarray
+    quality: float
+
+
 class Oracle:
-    """Answers a trial's config from the table: nearest table config, one measured seed. A
-    config's later runs (halving's longer budgets) reuse its table config and seed, as a
-    search reruns a config with the same `seed`; a table config proposed again gets its next
-    seed, so repeated proposals see independent measured noise (until the seeds run out)."""
+    """Answers a trial's config through the table's surrogate plus one measured seed. A
+    config's later runs (halving's longer budgets) reuse its draw, as a search reruns a config
+    with the same `seed`; each new config near the same table config takes that config's next
+    seed, so close proposals see different measured noise (until the seeds run out)."""
 
-    def __init__(self, table: Table, rng: np.random.Generator, *, draw_times: bool = False) -> None:
-        self.table, self.rng, self.draw_times = table, rng, draw_times
-        self.offset = rng.integers(0, table.seeds, size=table.configs)  # common to designs of one replay
+    def __init__(self, surrogate: Surrogate, rng: np.random.Generator, *, draw_times: bool = False) -> None:
+        self.surrogate, self.table, self.rng, self.draw_times = surrogate, surrogate.table, rng, draw_times
+        self.offset = rng.integers(0, self.table.seeds, size=self.table.configs)  # common to one replay's designs
         self.uses: dict[int, int] = defaultdict(int)
-        self.of_config: dict[str, tuple[int, int]] = {}  # config id -> (table config, seed)
+        self.draws: dict[str, Draw] = {}  # by config id
 
-    def assign(self, trial_id: str, config: dict[str, Any]) -> tuple[int, int]:
+    def assign(self, trial_id: str, config: dict[str, Any]) -> Draw:
         cid = str(config.get(CONFIG_KEY, trial_id))
-        if cid not in self.of_config:
-            c = self.table.nearest(config)
-            self.of_config[cid] = (c, int((self.offset[c] + self.uses[c]) % self.table.seeds))
+        if cid not in self.draws:
+            x = unit_coords(self.table.dists, config)
+            c = int(np.argmin(np.linalg.norm(self.table.coords - x, axis=1)))
+            s = int((self.offset[c] + self.uses[c]) % self.table.seeds)
             self.uses[c] += 1
-        return self.of_config[cid]
+            mu = self.surrogate.mu(x)
+            self.draws[cid] = Draw(x, c, s, mu + self.surrogate.resid[c, s], float(mu[-1]))
+        return self.draws[cid]
 
-    def value(self, c: int, s: int, budget: int, epoch: int) -> float:
-        """Validation accuracy after `epoch` of a complete `budget`-epoch schedule."""
+    def value(self, d: Draw, budget: int, epoch: int) -> tuple[float, bool]:
+        """(validation accuracy, diverged) after `epoch` of a complete `budget`-epoch schedule; a
+        run diverges where the nearest table config's run with that seed did, and scores 0."""
+        j = self.table.budgets.index(budget)
         if budget == self.table.longest:
-            return float(self.table.curve[c, s, epoch - 1])
-        return float(self.table.val[c, s, self.table.budgets.index(budget)])
+            if self.table.diverged[d.c, d.s, j] and self.table.curve[d.c, d.s, epoch - 1] == 0.0:
+                return 0.0, True
+            return float(d.values[j + epoch - 1]), False
+        if self.table.diverged[d.c, d.s, j]:
+            return 0.0, True
+        return float(d.values[j]), False
 
-    def epoch_time(self, c: int, s: int, budget: int) -> float:
-        """Seconds per epoch over the table's median: the run's own, or (at scale, where many
-        configs share a table config) one drawn from the spread of all the table's runs."""
+    def epoch_time(self, d: Draw, budget: int) -> float:
+        """Seconds per epoch over the table's median: the nearest run's own, or (at scale, where
+        many configs share a table config) one drawn from the spread of all the table's runs."""
         if self.draw_times:
             return float(self.rng.choice(self.table.epoch_time.ravel()))
-        return float(self.table.epoch_time[c, s, self.table.budgets.index(budget)])
+        return float(self.table.epoch_time[d.c, d.s, self.table.budgets.index(budget)])
 
 
 @dataclass
 class Run:
     trial: Trial
-    c: int
-    s: int
+    draw: Draw
     budget: int
     epoch_s: float
     epoch: int = 0
@@ -157,9 +177,9 @@ class TableController:
                 self.searcher_done = True
                 return
             trial = Trial("table", config=dict(config), trial_id=tid, stub=True)
-            c, s = self.oracle.assign(tid, config)
+            draw = self.oracle.assign(tid, config)
             budget = int(config.get(BUDGET_KEY, self.oracle.table.longest))
-            self.runs[tid] = Run(trial, c, s, budget, self.oracle.epoch_time(c, s, budget))
+            self.runs[tid] = Run(trial, draw, budget, self.oracle.epoch_time(draw, budget))
             self.trials.append(trial)
             self._timed("scheduler", self.scheduler.on_trial_add, self, trial)
 
@@ -189,10 +209,9 @@ class TableController:
 
     def _report(self, run: Run) -> None:
         trial = run.trial
-        value = self.oracle.value(run.c, run.s, run.budget, run.epoch)
-        run.last = {METRIC: value, "training_iteration": run.epoch, "epoch": run.epoch, "diverged": 0}
-        if run.budget == self.oracle.table.longest and value == 0.0 and run.epoch < run.budget:
-            run.last["diverged"] = 1  # a diverged run reports once, then ends
+        value, diverged = self.oracle.value(run.draw, run.budget, run.epoch)
+        # as the trainable reports: a diverged run once, scored 0, then it ends
+        run.last = {METRIC: value, "training_iteration": run.epoch, "epoch": run.epoch, "diverged": int(diverged)}
         decision = self._timed("scheduler", self.scheduler.on_trial_result, self, trial, dict(run.last))
         if decision != TrialScheduler.STOP:
             self._timed("searcher", self.searcher.on_trial_result, trial.trial_id, dict(run.last))

@@ -1,9 +1,14 @@
 """The design table (design_table.py's JSON) as the replay reads it, and its surrogate.
 
-A config a searcher proposes between table points is answered by its nearest table config in
-the normalised space (log scale for a loguniform key, each key scaled to [0, 1]); the answer is
-one of that config's measured seeds, so the replay's noise is the measured seed noise. The
-surrogate's fidelity is the leave-one-out rank correlation of that rule over the table.
+A config a searcher proposes between table points is answered by a surrogate of the table plus
+the measured seed noise. The surrogate predicts a config's seed-mean values (validation at every
+budget, the longest schedule's validation curve, evaluation at the longest budget) from its
+place in the normalised space (log scale for a loguniform key, each key scaled to [0, 1]):
+either the nearest table config's means ("nn"), or a thin-plate-spline radial basis function
+fitted to all of them, its smoothing chosen by leave-one-out error ("rbf"). The noise is one
+measured seed of the nearest table config: its deviation from that config's mean, the same
+seed for all of a config's values, so budgets and epochs of one run stay correlated as they
+were measured. Its fidelity is the leave-one-out rank correlation over the table's configs.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class Table:
     eval: np.ndarray  # configs x seeds x budgets
     curve: np.ndarray  # configs x seeds x longest budget: validation after each epoch
     epoch_time: np.ndarray  # configs x seeds x budgets: training seconds per epoch
+    diverged: np.ndarray  # configs x seeds x budgets
 
     @classmethod
     def load(cls, path: Path) -> Table:
@@ -63,6 +69,7 @@ class Table:
             ev,
             np.asarray(raw["val_curve"], dtype=float),
             secs / np.median(secs),
+            np.asarray(raw["status"]) == "diverged",
         )
 
     @property
@@ -101,19 +108,6 @@ class Table:
         ]
         return {"pairs": rhos, "mean": float(np.mean(rhos)), "budget": self.budgets[budget_index]}
 
-    def surrogate_fidelity(self) -> dict[str, float]:
-        """Leave-one-out: each config predicted by its nearest other config; Spearman of the
-        prediction against the truth, for the seed-mean validation and evaluation accuracy on the
-        longest schedule, and the same for one seed against another seed of the same config
-        (the ceiling any surrogate fed one seed can reach)."""
-        nn = [self.nearest(self.params[i], exclude=i) for i in range(self.configs)]
-        mval, mev = self.val[:, :, -1].mean(1), self.quality()
-        return {
-            "loo_nn_spearman_val": float(spearmanr(mval, mval[nn])[0]),
-            "loo_nn_spearman_eval": float(spearmanr(mev, mev[nn])[0]),
-            "one_seed_vs_another_val": self.seed_rank_correlation()["mean"],
-        }
-
     def rung_rank_correlation(self) -> dict[str, float]:
         """Spearman of each cheaper signal (a short complete schedule, an epoch of the longest)
         against the seed-mean evaluation accuracy on the longest schedule, one seed at a time."""
@@ -140,6 +134,77 @@ class Table:
             "seed_sigma_eval": self.seed_sigma("eval"),
             "seed_sigma_val": self.seed_sigma("val"),
             "seed_rank_correlation": self.seed_rank_correlation(),
-            "surrogate": self.surrogate_fidelity(),
+            "surrogate": {kind: Surrogate(self, kind).fidelity() for kind in ("nn", "rbf")},
             "rung_rank_correlation": self.rung_rank_correlation(),
+        }
+
+
+SMOOTHING = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+class Surrogate:
+    """Seed-mean values of any config, plus one measured seed's deviation (see the module doc).
+
+    A value vector holds, in order: validation after each shorter budget, the longest
+    schedule's validation after each of its epochs, evaluation after the longest."""
+
+    def __init__(self, table: Table, kind: str = "rbf") -> None:
+        self.table, self.kind = table, kind
+        short = table.val[:, :, :-1]
+        self.y = np.concatenate([short, table.curve, table.eval[:, :, -1:]], axis=2)  # configs x seeds x values
+        self.mean = self.y.mean(axis=1)
+        self.resid = self.y - self.mean[:, None, :]
+        self.smoothing = self._choose_smoothing() if kind == "rbf" else None
+        self.model = self._fit(np.arange(table.configs)) if kind == "rbf" else None
+        self.best_quality = self._best_quality()
+
+    def _best_quality(self) -> float:
+        """The reference of regret: the best predicted evaluation accuracy in the space (over the
+        table's configs and, for a smooth surrogate, a dense Sobol sample between them)."""
+        if self.model is None:
+            return float(self.mean[:, -1].max())
+        from scipy.stats import qmc
+
+        dense = qmc.Sobol(d=self.table.coords.shape[1], scramble=True, seed=1).random_base2(12)
+        return float(self.model(np.vstack([self.table.coords, dense]))[:, -1].max())
+
+    @property
+    def val_longest(self) -> int:
+        return len(self.table.budgets) - 2 + self.table.longest
+
+    def _fit(self, rows: np.ndarray, smoothing: float | None = None) -> Any:
+        from scipy.interpolate import RBFInterpolator
+
+        lam = self.smoothing if smoothing is None else smoothing
+        return RBFInterpolator(self.table.coords[rows], self.mean[rows], kernel="thin_plate_spline", smoothing=lam)
+
+    def _loo(self, smoothing: float | None = None) -> np.ndarray:
+        """Each config's mean values predicted without it."""
+        k = self.table.configs
+        if self.kind == "nn":
+            return self.mean[[self.table.nearest(self.table.params[i], exclude=i) for i in range(k)]]
+        out = np.empty_like(self.mean)
+        for i in range(k):
+            rows = np.delete(np.arange(k), i)
+            out[i] = self._fit(rows, smoothing)(self.table.coords[i : i + 1])[0]
+        return out
+
+    def _choose_smoothing(self) -> float:
+        cols = [self.val_longest, -1]
+        errors = {lam: float(((self._loo(lam) - self.mean)[:, cols] ** 2).mean()) for lam in SMOOTHING}
+        return min(errors, key=errors.get)
+
+    def mu(self, x: np.ndarray) -> np.ndarray:
+        if self.model is None:
+            return self.mean[int(np.argmin(np.linalg.norm(self.table.coords - x, axis=1)))]
+        return self.model(x[None, :])[0]
+
+    def fidelity(self) -> dict[str, Any]:
+        pred = self._loo()
+        return {
+            "kind": self.kind,
+            "smoothing": self.smoothing,
+            "loo_spearman_val": float(spearmanr(self.mean[:, self.val_longest], pred[:, self.val_longest])[0]),
+            "loo_spearman_eval": float(spearmanr(self.mean[:, -1], pred[:, -1])[0]),
+            "loo_rmse_eval": float(np.sqrt(((self.mean[:, -1] - pred[:, -1]) ** 2).mean())),
         }
