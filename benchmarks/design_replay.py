@@ -73,11 +73,11 @@ def designs(e: int) -> list[Design]:
         for keep, kl in ((1 / 2, "1/2"), (1 / 3, "1/3"), (1 / 4, "1/4")):
             sched = {"type": "halving", "budgets": budgets, "keep": keep}
             out.append(Design(f"halving {label} keep {kl}", "halving", sched))
-    for rf in (2, 3):
-        for grace, gl in ((q, "E/4"), (h, "E/2")):
-            for brackets in (1, 3):
-                sched = {"type": "asha", "grace_period": grace, "reduction_factor": float(rf), "brackets": brackets}
-                out.append(Design(f"ASHA r{rf} grace {gl} {brackets} bracket(s)", "asha", sched))
+    asha = [(2, max(1, e // 8), "E/8", 1)]  # the cheapest design of the earlier end-to-end study
+    asha += [(rf, g, gl, b) for rf in (2, 3) for g, gl in ((q, "E/4"), (h, "E/2")) for b in (1, 3)]
+    for rf, grace, gl, brackets in asha:
+        sched = {"type": "asha", "grace_period": grace, "reduction_factor": float(rf), "brackets": brackets}
+        out.append(Design(f"ASHA r{rf} grace {gl} {brackets} bracket(s)", "asha", sched))
     out.append(Design("HyperBand r2", "hyperband", {"type": "hyperband", "reduction_factor": 2.0}))
     return out
 
@@ -246,7 +246,9 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
     sur, base = _CACHE["sur"], _CACHE["space"]
     design = Design(**job["design"])
     t0 = time.perf_counter()
-    n = choose_configs(design, job["total"] * sur.table.longest, slots=job["slots"], calib=job["calib"])
+    n = job["configs"] or choose_configs(
+        design, job["total"] * sur.table.longest, slots=job["slots"], calib=job["calib"]
+    )
     rows: list[dict[str, Any]] = []
     if n == 0:
         return {"design": design.name, "family": design.family, "total": job["total"], "configs": 0, "rows": rows}
@@ -271,6 +273,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--slots", type=int, default=4, help="trials at once (the default: 4 per GPU, one GPU)")
     p.add_argument("--totals", default="8,19,32", help="compute budgets in full-schedule runs (19 = the default's)")
     p.add_argument("--calib", type=int, default=6, help="calibration replays per candidate size (ASHA, HyperBand)")
+    p.add_argument("--configs", type=int, default=0, help="every design with this many configs, not matched compute")
     p.add_argument("--designs", default="", help="only designs whose name contains one of these (comma-separated)")
     p.add_argument(
         "--surrogate", default="rbf", choices=("rbf", "nn"), help="what answers a config between table points"
@@ -291,8 +294,15 @@ def run_all(args: argparse.Namespace, table: Table) -> list[dict[str, Any]]:
         chosen.insert(0, next(d for d in designs(table.longest) if d.name == DEFAULT_NAME))
     reps = [args.seed * 100_000 + i for i in range(args.reps)]
     jobs = [
-        {"design": dataclasses.asdict(d), "total": float(t), "reps": reps, "slots": args.slots, "calib": args.calib}
-        for t in args.totals.split(",")
+        {
+            "design": dataclasses.asdict(d),
+            "total": 0.0 if args.configs else float(t),
+            "configs": args.configs,
+            "reps": reps,
+            "slots": args.slots,
+            "calib": args.calib,
+        }
+        for t in (["0"] if args.configs else args.totals.split(","))
         for d in chosen
     ]
     init = (str(args.table), str(args.space), args.surrogate)
