@@ -62,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log", type=Path, help="progress log (appended)")
     p.add_argument("--check", type=int, default=0, help="retrain N recorded runs and compare, instead of building")
     p.add_argument("--check-seed", type=int, default=0)
+    p.add_argument("--assemble", action="store_true", help="write the table from the runs done so far, train nothing")
     args = p.parse_args(argv)
     args.budgets = sorted({int(b) for b in args.budgets.split(",")})
     return args
@@ -148,11 +149,12 @@ def run_key(r: dict[str, Any]) -> tuple[int, int, int]:
 
 
 def all_tasks(configs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Seed-major, so a build cut short still holds whole seeds of every config."""
+    """Config-major, so a build cut short holds whole configs (every seed and budget): a prefix
+    of the Sobol sequence, itself a usable table."""
     return [
         {"config": i, "seed": s, "budget": b, "params": c["params"], "longest": args.budgets[-1]}
-        for s in range(args.seeds)
         for i, c in enumerate(configs)
+        for s in range(args.seeds)
         for b in reversed(args.budgets)
     ]
 
@@ -336,9 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     configs = sample_configs(load_space(args.space), args.configs, args.sobol_seed)
     runs_path = args.out.with_suffix(".runs.jsonl")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with runs_path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(session_record(args, ["benchmarks/design_table.py", *argv])) + "\n")
-    build(args, configs, runs_path)
+    if not args.assemble:
+        with runs_path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(session_record(args, ["benchmarks/design_table.py", *argv])) + "\n")
+        build(args, configs, runs_path)
     table = assemble(args, configs, runs_path)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")

@@ -14,6 +14,7 @@ were measured. Its fidelity is the leave-one-out rank correlation over the table
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import spearmanr
+
+logger = logging.getLogger("design_replay")
 
 
 def unit_coords(dists: list[dict[str, Any]], params: dict[str, Any]) -> np.ndarray:
@@ -50,14 +53,25 @@ class Table:
 
     @classmethod
     def load(cls, path: Path) -> Table:
+        """The table; a build still running or cut short keeps only its complete configs."""
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
-        dists = raw["setup"]["dists"]
-        params = [c["params"] for c in raw["configs"]]
         budgets = [int(b) for b in raw["setup"]["budgets"]]
-        val, ev = np.asarray(raw["val"], dtype=float), np.asarray(raw["eval"], dtype=float)
-        if np.isnan(val).any() or np.isnan(ev).any():
-            raise SystemExit(f"design_replay: error: {path}: the table is incomplete (some runs have no value)")
-        secs = np.asarray(raw["train_s"], dtype=float) / np.asarray(budgets, dtype=float)
+        seeds = len(raw["setup"]["seeds"])
+
+        def grid(key: str, width: int) -> np.ndarray:
+            rows = [[r if r is not None else [None] * width for r in cfg] for cfg in raw[key]]
+            return np.asarray(rows, dtype=float).reshape(len(raw["configs"]), seeds, width)
+
+        val, ev = grid("val", len(budgets)), grid("eval", len(budgets))
+        curve, secs = grid("val_curve", budgets[-1]), grid("train_s", len(budgets)) / np.asarray(budgets, dtype=float)
+        keep = ~(np.isnan(val).any((1, 2)) | np.isnan(ev).any((1, 2)) | np.isnan(curve).any((1, 2)))
+        if keep.sum() < 2:
+            raise SystemExit(f"design_replay: error: {path}: fewer than 2 configs have every seed and budget")
+        if not keep.all():
+            logger.warning("%s: %d of %d configs complete; the replay uses those", path, keep.sum(), len(keep))
+        dists = raw["setup"]["dists"]
+        params = [c["params"] for c, k in zip(raw["configs"], keep, strict=True) if k]
+        status = np.asarray([[[x or "" for x in r] for r in cfg] for cfg in raw["status"]], dtype=object)
         return cls(
             Path(path),
             raw,
@@ -65,11 +79,11 @@ class Table:
             dists,
             params,
             np.stack([unit_coords(dists, p) for p in params]),
-            val,
-            ev,
-            np.asarray(raw["val_curve"], dtype=float),
-            secs / np.median(secs),
-            np.asarray(raw["status"]) == "diverged",
+            val[keep],
+            ev[keep],
+            curve[keep],
+            secs[keep] / np.median(secs[keep]),
+            status[keep] == "diverged",
         )
 
     @property

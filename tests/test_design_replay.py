@@ -94,6 +94,15 @@ def test_table_builds_resumes_and_reproduces(tmp_path: Path, tiny_cifar: Path) -
     assert sum('"config"' in line for line in lines) == 12
     # an interrupted build: the last record half-written, then a restart reruns only that run
     runs.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20] + "\n")
+    run_script([*args, "--assemble"])
+    partial = json.loads(out.read_text())
+    assert not partial["complete"] and partial["meta"]["runs"] == 11
+    sys.path.insert(0, str(BENCH))
+    try:
+        from replay_table import Table
+    finally:
+        sys.path.remove(str(BENCH))
+    assert Table.load(out).configs == 2  # the last config lost a run: the replay leaves it out
     proc = run_script([*args, "--workers", "1"])
     assert "11 done, 1 to go" in proc.stderr
     assert json.loads(out.read_text())["val"] == table["val"]  # CPU runs are deterministic per seed
