@@ -281,6 +281,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", type=Path, required=True)
     p.add_argument("--plot", type=Path)
+    p.add_argument("--rows", action="store_true", help="also every replay's outcome in the JSON (large)")
     return p.parse_args(argv)
 
 
@@ -342,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         "table": table.summary(),
         "cells": [{k: v for k, v in c.items() if k != "rows"} for c in cells],
         "skipped": skipped,  # designs whose smallest search exceeds the total
-        "rows": {f"{c['design']} @ {c['total']:g}": c["rows"] for c in cells},
+        "rows": {f"{c['design']} @ {c['total']:g}": c["rows"] for c in cells} if args.rows else {},
     }
     args.json.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
     print("\n".join(report_rows(out["cells"])))

@@ -134,6 +134,7 @@ def test_replay_finds_a_best_baseline_in_every_design(tmp_path: Path) -> None:
             "1",
             "--surrogate",
             "nn",
+            "--rows",
             "--json",
             str(out),
             "--plot",
