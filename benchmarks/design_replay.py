@@ -272,7 +272,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--slots", type=int, default=4, help="trials at once (the default: 4 per GPU, one GPU)")
     p.add_argument("--totals", default="8,19,32", help="compute budgets in full-schedule runs (19 = the default's)")
-    p.add_argument("--calib", type=int, default=6, help="calibration replays per candidate size (ASHA, HyperBand)")
+    p.add_argument("--calib", type=int, default=10, help="calibration replays per candidate size (ASHA, HyperBand)")
     p.add_argument("--configs", type=int, default=0, help="every design with this many configs, not matched compute")
     p.add_argument("--designs", default="", help="only designs whose name contains one of these (comma-separated)")
     p.add_argument(
