@@ -33,14 +33,20 @@ REPO = Path(__file__).resolve().parents[1]
 SCALE_DESIGNS = (DEFAULT_NAME, "ASHA r2 grace E/4 1 bracket(s)")
 
 
-def simulate(sur: Surrogate, base: Any, name: str, *, configs: int, slots: int, seed: int) -> dict[str, Any]:
+def simulate(
+    sur: Surrogate, base: Any, name: str, *, configs: int, slots: int, seed: int, spread: float = 1.0
+) -> dict[str, Any]:
     table = sur.table
     design = next(d for d in designs(table.longest) if d.name == name)
     space = design_space(base, design, configs=configs, seed=seed, longest=table.longest)
     searcher, scheduler, trials = build_search(space, slots=slots)
     np.random.seed(seed)
     ctrl = TableController(
-        searcher, scheduler, Oracle(sur, np.random.default_rng(seed), draw_times=True), slots=slots, max_trials=trials
+        searcher,
+        scheduler,
+        Oracle(sur, np.random.default_rng(seed), draw_times=True, spread=spread),
+        slots=slots,
+        max_trials=trials,
     )
     t0 = time.perf_counter()
     out = ctrl.run()
@@ -53,6 +59,7 @@ def simulate(sur: Surrogate, base: Any, name: str, *, configs: int, slots: int, 
         "design": name,
         "configs": configs,
         "slots": slots,
+        "spread": spread,
         "runs": len(out.runs),
         "epochs": out.epochs,
         "makespan_epochs": out.makespan,
@@ -85,16 +92,28 @@ def driver_limit(row: dict[str, Any], run_s: float) -> float:
     return run_s / row["driver_s_per_finished_run"]
 
 
+def describe(row: dict[str, Any], run_s: float) -> str:
+    mem = f", peak {row['peak_bytes'] / 2**20:.1f} MiB" if "peak_bytes" in row else ""
+    return (
+        f"{row['design']:38s} {row['configs']:5d} configs {row['slots']:4d} slots, spread {row['spread']:g}: "
+        f"{row['runs']:5d} runs, busy {row['busy']:.2f}, idle waiting {row['idle_waiting']:.3f} draining "
+        f"{row['idle_draining']:.3f}; driver {1e3 * row['driver_s_per_finished_run']:.2f} ms/run, "
+        f"{1e3 * row['driver_s_per_decision']:.3f} ms/decision, suggest {row['suggest_ms_first_tenth']:.2f} -> "
+        f"{row['suggest_ms_last_tenth']:.2f} ms{mem}; driver-bound above ~{row['driver_limit_slots']:.0f} slots "
+        f"at {run_s:g} s/run"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--table", type=Path, default=REPO / "benchmarks" / "design_table.json")
     p.add_argument("--space", type=Path, default=REPO / "search_spaces" / "default.yaml")
     p.add_argument("--sizes", default="64,256,1024", help="configs; slots = configs / 4")
+    p.add_argument("--spreads", default="1,0", help="run-time spread: 1 as the table measured it, 0 all equal")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--memory", action="store_true", help="also a tracemalloc pass per size (slower)")
-    p.add_argument(
-        "--run-s", type=float, default=40.0, help="mean seconds of one run on a slot, for the projected driver limit"
-    )
+    # 441 six-epoch runs per GPU-hour at 4 trials per H200 (RESULTS.md, GPU figures): 33 s per run and slot
+    p.add_argument("--run-s", type=float, default=33.0, help="seconds of one run on a slot: the driver limit's scale")
     p.add_argument("--json", type=Path, required=True)
     args = p.parse_args(argv)
     logging.getLogger("ray.tune.search.optuna.optuna_search").setLevel(logging.ERROR)
@@ -102,28 +121,28 @@ def main(argv: list[str] | None = None) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sur, base = Surrogate(Table.load(args.table), "rbf"), load_space(args.space)
+    times = sur.table.epoch_time
     rows, load0 = [], list(os.getloadavg())
-    for n in (int(x) for x in args.sizes.split(",")):
-        for name in SCALE_DESIGNS:
-            row = simulate(sur, base, name, configs=n, slots=max(1, n // 4), seed=args.seed)
-            if args.memory:
-                row["peak_bytes"] = peak_memory(sur, base, name, configs=n, slots=max(1, n // 4), seed=args.seed)
-            row["driver_limit_slots"] = driver_limit(row, args.run_s)
-            rows.append(row)
-            print(
-                f"{name:42s} {n:5d} configs {row['slots']:4d} slots: {row['runs']:5d} runs, busy {row['busy']:.2f}, "
-                f"idle waiting {row['idle_waiting']:.3f} draining {row['idle_draining']:.3f}; driver "
-                f"{1e3 * row['driver_s_per_finished_run']:.2f} ms/run, {1e3 * row['driver_s_per_decision']:.3f} "
-                f"ms/decision, suggest {row['suggest_ms_first_tenth']:.2f} -> {row['suggest_ms_last_tenth']:.2f} ms"
-                + (f", peak {row['peak_bytes'] / 2**20:.1f} MiB" if "peak_bytes" in row else "")
-                + f"; driver-bound above ~{row['driver_limit_slots']:.0f} slots at {args.run_s:g} s/run",
-                flush=True,
-            )
+    spreads = [float(x) for x in args.spreads.split(",")]
+    for spread in spreads:
+        for n in (int(x) for x in args.sizes.split(",")):
+            for name in SCALE_DESIGNS:
+                kw = {"configs": n, "slots": max(1, n // 4), "seed": args.seed}
+                row = simulate(sur, base, name, spread=spread, **kw)
+                if args.memory and spread == spreads[0]:  # memory does not depend on run times
+                    row["peak_bytes"] = peak_memory(sur, base, name, **kw)
+                row["driver_limit_slots"] = driver_limit(row, args.run_s)
+                rows.append(row)
+                print(describe(row, args.run_s), flush=True)
     out = {
         "command": " ".join(["python", "benchmarks/replay_scale.py", *(sys.argv[1:] if argv is None else argv)]),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": {"cpus": os.cpu_count(), "load_avg_start": load0, "load_avg_end": list(os.getloadavg())},
         "run_s": args.run_s,
+        "epoch_time_spread": {
+            "cv": float(times.std() / times.mean()),
+            "p90_over_p10": float(np.percentile(times, 90) / np.percentile(times, 10)),
+        },
         "rows": rows,
     }
     args.json.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")

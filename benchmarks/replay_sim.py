@@ -48,8 +48,11 @@ class Oracle:
     with the same `seed`; each new config near the same table config takes that config's next
     seed, so close proposals see different measured noise (until the seeds run out)."""
 
-    def __init__(self, surrogate: Surrogate, rng: np.random.Generator, *, draw_times: bool = False) -> None:
+    def __init__(
+        self, surrogate: Surrogate, rng: np.random.Generator, *, draw_times: bool = False, spread: float = 1.0
+    ) -> None:
         self.surrogate, self.table, self.rng, self.draw_times = surrogate, surrogate.table, rng, draw_times
+        self.spread = spread  # drawn times: 1 as measured, 0 all equal, between: log-deviations scaled
         self.offset = rng.integers(0, self.table.seeds, size=self.table.configs)  # common to one replay's designs
         self.uses: dict[int, int] = defaultdict(int)
         self.draws: dict[str, Draw] = {}  # by config id
@@ -81,7 +84,7 @@ class Oracle:
         """Seconds per epoch over the table's median: the nearest run's own, or (at scale, where
         many configs share a table config) one drawn from the spread of all the table's runs."""
         if self.draw_times:
-            return float(self.rng.choice(self.table.epoch_time.ravel()))
+            return float(self.rng.choice(self.table.epoch_time.ravel())) ** self.spread
         return float(self.table.epoch_time[d.c, d.s, self.table.budgets.index(budget)])
 
 

@@ -238,12 +238,13 @@ def test_halving_in_the_replay_waits_for_certain_promotions(tmp_path: Path, benc
 def test_scale_replay_reports_driver_costs(tmp_path: Path) -> None:
     table = fake_table(tmp_path / "t.json", lambda u: 0.3 + 0.1 * u[0], noise=0.01)
     out = tmp_path / "s.json"
-    proc = run_script(
-        [str(BENCH / "replay_scale.py"), "--table", str(table), "--sizes", "32", "--memory", "--json", str(out)]
-    )
+    args = ["--table", str(table), "--sizes", "32", "--spreads", "1,0", "--memory", "--json", str(out)]
+    proc = run_script([str(BENCH / "replay_scale.py"), *args])
     rows = json.loads(out.read_text())["rows"]
-    assert [r["configs"] for r in rows] == [32, 32] and "ms/run" in proc.stdout
+    assert [(r["configs"], r["spread"]) for r in rows] == [(32, 1.0), (32, 1.0), (32, 0.0), (32, 0.0)]
+    assert "ms/run" in proc.stdout
     for r in rows:
-        assert r["slots"] == 8 and r["runs"] >= 32 and r["peak_bytes"] > 0
+        assert r["slots"] == 8 and r["runs"] >= 32 and ("peak_bytes" in r) == (r["spread"] == 1.0)
         assert 0 < r["busy"] <= 1 and r["driver_s_per_finished_run"] > 0 and r["driver_limit_slots"] > 0
         assert r["by_call"]["searcher.suggest"]["calls"] >= 32
+        assert r["busy"] + r["idle_waiting"] + r["idle_draining"] == pytest.approx(1.0)
