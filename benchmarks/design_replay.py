@@ -34,7 +34,7 @@ from s9tune.search.space import METRIC, MODE, SchedulerSpec, SearchSpace, load_s
 
 logger = logging.getLogger("design_replay")
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_NAME = "halving [E/4, E] keep 0.34 (shipped)"
+SHIPPED = "shipped"  # the prefix of the shipped default's name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,41 +45,76 @@ class Design:
     sampler: str = "tpe"  # "tpe" (Optuna's default TPESampler) or "random"
     startup: str = "10"  # TPE's n_startup_trials: "10" (Optuna's default) or "n/4"
     reeval: int = 0  # the top k configs retrained on the table's other seeds before the pick
+    shipped: bool = False  # the default space's own design, the reference of paired differences
 
 
-def designs(e: int) -> list[Design]:
+def _fraction(epochs: int, max_t: int) -> str:
+    """A schedule length as a fraction of the longest one: 2 of 8 -> "E/4"."""
+    return "E" if epochs == max_t else f"E/{max_t // epochs}" if max_t % epochs == 0 else f"{epochs}/{max_t}E"
+
+
+def shipped_scheduler(space: SearchSpace, e: int) -> dict[str, Any]:
+    """The default space's scheduler with its epochs scaled from its schedule to the table's E."""
+    sched, scale = space.scheduler, e / space.max_t
+    if sched.type == "halving":
+        return {
+            "type": "halving",
+            "budgets": tuple(max(1, round(b * scale)) for b in sched.budgets),
+            "keep": sched.keep,
+        }
+    grace = max(1, round(sched.grace_period * scale))
+    return {
+        "type": "asha",
+        "grace_period": grace,
+        "reduction_factor": sched.reduction_factor,
+        "brackets": sched.brackets,
+    }
+
+
+def _label(sched: dict[str, Any], e: int) -> str:
+    if sched["type"] == "halving":
+        budgets = ", ".join(_fraction(b, e) for b in sched["budgets"])
+        return f"halving [{budgets}] keep {sched['keep']:g}"
+    grace = _fraction(sched["grace_period"], e)
+    return f"ASHA r{sched['reduction_factor']:g} grace {grace} {sched['brackets']} bracket(s)"
+
+
+def designs(e: int, shipped: dict[str, Any]) -> list[Design]:
+    """The shipped design (and its variants) first, then the grid; a grid design equal to the
+    shipped one is left out."""
     q, h = max(1, e // 4), max(1, e // 2)
     full = {"type": "halving", "budgets": (e,), "keep": 1.0}
+    name, fam = f"{SHIPPED}: {_label(shipped, e)}", shipped["type"]
     out = [
+        Design(name, fam, shipped, shipped=True),
+        Design(f"{name}, TPE startup n/4", fam, shipped, startup="n/4"),
+        Design(f"{name}, top-3 re-evaluated", fam, shipped, reeval=3),
         Design("random, full schedules", "full", full, sampler="random"),
         Design("TPE, full schedules", "full", full),
         Design("TPE (startup n/4), full schedules", "full", full, startup="n/4"),
         Design("TPE, full schedules, top-3 re-evaluated", "full", full, reeval=3),
-        Design(DEFAULT_NAME, "halving", {"type": "halving", "budgets": (q, e), "keep": 0.34}),
-        Design(
-            f"{DEFAULT_NAME}, TPE startup n/4",
-            "halving",
-            {"type": "halving", "budgets": (q, e), "keep": 0.34},
-            startup="n/4",
-        ),
-        Design(
-            f"{DEFAULT_NAME}, top-3 re-evaluated",
-            "halving",
-            {"type": "halving", "budgets": (q, e), "keep": 0.34},
-            reeval=3,
-        ),
+        # the default before 2026-11-29, so it stays in every comparison
+        Design("halving [E/4, E] keep 0.34", "halving", {"type": "halving", "budgets": (q, e), "keep": 0.34}),
     ]
-    for budgets, label in (((q, e), "[E/4, E]"), ((max(1, e // 8), q, e), "[E/8, E/4, E]")):
+    for budgets in ((q, e), (max(1, e // 8), q, e)):
         for keep, kl in ((1 / 2, "1/2"), (1 / 3, "1/3"), (1 / 4, "1/4")):
             sched = {"type": "halving", "budgets": budgets, "keep": keep}
-            out.append(Design(f"halving {label} keep {kl}", "halving", sched))
-    asha = [(2, max(1, e // 8), "E/8", 1)]  # the cheapest design of the earlier end-to-end study
-    asha += [(rf, g, gl, b) for rf in (2, 3) for g, gl in ((q, "E/4"), (h, "E/2")) for b in (1, 3)]
-    for rf, grace, gl, brackets in asha:
-        sched = {"type": "asha", "grace_period": grace, "reduction_factor": float(rf), "brackets": brackets}
-        out.append(Design(f"ASHA r{rf} grace {gl} {brackets} bracket(s)", "asha", sched))
+            out.append(Design(_label(sched, e).replace(f"keep {keep:g}", f"keep {kl}"), "halving", sched))
+    asha = [(2.0, max(1, e // 8), 1)]  # the cheapest design of the earlier end-to-end study
+    asha += [(rf, g, b) for rf in (2.0, 3.0) for g in (q, h) for b in (1, 3)]
+    for rf, grace, brackets in asha:
+        sched = {"type": "asha", "grace_period": grace, "reduction_factor": rf, "brackets": brackets}
+        out.append(Design(_label(sched, e), "asha", sched))
     out.append(Design("HyperBand r2", "hyperband", {"type": "hyperband", "reduction_factor": 2.0}))
-    return out
+    same = {json.dumps(shipped, sort_keys=True, default=list)}
+    return out[:1] + [
+        d
+        for d in out[1:]
+        if d.reeval
+        or d.startup != "10"
+        or d.sampler != "tpe"
+        or json.dumps(d.scheduler, sort_keys=True, default=list) not in same
+    ]
 
 
 def design_space(base: SearchSpace, design: Design, *, configs: int, seed: int, longest: int) -> SearchSpace:
@@ -249,19 +284,11 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
     n = job["configs"] or choose_configs(
         design, job["total"] * sur.table.longest, slots=job["slots"], calib=job["calib"]
     )
-    rows: list[dict[str, Any]] = []
-    if n == 0:
-        return {"design": design.name, "family": design.family, "total": job["total"], "configs": 0, "rows": rows}
-    for rep in job["reps"]:
-        rows.append({"rep": rep, **replay(sur, base, design, configs=n, rep=rep, slots=job["slots"])})
-    return {
-        "design": design.name,
-        "family": design.family,
-        "total": job["total"],
-        "configs": n,
-        "rows": rows,
-        "seconds": time.perf_counter() - t0,
-    }
+    cell = {"design": design.name, "family": design.family, "shipped": design.shipped, "total": job["total"]}
+    if n == 0:  # the design does not fit in this total
+        return {**cell, "configs": 0, "rows": []}
+    rows = [{"rep": rep, **replay(sur, base, design, configs=n, rep=rep, slots=job["slots"])} for rep in job["reps"]]
+    return {**cell, "configs": n, "rows": rows, "seconds": time.perf_counter() - t0}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -286,13 +313,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_all(args: argparse.Namespace, table: Table) -> list[dict[str, Any]]:
-    chosen = [
-        d
-        for d in designs(table.longest)
-        if not args.designs or any(s.strip() in d.name for s in args.designs.split(","))
-    ]
-    if not any(d.name == DEFAULT_NAME for d in chosen):
-        chosen.insert(0, next(d for d in designs(table.longest) if d.name == DEFAULT_NAME))
+    every = designs(table.longest, shipped_scheduler(load_space(args.space), table.longest))
+    wanted = [s.strip() for s in args.designs.split(",") if s.strip()]
+    # the shipped design always runs: every other design is paired with it
+    chosen = [d for d in every if d.shipped or not wanted or any(s in d.name for s in wanted)]
     reps = [args.seed * 100_000 + i for i in range(args.reps)]
     jobs = [
         {
@@ -323,12 +347,14 @@ def main(argv: list[str] | None = None) -> int:
     cells = run_all(args, table)
     skipped = [f"{c['design']} @ {c['total']:g}" for c in cells if not c["rows"]]
     cells = [c for c in cells if c["rows"]]
+    if not any(c["shipped"] for c in cells):
+        raise SystemExit("design_replay: error: the shipped design fits in none of the totals")
     sigma = table.seed_sigma("eval")
-    default = {c["total"]: c["rows"] for c in cells if c["design"] == DEFAULT_NAME}
+    default = {c["total"]: c["rows"] for c in cells if c["shipped"]}
     for c in cells:
-        c["is_default"] = c["design"] == DEFAULT_NAME
+        c["is_default"] = c.pop("shipped")
         c["summary"] = summarize(c["rows"], sigma=sigma, longest=table.longest)
-        c["vs_default"] = compare(c["rows"], default[c["total"]])
+        c["vs_default"] = compare(c["rows"], default.get(c["total"], []))
     out = {
         "command": " ".join(["python", "benchmarks/design_replay.py", *argv]),
         "date": time.strftime("%Y-%m-%d %H:%M"),

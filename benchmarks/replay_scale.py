@@ -23,21 +23,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from design_replay import DEFAULT_NAME, build_search, design_space, designs
+from design_replay import Design, build_search, design_space, designs, shipped_scheduler
 from replay_sim import Oracle, TableController
 from replay_table import Surrogate, Table
 
-from s9tune.search.space import load_space
+from s9tune.search.space import SearchSpace, load_space
 
 REPO = Path(__file__).resolve().parents[1]
-SCALE_DESIGNS = (DEFAULT_NAME, "ASHA r2 grace E/4 1 bracket(s)")
+# besides the shipped design: one of each of s9tune's two schedulers (the one equal to the
+# shipped design is not in the list of designs)
+OTHERS = ("halving [E/4, E] keep 0.34", "ASHA r2 grace E/4 1 bracket(s)")
+
+
+def scale_designs(base: SearchSpace, e: int) -> list[Design]:
+    every = designs(e, shipped_scheduler(base, e))
+    return [d for d in every if d.shipped or d.name in OTHERS]
 
 
 def simulate(
-    sur: Surrogate, base: Any, name: str, *, configs: int, slots: int, seed: int, spread: float = 1.0
+    sur: Surrogate, base: SearchSpace, design: Design, *, configs: int, slots: int, seed: int, spread: float = 1.0
 ) -> dict[str, Any]:
     table = sur.table
-    design = next(d for d in designs(table.longest) if d.name == name)
     space = design_space(base, design, configs=configs, seed=seed, longest=table.longest)
     searcher, scheduler, trials = build_search(space, slots=slots)
     np.random.seed(seed)
@@ -56,7 +62,7 @@ def simulate(
     suggest = ctrl.suggest_s
     tenth = max(1, len(suggest) // 10)
     return {
-        "design": name,
+        "design": design.name,
         "configs": configs,
         "slots": slots,
         "spread": spread,
@@ -77,10 +83,10 @@ def simulate(
     }
 
 
-def peak_memory(sur: Surrogate, base: Any, name: str, *, configs: int, slots: int, seed: int) -> int:
+def peak_memory(sur: Surrogate, base: SearchSpace, design: Design, *, configs: int, slots: int, seed: int) -> int:
     """Peak bytes Python allocated over one replay: searcher, scheduler, Trial objects."""
     tracemalloc.start()
-    simulate(sur, base, name, configs=configs, slots=slots, seed=seed)
+    simulate(sur, base, design, configs=configs, slots=slots, seed=seed)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return int(peak)
@@ -126,11 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     spreads = [float(x) for x in args.spreads.split(",")]
     for spread in spreads:
         for n in (int(x) for x in args.sizes.split(",")):
-            for name in SCALE_DESIGNS:
+            for design in scale_designs(base, sur.table.longest):
                 kw = {"configs": n, "slots": max(1, n // 4), "seed": args.seed}
-                row = simulate(sur, base, name, spread=spread, **kw)
+                row = simulate(sur, base, design, spread=spread, **kw)
                 if args.memory and spread == spreads[0]:  # memory does not depend on run times
-                    row["peak_bytes"] = peak_memory(sur, base, name, **kw)
+                    row["peak_bytes"] = peak_memory(sur, base, design, **kw)
                 row["driver_limit_slots"] = driver_limit(row, args.run_s)
                 rows.append(row)
                 print(describe(row, args.run_s), flush=True)

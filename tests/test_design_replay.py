@@ -176,12 +176,17 @@ def test_replay_statistics_and_pairing(tmp_path: Path) -> None:
     )
     res = json.loads(out.read_text())
     cells = {(c["design"], c["total"]): c for c in res["cells"]}
-    assert {d for d, _ in cells} == {"random, full schedules", "halving [E/4, E] keep 0.34 (shipped)"}
+    shipped_name = next(c["design"] for c in res["cells"] if c["is_default"])
+    # the shipped design is default.yaml's, its epochs scaled to the table's schedule, and always runs
+    from s9tune.search.space import load_space
+
+    assert shipped_name.startswith("shipped: ") and load_space(SPACE).scheduler.type in shipped_name.lower()
+    assert {d for d, _ in cells} == {"random, full schedules", shipped_name}
     for c in cells.values():
         m, lo, hi = c["summary"]["regret"]
         assert m >= 0 and lo <= m <= hi and c["summary"]["within_sigma"][1] <= c["summary"]["within_sigma"][0]
-    shipped = cells[("halving [E/4, E] keep 0.34 (shipped)", 12.0)]
-    assert shipped["is_default"] and shipped["vs_default"]["diff"] == 0.0
+    shipped = cells[(shipped_name, 12.0)]
+    assert shipped["vs_default"]["diff"] == 0.0 and shipped["vs_default"]["pairs"] == 20
     rnd_small, rnd_big = cells[("random, full schedules", 2.0)], cells[("random, full schedules", 12.0)]
     assert rnd_small["configs"] == 2 and rnd_big["configs"] == 12
     assert rnd_big["summary"]["regret"][0] < rnd_small["summary"]["regret"][0]
@@ -198,8 +203,11 @@ def test_asha_in_the_replay_stops_trials_below_the_rung_cutoff(tmp_path: Path, b
     from s9tune.search.space import load_space
 
     table = Table.load(fake_table(tmp_path / "t.json", lambda u: 0.2 + 0.3 * u[0], noise=0.02))
-    design = next(d for d in dr.designs(8) if d.name == "ASHA r2 grace E/4 1 bracket(s)")
-    space = dr.design_space(load_space(SPACE), design, configs=16, seed=0, longest=8)
+    space = load_space(SPACE)
+    design = next(
+        d for d in dr.designs(8, dr.shipped_scheduler(space, 8)) if d.name == "ASHA r2 grace E/4 1 bracket(s)"
+    )
+    space = dr.design_space(space, design, configs=16, seed=0, longest=8)
     searcher, scheduler, trials = dr.build_search(space, slots=1)
     out = TableController(
         searcher, scheduler, Oracle(Surrogate(table, "rbf"), np.random.default_rng(0)), slots=1, max_trials=trials
@@ -220,8 +228,10 @@ def test_halving_in_the_replay_waits_for_certain_promotions(tmp_path: Path, benc
     from s9tune.search.space import load_space
 
     table = Table.load(fake_table(tmp_path / "t.json", lambda u: 0.2 + 0.3 * u[2], noise=0.01))
-    design = next(d for d in dr.designs(8) if d.name == dr.DEFAULT_NAME)
-    space = dr.design_space(load_space(SPACE), design, configs=12, seed=0, longest=8)
+    space = load_space(SPACE)
+    halving = {"type": "halving", "budgets": (2, 8), "keep": 0.34}
+    design = next(d for d in dr.designs(8, halving) if d.shipped)
+    space = dr.design_space(space, design, configs=12, seed=0, longest=8)
     searcher, scheduler, trials = dr.build_search(space, slots=4)
     out = TableController(
         searcher, scheduler, Oracle(Surrogate(table, "rbf"), np.random.default_rng(0)), slots=4, max_trials=trials
