@@ -106,7 +106,8 @@ def plot(cells: list[dict[str, Any]], path: Path, *, title: str) -> None:
         ax.errorbar(x, 100 * m, yerr=[[100 * (m - lo)], [100 * (hi - m)]], capsize=2, **style)
     for fam, col in colours.items():
         ax.plot([], [], "o", color=col, label=fam)
-    ax.plot([], [], "*", color="black", ms=12, label="shipped default (halving [E/4, E], keep 0.34)")
+    shipped = next((c["design"] for c in cells if c["is_default"]), "shipped")
+    ax.plot([], [], "*", color="black", ms=12, label=shipped)
     ax.set_xlabel("compute (epochs / E: full-schedule runs)")
     ax.set_ylabel("regret on the evaluation split (accuracy points), mean and 95% CI")
     ax.set_title(title, fontsize=9)
