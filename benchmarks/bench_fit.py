@@ -37,17 +37,16 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
-from _common import MINI_DIR, sync  # noqa: E402  (puts the package on sys.path)
+import numpy as np
+import torch
+from _common import MINI_DIR, sync
+from torch import nn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from s9tune.augment import (  # noqa: E402
+from s9tune.augment import (
     AlbumentationsLoader,
     TensorAugment,
     TensorLoader,
@@ -55,12 +54,12 @@ from s9tune.augment import (  # noqa: E402
     make_loaders,
     normalize_uint8,
 )
-from s9tune.config import TrainConfig  # noqa: E402
-from s9tune.data import Splits, load_splits  # noqa: E402
-from s9tune.engine import fit, resolve_device  # noqa: E402
-from s9tune.errors import S9Error  # noqa: E402
-from s9tune.model import CustomResNet, build_model  # noqa: E402
-from s9tune.optim import make_optimizer, make_scheduler  # noqa: E402
+from s9tune.config import TrainConfig
+from s9tune.data import Splits, load_splits
+from s9tune.engine import fit, resolve_device
+from s9tune.errors import S9Error
+from s9tune.model import CustomResNet, build_model
+from s9tune.optim import make_optimizer, make_scheduler
 
 DEFAULT_DATA = MINI_DIR
 TABLE_HEADER = (

@@ -40,24 +40,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import sync  # noqa: E402  (puts the package on sys.path)
+import numpy as np
+import torch
+from _common import sync
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from s9tune.augment import make_loaders
+from s9tune.callbacks import BaseCallback
+from s9tune.checkpoint import Checkpoint
+from s9tune.config import TrainConfig
+from s9tune.data import Splits
+from s9tune.engine import fit, resolve_device
+from s9tune.errors import S9Error
+from s9tune.model import build_model, count_params
+from s9tune.optim import make_optimizer
 
-# importing torch alone raises the CPU high-water mark by most of a GiB; recorded so the CPU
-# peak below can be read against it
+# importing torch (and s9tune, which adds little) raises the CPU high-water mark by most of a
+# GiB; recorded so the CPU peak below can be read against it
 MAXRSS_AFTER_IMPORT = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-from s9tune.augment import make_loaders  # noqa: E402
-from s9tune.callbacks import BaseCallback  # noqa: E402
-from s9tune.checkpoint import Checkpoint  # noqa: E402
-from s9tune.config import TrainConfig  # noqa: E402
-from s9tune.data import Splits  # noqa: E402
-from s9tune.engine import fit, resolve_device  # noqa: E402
-from s9tune.errors import S9Error  # noqa: E402
-from s9tune.model import build_model, count_params  # noqa: E402
-from s9tune.optim import make_optimizer  # noqa: E402
 
 CIFAR_TRAIN = 50_000
 PROJECT_EPOCHS = 24

@@ -15,11 +15,11 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import MINI_DIR  # noqa: E402  (puts the package on sys.path)
+from _common import MINI_DIR
 
-from s9tune.config import TrainConfig  # noqa: E402
-from s9tune.data import load_splits  # noqa: E402
-from s9tune.engine import evaluate, train  # noqa: E402
+from s9tune.config import TrainConfig
+from s9tune.data import load_splits
+from s9tune.engine import evaluate, train
 
 
 def main() -> None:

@@ -38,14 +38,14 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+from _common import MINI_DIR, shipped_space
 from scipy.stats import spearmanr
-
-from _common import MINI_DIR, shipped_space  # noqa: E402  (puts the package on sys.path)
 
 
 # -- configs and runs ---------------------------------------------------------------------------
@@ -59,7 +59,7 @@ def draw(d: Any, rng: np.random.Generator) -> Any:
         v = rng.uniform(d.low, d.high)
     if d.type == "quniform":
         return float(round(v / d.q) * d.q)
-    return int(round(v)) if d.type in ("randint", "lograndint") else float(v)
+    return round(v) if d.type in ("randint", "lograndint") else float(v)
 
 
 def sample_configs(k: int, seed: int, space_name: str) -> list[dict[str, Any]]:
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, Any] = {}
     if args.resume and out_path is not None and out_path.exists():
         old = json.loads(out_path.read_text())
-        runs = {k: v for k, v in old.get("runs", {}).items()}
+        runs = dict(old.get("runs", {}).items())
         if len(old.get("configs") or []) == K:
             hps = old["configs"]  # re-analysis keeps the configs the stored runs were trained with
 
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def analyse(args, hps, runs, shorts, noise_seeds) -> dict[str, Any]:  # noqa: ANN001
+def analyse(args, hps, runs, shorts, noise_seeds) -> dict[str, Any]:
     K, E, seed = args.configs, args.epochs, args.seed
     rng = np.random.default_rng(12345)
     long_acc = np.stack([padded_acc(runs[run_key(i, E, seed)], E) for i in range(K)])
@@ -387,7 +387,7 @@ def analyse(args, hps, runs, shorts, noise_seeds) -> dict[str, Any]:  # noqa: AN
         curves = np.stack([long_acc[0]] + [padded_acc(runs[run_key(0, E, s)], E) for s in noise_seeds])
         sd_e = curves.std(axis=0, ddof=1)
         noise = {
-            "seeds": [seed] + noise_seeds,
+            "seeds": [seed, *noise_seeds],
             "curves": curves.tolist(),
             "std_per_epoch": sd_e.tolist(),
             "final_mean": float(curves[:, -1].mean()),
@@ -399,7 +399,7 @@ def analyse(args, hps, runs, shorts, noise_seeds) -> dict[str, Any]:  # noqa: AN
         noise["reliability"] = float(max(0.0, 1 - sd_e[-1] ** 2 / var_cfg)) if var_cfg > 0 else float("nan")
         print(f"\nseed noise (baseline, seeds {noise['seeds']}):")
         print("  epoch      " + " ".join(f"{e:>6d}" for e in range(1, E + 1)))
-        for s, c in zip(noise["seeds"], curves):
+        for s, c in zip(noise["seeds"], curves, strict=True):
             print(f"  seed {s:<5d} " + " ".join(f"{a:6.3f}" for a in c))
         print("  std        " + " ".join(f"{v:6.3f}" for v in sd_e))
         print(

@@ -32,8 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from _common import MINI_DIR, REPO, shipped_space  # noqa: E402  (puts the package on sys.path)
+from _common import MINI_DIR, REPO, shipped_space
 
 DESIGNS = {
     "a": ("full schedule for every config", lambda e: {"type": "halving", "budgets": [e]}),

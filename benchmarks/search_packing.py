@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from _common import MINI_DIR, REPO, shipped_space  # noqa: E402  (puts the package on sys.path)
-from search_designs import busy_fraction  # noqa: E402
+from _common import MINI_DIR, REPO, shipped_space
+from search_designs import busy_fraction
 
 HEADER = "gpus/trial  slots  runs done  epochs  agg img/s  runs/GPU-h  busy  peak mem/trial (max)"
 

@@ -15,8 +15,8 @@ seed's pipeline exactly (pad 4 -> crop 32, flip, 8x8 cutout), s = 2 pads 8 and c
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -37,8 +37,8 @@ class AugParams:
     cutout: int
 
     @classmethod
-    def from_strength(cls, s: float) -> "AugParams":
-        return cls(pad=int(round(4 * s)), flip_p=0.5 * min(s, 1.0), cutout=int(round(8 * s)))
+    def from_strength(cls, s: float) -> AugParams:
+        return cls(pad=round(4 * s), flip_p=0.5 * min(s, 1.0), cutout=round(8 * s))
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -47,12 +47,12 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 # -- albumentations (reference, CPU) --------------------------------------------------
-def albumentations_pipeline(strength: float, pad_mode: str = "reflect", normalize: bool = True):  # noqa: ANN201
+def albumentations_pipeline(strength: float, pad_mode: str = "reflect", normalize: bool = True):
     import albumentations as A
     import cv2
 
     p = AugParams.from_strength(strength)
-    mean255 = tuple(int(round(255.0 * m)) for m in CIFAR10_MEAN)  # ints: CoarseDropout truncates floats
+    mean255 = tuple(round(255.0 * m) for m in CIFAR10_MEAN)  # ints: CoarseDropout truncates floats
     border = cv2.BORDER_REFLECT_101 if pad_mode == "reflect" else cv2.BORDER_CONSTANT
     ops: list = []
     if p.pad > 0:
@@ -89,7 +89,7 @@ class _AlbuDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), int(self.y[i])
 
 
-def seed_pipeline(transform, seed: int) -> None:  # noqa: ANN001
+def seed_pipeline(transform, seed: int) -> None:
     """Seed an albumentations Compose so that its transforms draw independent streams.
 
     Compose.set_random_seed hands every child the same seed, so RandomCrop and HorizontalFlip

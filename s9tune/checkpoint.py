@@ -44,7 +44,7 @@ class Checkpoint:
             torch.save({"format_version": FORMAT_VERSION, **asdict(self)}, tmp)
 
     @classmethod
-    def load(cls, path: Path, map_location: str | torch.device = "cpu") -> "Checkpoint":
+    def load(cls, path: Path, map_location: str | torch.device = "cpu") -> Checkpoint:
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"{path}: no such checkpoint file")

@@ -7,8 +7,8 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from s9tune import __version__
 from s9tune.errors import S9Error
@@ -40,7 +40,7 @@ def _add_config(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _load_splits(cfg, data_dir: Path | None):  # noqa: ANN001, ANN202
+def _load_splits(cfg, data_dir: Path | None):
     from s9tune.data import load_splits
 
     return load_splits(data_dir, val_size=cfg.val_size, seed=cfg.seed, train_subset=cfg.train_subset)
@@ -92,7 +92,8 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     out = prepare_out_dir(args.out, force=args.force)
     res = run_lr_find(cfg, splits, out, start_lr=args.start_lr, end_lr=args.end_lr, num_iter=args.num_iter)
     print(
-        f"Suggested max LR: {res.suggested_max_lr:.3g} ({res.method.split(':')[0]}); loss is lowest at LR {res.lr_at_min_loss:.3g}"
+        f"Suggested max LR: {res.suggested_max_lr:.3g} ({res.method.split(':')[0]}); "
+        f"loss is lowest at LR {res.lr_at_min_loss:.3g}"
     )
     if res.lr_at_min_loss >= res.lrs[-1]:
         print(f"The loss was still falling at the end of the range: try a larger --end-lr than {args.end_lr:g}.")
@@ -139,7 +140,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
         ref = ExperimentRef.parse(outcome.experiment)
         print(
-            f"Interrupted. Continue with: s9tune search --space {args.space} --storage {ref.storage} --name {ref.name} --resume"
+            f"Interrupted. Continue with: s9tune search --space {args.space} --storage {ref.storage} "
+            f"--name {ref.name} --resume"
         )
         return 130
     return 0
@@ -236,7 +238,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from s9tune.analysis.analyze import analyze_checkpoint
+    from s9tune.analysis.from_checkpoint import analyze_checkpoint
 
     result = analyze_checkpoint(
         args.checkpoint, args.data_dir, args.out, force=args.force, target_layer=args.target_layer, width=args.width
@@ -273,7 +275,8 @@ def _register_analysis(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="s9tune",
-        description="Train, search (Ray Tune + Optuna, successive halving or ASHA), retrain and analyse the S9 ResNet on CIFAR-10.",
+        description="Train, search (Ray Tune + Optuna, successive halving or ASHA), retrain and analyse "
+        "the S9 ResNet on CIFAR-10.",
     )
     parser.add_argument("--version", action="version", version=f"s9tune {__version__}")
     parser.add_argument(

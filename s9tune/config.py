@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -103,7 +104,7 @@ class TrainConfig:
 
     # -- construction -------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], base: "TrainConfig | None" = None) -> "TrainConfig":
+    def from_dict(cls, data: Mapping[str, Any], base: TrainConfig | None = None) -> TrainConfig:
         """Strict: unknown keys and wrong types raise ConfigError."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"a config must be a mapping of key: value, got {type(data).__name__}")
@@ -116,10 +117,10 @@ class TrainConfig:
         return cls(**values)
 
     @classmethod
-    def from_yaml(cls, path: Path) -> "TrainConfig":
+    def from_yaml(cls, path: Path) -> TrainConfig:
         return cls.from_dict(read_yaml_mapping(path))
 
-    def with_overrides(self, overrides: Mapping[str, Any]) -> "TrainConfig":
+    def with_overrides(self, overrides: Mapping[str, Any]) -> TrainConfig:
         return TrainConfig.from_dict(overrides, base=self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,9 +166,8 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     elif inner is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-    elif inner is str:
-        if isinstance(value, str):
-            return value
+    elif inner is str and isinstance(value, str):
+        return value
     raise ConfigError(f"{key}={value!r}: expected {inner.__name__}, got {type(value).__name__}")
 
 

@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from filelock import FileLock
@@ -184,15 +185,17 @@ def ensure_cifar10(
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """The CIFAR pickles hold dicts, lists, bytes and numpy arrays; allow nothing else."""
 
-    ALLOWED = {
-        ("_codecs", "encode"),  # how protocol-2 pickles spell bytes
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-    }
+    ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {
+            ("_codecs", "encode"),  # how protocol-2 pickles spell bytes
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+        }
+    )
 
     def find_class(self, module: str, name: str):  # type: ignore[no-untyped-def]
         if (module, name) in self.ALLOWED:
@@ -210,7 +213,7 @@ def _load_pickle(path: Path) -> dict:
         ) from None
     try:
         obj = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
-    except Exception as exc:  # any unpickling failure means the same thing to the user
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing to the user
         raise DataError(
             f"{path}: truncated or corrupt ({type(exc).__name__}); delete {path.parent} to download it anew"
         ) from None
@@ -267,7 +270,7 @@ def stratified_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         idx = idx[rng.permutation(len(idx))]
-        n = int(round(fraction * len(idx)))
+        n = round(fraction * len(idx))
         taken.append(idx[:n])
         kept.append(idx[n:])
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(taken))

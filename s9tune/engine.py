@@ -9,8 +9,9 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -57,7 +58,7 @@ class Predictions:
 
     @property
     def total(self) -> int:
-        return int(len(self.labels))
+        return len(self.labels)
 
     @property
     def correct(self) -> int:
@@ -145,7 +146,7 @@ def gpu_peak_memory(device: torch.device) -> int | None:
     return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
 
 
-def _autocast(device: torch.device):  # noqa: ANN202
+def _autocast(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 

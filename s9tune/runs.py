@@ -51,6 +51,7 @@ def git_sha() -> str | None:
     try:
         res = subprocess.run(
             ["git", "rev-parse", "HEAD"],
+            check=False,  # no git, or not a checkout: the sha is simply unknown
             cwd=Path(__file__).resolve().parent,
             capture_output=True,
             text=True,
@@ -136,14 +137,14 @@ def _run_metrics(
         "test_accuracy": test.accuracy if test else None,
         "test_loss": test.loss if test else None,
         "test_correct": test.correct if test else None,
-        "test_images": int(len(splits.test_y)),
+        "test_images": len(splits.test_y),
         "val_accuracy": last.eval_accuracy if on_val else None,
         "val_loss": last.eval_loss if on_val else None,
         "epochs": res.epochs,
         "wall_s": res.wall_s,
         "train_images_per_s": res.train_images_per_s,
-        "train_images": int(len(splits.train_y)),
-        "val_images": int(len(splits.val_y)),
+        "train_images": len(splits.train_y),
+        "val_images": len(splits.val_y),
         "device": device_name(run.device),
         "gpu_peak_memory_bytes": gpu_peak_memory(run.device),
         "config": cfg.to_dict(),

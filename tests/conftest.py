@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import pickle
@@ -84,7 +85,7 @@ def driver_tree(pid: int) -> list:
     return list(procs.values())
 
 
-def kill_driver(proc) -> None:  # noqa: ANN001 - a subprocess.Popen
+def kill_driver(proc) -> None:
     """SIGKILL a search driver and the Ray it started, as a crash would leave them."""
     import psutil
 
@@ -153,7 +154,7 @@ def assert_resumed_not_restarted(epochs: list[int], last: int | None = None, *, 
     uploaded are gone, so the rows may begin after epoch 1. `last`: the epoch it must end at."""
     assert rows_lost or epochs[0] == 1, epochs
     assert 1 not in epochs[1:], epochs
-    assert all(b == a + 1 or 1 < b <= a for a, b in zip(epochs, epochs[1:])), epochs
+    assert all(b == a + 1 or 1 < b <= a for a, b in itertools.pairwise(epochs)), epochs
     if last is not None:
         assert epochs[-1] == last, epochs
 

@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from s9tune.analysis import metrics as M
+from s9tune.analysis.analyze import seed_style_lines
 from s9tune.analysis.cam import compute_gradcam, gradcam_maps, prepare_cam_model
-from s9tune.analysis.analyze import analyze_checkpoint, seed_style_lines
+from s9tune.analysis.from_checkpoint import analyze_checkpoint
 from s9tune.augment import EvalBatches, normalize_uint8
 from s9tune.checkpoint import Checkpoint
 from s9tune.config import TrainConfig

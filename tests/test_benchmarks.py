@@ -46,8 +46,8 @@ def test_gpu_speed_quick(tmp_path: Path) -> None:
     assert math.isclose(res["images_per_s"], res["images"] / res["epoch_s"], rel_tol=1e-9)
     assert res["projected_24ep_s"] >= 24 * 50_000 / res["images_per_s"]
     assert res["projected_24ep_with_eval_s"] >= res["projected_24ep_s"]
-    assert 0 < res["data_share"] and res["compile_s"] is None
-    assert res["checkpoint_bytes"] > 0 and 0 < res["checkpoint_s"] and 0 < res["checkpoint_share"]
+    assert res["data_share"] > 0 and res["compile_s"] is None
+    assert res["checkpoint_bytes"] > 0 and res["checkpoint_s"] > 0 and res["checkpoint_share"] > 0
     assert [row["procs"] for row in res["packing"]] == [1, 2]
     for row in res["packing"]:
         assert row["errors"] == []

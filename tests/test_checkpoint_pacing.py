@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_engine import StopAfter, tiny_cfg
 
-from s9tune.callbacks import CHECKPOINT_MAX_SHARE, BaseCallback, CheckpointPacer, Checkpointer
+from s9tune.callbacks import CHECKPOINT_MAX_SHARE, BaseCallback, Checkpointer, CheckpointPacer
 from s9tune.checkpoint import Checkpoint
 from s9tune.config import TrainConfig
 from s9tune.data import load_splits
 from s9tune.engine import train
-from test_engine import StopAfter, tiny_cfg
 
 
 class FakeClock:

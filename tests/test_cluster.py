@@ -18,13 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 import pytest
 import yaml
-
 from conftest import SEARCH_SPACE, assert_resumed_not_restarted
 
 pytestmark = pytest.mark.slow
@@ -212,7 +211,7 @@ def test_without_the_token_the_search_says_what_to_set(cluster: Cluster, tmp_pat
     no_auth = {k: v for k, v in cluster.env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
     t = time.time()
     proc = search(cluster, tmp_path, mini, "noauth", no_auth)
-    out, err = proc.communicate(timeout=120)
+    _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
     errors = [line for line in err.splitlines() if line.startswith("s9tune: error:")]
     assert len(errors) == 1, err

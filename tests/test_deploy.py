@@ -217,7 +217,9 @@ def _list_map_keys(
             continue
         key = tuple(item.get(k, props.get(k, {}).get("default")) for k in keys)
         if key in seen:
-            yield jsonschema.ValidationError(f"duplicate entry {dict(zip(keys, key))}: items {seen[key]} and {i}")
+            yield jsonschema.ValidationError(
+                f"duplicate entry {dict(zip(keys, key, strict=True))}: items {seen[key]} and {i}"
+            )
         seen.setdefault(key, i)
 
 

@@ -15,12 +15,12 @@ from s9tune.errors import CheckpointError
 
 
 def tiny_cfg(**kw) -> TrainConfig:
-    base = dict(width=4, epochs=3, batch_size=32, max_lr=0.2, device="cpu", val_size=0.1, seed=7)
+    base = {"width": 4, "epochs": 3, "batch_size": 32, "max_lr": 0.2, "device": "cpu", "val_size": 0.1, "seed": 7}
     return TrainConfig(**{**base, **kw})
 
 
 def weights_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
 class StopAfter(BaseCallback):
@@ -125,7 +125,7 @@ def test_compiled_fit_matches_eager(tiny_cifar: Path, tmp_path: Path) -> None:
     splits = load_splits(tiny_cifar, val_size=0.1, seed=0)
     eager = train(tiny_cfg(epochs=2), splits)
     compiled = train(tiny_cfg(epochs=2, compile=True), splits, [Checkpointer(tmp_path / "ck")])
-    for a, b in zip(eager.result.history, compiled.result.history):
+    for a, b in zip(eager.result.history, compiled.result.history, strict=True):
         assert abs(a.train_loss - b.train_loss) < 1e-2
     keys = Checkpoint.load(tmp_path / "ck" / "last.pt").model_state.keys()
     assert not any(k.startswith("_orig_mod") for k in keys)

@@ -147,7 +147,7 @@ def test_state_survives_save_and_restore(tmp_path: Path) -> None:
     assert restored.runs == h.runs and restored.values == h.values
     live = [t for t, (cid, r) in restored.runs.items() if cid not in restored.values[r]]
     for tid in live:  # Tune requeues the unfinished runs under their own ids
-        cid, r = restored.runs[tid]
+        _cid, r = restored.runs[tid]
         restored.on_trial_complete(tid, {METRIC: 0.5 + 0.01 * r, "training_iteration": budgets[r]})
     after, finished = drive(restored, 2, 8, first_id=100)
     assert finished
@@ -178,9 +178,9 @@ def test_importance_needs_enough_values_of_one_budget(tmp_path: Path) -> None:
     import numpy as np
     import yaml
 
-    from s9tune.search.trials import Experiment, TrialRow
     from s9tune.search.export import importance
     from s9tune.search.space import load_space
+    from s9tune.search.trials import Experiment, TrialRow
 
     doc = {
         "num_samples": 12,
@@ -262,7 +262,7 @@ def test_resume_reconciles_the_searcher_with_the_trials_tune_restores(tmp_path: 
     restored.on_trial_complete("t4", {METRIC: value(t4, 4), "training_iteration": 4})
     after, finished = drive(restored, 2, 1, first_id=10)
     assert finished
-    ids = rungs(started + [("t4", t4)] + after, budgets)
+    ids = rungs([*started, ("t4", t4), *after], budgets)
     assert [len(r) for r in ids] == [4, 2] and len(set(ids[1])) == 2
     assert set(ids[1]) == top(started, 2, 2)
     # the inner TPE study: every first-budget run once, all complete

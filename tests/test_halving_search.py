@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import SEARCH_SPACE, _require_mini, assert_resumed_not_restarted
 
 pytestmark = pytest.mark.slow
@@ -178,7 +177,7 @@ def test_resume_after_sigkill_continued_the_rungs(killed_and_resumed: dict) -> N
     assert sorted(b for _, b in pairs) == [1, 1, 1, 1, 3, 3]
     for name, rows in done_before.items():
         assert final[name]["rows"] == rows, f"{name} was rerun or changed"
-    for name, r in final.items():
+    for r in final.values():
         # each run from epoch 1 to its budget; the run the SIGKILL caught goes on from its last
         # checkpoint (CheckpointPacer may have skipped some), so it may repeat epochs, never epoch 1
         assert_resumed_not_restarted([row["epoch"] for row in r["rows"]], r["params"]["budget"])

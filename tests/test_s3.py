@@ -11,12 +11,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
-
 from conftest import SEARCH_SPACE, assert_resumed_not_restarted, kill_driver
 
 pytestmark = pytest.mark.slow
@@ -199,7 +198,7 @@ def test_search_killed_and_resumed_on_s3_then_results_and_retrain(
     assert len(final) == 4, {k: len(v) for k, v in final.items()}
     for name, lines in complete.items():
         assert final[name] == lines, f"{name} was rerun or changed"
-    for name, lines in final.items():  # every trial ends its schedule, none restarted from scratch
+    for lines in final.values():  # every trial ends its schedule, none restarted from scratch
         assert_resumed_not_restarted([json.loads(line)["epoch"] for line in lines], 3, rows_lost=True)
     assert f"aws s3 sync {storage}/k searches/k && tensorboard --logdir searches/k" in res.stdout
 

@@ -168,7 +168,7 @@ def test_bad_baseline(tmp_path: Path) -> None:
     doc = with_change(
         ["baseline"], {"max_lr": 5.0, "pct_start": 0.2, "aug_strength": 1.0, "batch_size": 128, "seed": 0}
     )
-    with pytest.raises(ConfigError, match="baseline.max_lr: 5.0 lies outside"):
+    with pytest.raises(ConfigError, match=r"baseline\.max_lr: 5\.0 lies outside"):
         load_space(write(tmp_path, doc))
     doc = with_change(["baseline"], {"max_lr": 0.5})
     with pytest.raises(ConfigError, match="baseline: needs a value for every searched key"):
@@ -211,12 +211,12 @@ def test_preflight_rejects_unshared_storage_and_oversized_trials(tmp_path: Path,
     ]
     monkeypatch.setattr(cluster, "_alive_nodes", lambda: nodes)
     monkeypatch.setattr(cluster, "nodes_not_seeing", lambda path, ns: ["10.0.0.2 (bbbbbbbb)"])
-    with pytest.raises(cluster.ClusterError, match="node\\(s\\) 10.0.0.2 \\(bbbbbbbb\\) cannot see"):
+    with pytest.raises(cluster.ClusterError, match=r"node\(s\) 10\.0\.0\.2 \(bbbbbbbb\) cannot see"):
         cluster.preflight(space, str(tmp_path / "st"), "exp")
     assert not list((tmp_path / "st" / "exp").iterdir())  # the probe file is cleaned up
     # a URI is not probed; slots = 4 + 2 one-CPU trials
     assert cluster.preflight(space, "s3://bucket/searches", "exp") == 6
-    with pytest.raises(cluster.ClusterError, match="asks for 0.5 GPUs but the largest node has 0"):
+    with pytest.raises(cluster.ClusterError, match=r"asks for 0\.5 GPUs but the largest node has 0"):
         cluster.preflight(space.with_resources(1, 0.5), "s3://bucket/searches", "exp")
     with pytest.raises(cluster.ClusterError, match="asks for 8 CPUs but the largest node has 4"):
         cluster.preflight(space.with_resources(8, 0), "s3://bucket/searches", "exp")
@@ -229,7 +229,7 @@ def test_missing_tensorboardx_fails_loudly(monkeypatch) -> None:
     from s9tune.search.runner import require_tensorboardx
 
     monkeypatch.setitem(sys.modules, "tensorboardX", None)
-    with pytest.raises(S9Error, match="tensorboardX is not installed.*pip install tensorboardX"):
+    with pytest.raises(S9Error, match=r"tensorboardX is not installed.*pip install tensorboardX"):
         require_tensorboardx()
 
 

@@ -2,16 +2,18 @@
 
 Writes into one folder: plots/*.png (training curves, per-class accuracy, confusion matrix,
 misclassified gallery, GradCAM grids, augmentation samples), analysis.json, report.md and a
-self-contained report.html. `seed_style_lines` gives the seed's console output for the CLI.
+self-contained report.html. `seed_style_lines` gives the seed's console output for the CLI;
+`analysis/from_checkpoint.py` runs the same analysis on a saved checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,12 +31,9 @@ from s9tune.analysis.cam import (
 )
 from s9tune.analysis.report import ReportData, ReportFigure, write_report
 from s9tune.augment import EvalBatches, normalize_uint8
-from s9tune.callbacks import read_metrics_jsonl
-from s9tune.checkpoint import Checkpoint
 from s9tune.config import TrainConfig
 from s9tune.data import Splits
 from s9tune.engine import Predictions, score
-from s9tune.errors import OutputExistsError
 from s9tune.fileio import atomic_write_json
 from s9tune.optim import lr_schedule
 
@@ -199,11 +198,11 @@ def _analysis_record(
         "test_correct": ev.correct,
         "test_images": ev.total,
         "classes": list(ev.classes),
-        "per_class_accuracy": {c: _finite_or_none(float(a)) for c, a in zip(ev.classes, acc_c)},
-        "per_class_counts": {c: int(n) for c, n in zip(ev.classes, counts)},
-        "per_class_correct": {c: int(n) for c, n in zip(ev.classes, np.diag(cm))},
+        "per_class_accuracy": {c: _finite_or_none(float(a)) for c, a in zip(ev.classes, acc_c, strict=True)},
+        "per_class_counts": {c: int(n) for c, n in zip(ev.classes, counts, strict=True)},
+        "per_class_correct": {c: int(n) for c, n in zip(ev.classes, np.diag(cm), strict=True)},
         "confusion_matrix": cm.tolist(),
-        "misclassified": int(len(ev.wrong)),
+        "misclassified": len(ev.wrong),
         "misclassified_shown": shown,
         "gradcam_target_layer": layer,
         "gradcam_misclassified": cams.get("gradcam_misclassified", []),
@@ -299,65 +298,6 @@ def analyze_model(
     atomic_write_json(out / "analysis.json", result)
     _write_report(out, ev, rows, figs, target_layer, cfg, title=title, leaderboard=leaderboard, extra=extra)
     return result
-
-
-def _run_folder_history(checkpoint: Path) -> Path | None:
-    """RUN/metrics.jsonl if `checkpoint` is RUN/checkpoints/<name>.pt, else None."""
-    if checkpoint.parent.name == "checkpoints":
-        jsonl = checkpoint.parent.parent / "metrics.jsonl"
-        if jsonl.is_file():
-            return jsonl
-    return None
-
-
-def analyze_checkpoint(
-    checkpoint_path: Path,
-    data_dir: Path | str | None,
-    out_dir: Path,
-    *,
-    force: bool = False,
-    target_layer: str = DEFAULT_TARGET_LAYER,
-    width: int | None = None,
-    device: torch.device | str | None = None,
-) -> dict[str, Any]:
-    """`s9tune analyze CHECKPOINT --data-dir D --out DIR`.
-
-    Raises CheckpointError (unreadable file, width mismatch), ConfigError (unknown target
-    layer), DataError, or OutputExistsError (non-empty `out_dir` without `force`). Everything
-    that can fail is checked before `out_dir` is touched.
-    """
-    from s9tune.data import load_splits
-    from s9tune.runs import prepare_out_dir
-
-    path = Path(checkpoint_path).expanduser().resolve()
-    ckpt = Checkpoint.load(path)
-    cfg = ckpt.train_config(path)
-    model = ckpt.build_model(path, width=width)
-    resolve_target_layer(model, target_layer)
-    out = Path(out_dir).expanduser().resolve()
-    if out == path.parent or out in path.parents:
-        # --force would rmtree the folder the checkpoint (and its run) lives in
-        raise OutputExistsError(f"{out}: holds the checkpoint being analysed; choose another --out")
-    splits = load_splits(data_dir, val_size=cfg.val_size, seed=cfg.seed, train_subset=cfg.train_subset)
-    history_file = _run_folder_history(path)
-    if history_file is not None:
-        rows = read_metrics_jsonl(history_file)
-        logger.info("training history from %s (%d epochs)", history_file, len(rows))
-    else:
-        rows = [dict(m) for m in ckpt.metrics if isinstance(m, Mapping)]
-    out = prepare_out_dir(out, force=force)
-    name = path.parent.parent.name if history_file is not None else path.stem
-    return analyze_model(
-        model,
-        cfg,
-        splits,
-        out,
-        history_rows=rows,
-        target_layer=target_layer,
-        device=device,
-        title=f"s9tune analysis: {name}",
-        extra={"checkpoint": str(path), "checkpoint_epoch": ckpt.epoch},
-    )
 
 
 def seed_style_lines(result: Mapping[str, Any]) -> list[str]:

@@ -47,7 +47,8 @@ def init_ray(address: str | None, dashboard: bool = False) -> None:
     if address:
         if dashboard:
             raise ClusterError(
-                "--dashboard is for the Ray that s9tune starts; a cluster has its own (ray start --head --include-dashboard=true)"
+                "--dashboard is for the Ray that s9tune starts; a cluster has its own "
+                "(ray start --head --include-dashboard=true)"
             )
         check_reachable(address)
         # ship this package to the cluster's workers; their Python needs the dependencies
@@ -73,7 +74,10 @@ def connect_error(address: str, exc: BaseException) -> str:
     text = f"{exc} {exc.__cause__ or ''}"
     if any(s in text for s in ("InvalidAuthToken", "Unauthenticated", "AuthenticationError", "authentication token")):
         if os.environ.get("RAY_AUTH_MODE") == "token":
-            return f"the Ray cluster at {address!r} rejected this machine's token; set the head's token in RAY_AUTH_TOKEN or ~/.ray/auth_token (`ray get-auth-token` on the head node prints it)"
+            return (
+                f"the Ray cluster at {address!r} rejected this machine's token; set the head's token in "
+                "RAY_AUTH_TOKEN or ~/.ray/auth_token (`ray get-auth-token` on the head node prints it)"
+            )
         return f"the Ray cluster at {address!r} uses token authentication: {AUTH_HINT}"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return f"cannot connect to the Ray cluster at {address!r}: {first}"
@@ -95,7 +99,8 @@ def check_reachable(address: str) -> None:
         raise ClusterError(f"--address {address!r}: expected HOST:PORT or auto") from None
     except OSError as exc:
         raise ClusterError(
-            f"nothing answers at {address} ({exc.strerror or exc}); is the head running (ray start --head --port {port})?"
+            f"nothing answers at {address} ({exc.strerror or exc}); "
+            f"is the head running (ray start --head --port {port})?"
         ) from None
     try:
         from ray._raylet import GcsClient

@@ -33,7 +33,7 @@ class Dist:
             return v in self.values
         return isinstance(v, (int, float)) and not isinstance(v, bool) and self.low <= v <= self.high  # type: ignore[operator]
 
-    def tune_domain(self):  # noqa: ANN201
+    def tune_domain(self):
         from ray import tune
 
         if self.type == "uniform":
@@ -59,10 +59,10 @@ class Dist:
         }
 
     @classmethod
-    def from_record(cls, d: dict[str, Any]) -> "Dist":
+    def from_record(cls, d: dict[str, Any]) -> Dist:
         return cls(d["key"], d["type"], d.get("low"), d.get("high"), d.get("q"), tuple(d.get("values") or ()))
 
-    def optuna_distribution(self):  # noqa: ANN201
+    def optuna_distribution(self):
         import optuna.distributions as od
 
         if self.type == "uniform":

@@ -85,7 +85,7 @@ class ExperimentRef:
     name: str
 
     @classmethod
-    def parse(cls, experiment: str) -> "ExperimentRef":
+    def parse(cls, experiment: str) -> ExperimentRef:
         base, sep, query = experiment.partition("?")
         base = base.rstrip("/")
         if not is_uri(base):
@@ -98,7 +98,7 @@ class ExperimentRef:
         base, sep, query = self.storage.partition("?")
         return f"{base}/{self.name}{sep}{query}"
 
-    def _fs(self):  # noqa: ANN202
+    def _fs(self):
         import pyarrow.fs
 
         if not is_uri(self.storage):

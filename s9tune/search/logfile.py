@@ -12,8 +12,9 @@ import contextlib
 import io
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 
 def _console_stream() -> tuple[TextIO, bool]:
@@ -37,20 +38,19 @@ def ray_output_to(log_path: Path | None) -> Iterator[TextIO]:
     sys.stderr.flush()
     console, owned = _console_stream()
     saved = (os.dup(1), os.dup(2))
-    log = open(log_path, "a", buffering=1, encoding="utf-8", errors="replace")
-    try:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            yield console
-    finally:
-        for stream in (sys.stdout, sys.stderr, log):
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved:
-            os.close(fd)
-        log.close()
-        if owned:
-            console.close()
+    with open(log_path, "a", buffering=1, encoding="utf-8", errors="replace") as log:
+        try:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                yield console
+        finally:
+            for stream in (sys.stdout, sys.stderr, log):
+                with contextlib.suppress(OSError, ValueError):
+                    stream.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            if owned:
+                console.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 from ray.tune import Callback
@@ -71,7 +72,9 @@ def snapshot(trials: list[Any], plan: Plan, started: float, now: dict[str, str] 
     status = [(now or {}).get(t.trial_id, t.status) for t in trials]
     done = status.count("TERMINATED")
     epochs = sum(_epochs(t) for t in trials)
-    complete = [t for t, st in zip(trials, status) if st == "TERMINATED" and outcome(t, plan) == "completed"]
+    complete = [
+        t for t, st in zip(trials, status, strict=True) if st == "TERMINATED" and outcome(t, plan) == "completed"
+    ]
     best = None
     if complete:
         t = max(complete, key=lambda t: (_budget(t, plan), float(t.last_result.get(METRIC, 0.0))))
@@ -186,7 +189,7 @@ class SearchProgress(Callback):
 
 def _error_line(trial: Any) -> str:
     try:
-        text = open(trial.error_file, encoding="utf-8").read().strip() if trial.error_file else ""
+        text = Path(trial.error_file).read_text(encoding="utf-8").strip() if trial.error_file else ""
     except OSError:
         text = ""
     lines = [line for line in text.splitlines() if line.strip()]

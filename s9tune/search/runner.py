@@ -12,8 +12,8 @@ from typing import Any, TextIO
 
 from s9tune.errors import ConfigError, S9Error
 from s9tune.search.experiment import ExperimentRef, default_name, is_uri, resolve_storage
-from s9tune.search.trials import Experiment
 from s9tune.search.space import METRIC, MODE, SearchSpace
+from s9tune.search.trials import Experiment
 
 logger = logging.getLogger(__name__)
 
@@ -94,11 +94,9 @@ def _search_alg(space: SearchSpace) -> tuple[Any, Any, int]:
 
 def _tuner(space: SearchSpace, ref: ExperimentRef, trainable: Any, slots: int, max_failures: int) -> Any:
     from ray import tune
-
-    from s9tune.search.hparams import HParamsTBXLogger
-
     from ray.tune.search import ConcurrencyLimiter
 
+    from s9tune.search.hparams import HParamsTBXLogger
     from s9tune.search.searchers import ResumableSearch
 
     searcher, scheduler, trials = _search_alg(space)
@@ -135,7 +133,9 @@ def _plan(space: SearchSpace, ref: ExperimentRef) -> Any:
     sched = space.scheduler
     if sched.type == "halving":
         sizes = sched.rung_sizes(space.num_samples)
-        return Plan(ref.name, sum(sizes), sum(n * b for n, b in zip(sizes, sched.budgets)), True, space.max_t, keys)
+        return Plan(
+            ref.name, sum(sizes), sum(n * b for n, b in zip(sizes, sched.budgets, strict=True)), True, space.max_t, keys
+        )
     return Plan(ref.name, space.num_samples, space.num_samples * space.max_t, False, space.max_t, keys)
 
 

@@ -19,7 +19,7 @@ import logging
 import pickle
 from typing import Any
 
-from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
+from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, SchedulerSpec

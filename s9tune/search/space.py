@@ -20,6 +20,7 @@ Errors name the file and the key and raise ConfigError (exit 2).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +79,7 @@ class SchedulerSpec:
         }
 
     @classmethod
-    def from_record(cls, d: dict[str, Any]) -> "SchedulerSpec":
+    def from_record(cls, d: dict[str, Any]) -> SchedulerSpec:
         if d.get("type") == "halving":
             return cls("halving", budgets=tuple(int(b) for b in d["budgets"]), keep=float(d["keep"]))
         return cls(
@@ -125,7 +126,7 @@ class SearchSpace:
         }
 
     @classmethod
-    def from_record(cls, d: dict[str, Any]) -> "SearchSpace":
+    def from_record(cls, d: dict[str, Any]) -> SearchSpace:
         return cls(
             path=Path(d["space_file"]),
             num_samples=int(d["num_samples"]),
@@ -138,7 +139,7 @@ class SearchSpace:
             gpus_per_trial=float(d["resources"]["gpus_per_trial"]),
         )
 
-    def with_resources(self, cpus: float | None, gpus: float | None) -> "SearchSpace":
+    def with_resources(self, cpus: float | None, gpus: float | None) -> SearchSpace:
         from dataclasses import replace
 
         return replace(
@@ -173,7 +174,8 @@ def load_space(path: Path) -> SearchSpace:
             raise err(
                 path,
                 "space.epochs",
-                "cannot be searched: it is the length of the LR schedule (the halving scheduler runs shorter complete ones)",
+                "cannot be searched: it is the length of the LR schedule "
+                "(the halving scheduler runs shorter complete ones)",
             )
         if key in DATA_KEYS:
             raise err(
@@ -235,7 +237,7 @@ def _parse_halving(path: Path, sched: dict[str, Any], fixed: TrainConfig) -> Sch
     for i, b in enumerate(budgets):
         if number(path, f"scheduler.budgets[{i}]", b, integer=True) < 1:
             raise err(path, f"scheduler.budgets[{i}]", f"must be >= 1, got {b}")
-    if any(a >= b for a, b in zip(budgets, budgets[1:])):
+    if any(a >= b for a, b in itertools.pairwise(budgets)):
         raise err(path, "scheduler.budgets", f"must increase strictly, got {budgets}")
     if budgets[-1] != fixed.epochs:
         raise err(
@@ -264,7 +266,7 @@ def _parse_baseline(path: Path, raw: Any, dists: list[Dist], fixed: TrainConfig)
         defaults = TrainConfig()
         point = {d.key: getattr(defaults, d.key) for d in dists}
         # a baseline outside the searched range would be rejected by Optuna; clip into it
-        return {d.key: _clip(d, v) for d, v in zip(dists, point.values())}
+        return {d.key: _clip(d, v) for d, v in zip(dists, point.values(), strict=True)}
     base = mapping(path, "baseline", raw, {d.key for d in dists})
     missing = {d.key for d in dists} - set(base)
     if missing:

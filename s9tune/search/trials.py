@@ -138,7 +138,9 @@ class Experiment:
         if not self.halving:
             return len(self.rows) < self.space.num_samples
         sizes = self.space.scheduler.rung_sizes(self.space.num_samples)
-        for size, budget, below in zip(sizes, self.space.scheduler.budgets, [None, *self.space.scheduler.budgets]):
+        for size, budget, below in zip(
+            sizes, self.space.scheduler.budgets, [None, *self.space.scheduler.budgets[:-1]], strict=True
+        ):
             ran = sum(r.budget == budget for r in self.rows)
             # a rung may be short only because too few configs below it got a value
             valid_below = sum(r.budget == below and r.final_value is not None for r in self.rows) if below else size
