@@ -82,3 +82,14 @@ def test_functions_and_modules_stay_small() -> None:
                 if n > limit:
                     long.append(f"{path.relative_to(PKG)}:{node.name}: {n} lines (max {limit})")
     assert not long, long
+
+
+def test_benchmark_functions_stay_small() -> None:
+    """Benchmarks are read to judge a figure: each function does one step of it."""
+    long = [
+        f"{path.name}:{node.name}: {node.end_lineno - node.lineno + 1} lines (max 100)"
+        for path in sorted((PKG.parent / "benchmarks").glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 100  # type: ignore[operator]
+    ]
+    assert not long, long
