@@ -130,3 +130,43 @@ def test_search_packing_reads_a_real_search(search_experiment) -> None:
         assert search_packing.summarize(exp, gpus=0, slots=2, epochs=3) == row
     finally:
         unreported.rmdir()
+
+
+def test_gpu_results_reads_a_session_folder(tmp_path: Path) -> None:
+    """gpu_results.json's figures are the session's own numbers, combined as documented."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import gpu_results
+    finally:
+        sys.path.remove(str(BENCH))
+    res = tmp_path / "res"
+    res.mkdir()
+    metrics = {
+        "epochs": 24,
+        "wall_s": 11.5,
+        "device": "NVIDIA H200",
+        "gpu_peak_memory_bytes": 1,
+        "config": {"width": 64},
+    }
+    (res / "metrics.json").write_text(json.dumps(metrics))
+    rows = [{"epoch": e, "images_per_s": 50_000.0 if e == 1 else 90_000.0 + e} for e in range(1, 25)]
+    (res / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (res / "train24_process_s.txt").write_text("15.250\n")
+    search = {"results": [{"wall_s": 300.0, "aggregate_images_per_s": 45_000.0, "ran_to_the_end": True}]}
+    (res / "default_search.json").write_text(json.dumps(search))
+    out = tmp_path / "gpu_results.json"
+    run_script([str(BENCH / "gpu_results.py"), str(res), "--out", str(out)], timeout=120)
+    got = json.loads(out.read_text())
+    assert set(gpu_results.KEYS) <= set(got)
+    steady = 90_000.0 + 13  # the median of epochs 2..24; the first epoch's warm-up is left out
+    assert got["steady_train_img_s"] == pytest.approx(steady)
+    assert (got["device"], got["retrain_24ep_fit_s"], got["retrain_24ep_process_s"]) == ("NVIDIA H200", 11.5, 15.25)
+    # the FLOP count of the real width-64 net: about 2.27 GFLOP per training image
+    assert got["flop_per_image"] == pytest.approx(2.27e9, rel=0.05)
+    assert got["mfu_dense_peak"] == pytest.approx(steady * got["flop_per_image"] / 989e12)
+    assert got["default_search_wall_s"] == 300.0
+    assert got["default_search_to_loop_ratio"] == pytest.approx(45_000.0 / steady)
+    # a CPU dry run never passes for a GPU figure
+    (res / "metrics.json").write_text(json.dumps({**metrics, "gpu_peak_memory_bytes": None, "device": "x86_64"}))
+    run_script([str(BENCH / "gpu_results.py"), str(res), "--out", str(out)], timeout=120)
+    assert json.loads(out.read_text())["device"].startswith("cpu")
