@@ -60,11 +60,12 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from s9tune.analysis.metrics import seed_test_line
     from s9tune.config import load_config
-    from s9tune.runs import prepare_out_dir, train_to_dir, write_metrics
+    from s9tune.outdir import prepare_out_dir
+    from s9tune.runs import train_to_dir, write_metrics
 
     cfg = load_config(args.config, args.sets)
     splits = _load_splits(cfg, args.data_dir)  # data errors surface before anything is written
-    out = prepare_out_dir(args.out, force=args.force, resume=args.resume)
+    out = prepare_out_dir(args.out, kind="train", force=args.force, resume=args.resume, protect=(args.data_dir,))
     m = train_to_dir(cfg, splits, out, resume=args.resume).metrics
     write_metrics(out, m)
     if m["status"] == "diverged":
@@ -81,7 +82,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     from s9tune.config import load_config
     from s9tune.errors import ConfigError
     from s9tune.lrfind import run_lr_find
-    from s9tune.runs import prepare_out_dir
+    from s9tune.outdir import prepare_out_dir
 
     if not (0 < args.start_lr < args.end_lr):
         raise ConfigError(f"--start-lr {args.start_lr} / --end-lr {args.end_lr}: need 0 < start < end")
@@ -89,7 +90,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
         raise ConfigError(f"--num-iter {args.num_iter}: need at least 10")
     cfg = load_config(args.config, args.sets)
     splits = _load_splits(cfg, args.data_dir)
-    out = prepare_out_dir(args.out, force=args.force)
+    out = prepare_out_dir(args.out, kind="lr-find", force=args.force, protect=(args.data_dir,))
     res = run_lr_find(cfg, splits, out, start_lr=args.start_lr, end_lr=args.end_lr, num_iter=args.num_iter)
     print(
         f"Suggested max LR: {res.suggested_max_lr:.3g} ({res.method.split(':')[0]}); "

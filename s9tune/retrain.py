@@ -27,13 +27,12 @@ def retrain_config(best: TrainConfig, epochs: int, sets: list[str] | None) -> Tr
     return cfg.with_overrides(parse_set_args(sets))
 
 
-def _check_out(out: Path, experiment: str) -> Path:
-    out = Path(out).expanduser().resolve()
+def _check_out(out: Path, experiment: str) -> None:
+    real = Path(out).expanduser().resolve()
     if "://" not in experiment:
         exp_path = Path(experiment)
-        if out == exp_path or exp_path in out.parents or out in exp_path.parents:
-            raise OutputExistsError(f"{out}: overlaps the experiment {exp_path}; choose another --out")
-    return out
+        if real == exp_path or exp_path in real.parents or real in exp_path.parents:
+            raise OutputExistsError(f"{real}: overlaps the experiment {exp_path}; choose another --out")
 
 
 def _seed_summary(runs: list[tuple[Path, Any]], started: float) -> dict[str, Any]:
@@ -72,7 +71,8 @@ def run_retrain(
     from s9tune.analysis.cam import resolve_target_layer
     from s9tune.data import load_splits
     from s9tune.model import build_model
-    from s9tune.runs import prepare_out_dir, train_to_dir, write_metrics
+    from s9tune.outdir import prepare_out_dir
+    from s9tune.runs import train_to_dir, write_metrics
     from s9tune.search.experiment import load_experiment
     from s9tune.search.export import leaderboard_rows
 
@@ -83,9 +83,9 @@ def run_retrain(
     logger.info("best trial %s of %s (%s)", best.trial_id, exp.path, exp.scope.split(":")[0])
     cfg = retrain_config(best.config, epochs, sets)
     resolve_target_layer(build_model(cfg.with_overrides({"width": 1})), target_layer)  # typo -> error now
-    out = _check_out(out, exp.path)
+    _check_out(out, exp.path)
     splits = load_splits(data_dir, val_size=cfg.val_size, seed=cfg.seed, train_subset=cfg.train_subset)
-    out = prepare_out_dir(out, force=force)
+    out = prepare_out_dir(out, kind="retrain", force=force, protect=(data_dir,))
 
     started = time.perf_counter()
     extra = {"experiment": exp.path, "best_trial": best.trial_id}

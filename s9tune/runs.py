@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -24,27 +23,12 @@ from s9tune.checkpoint import Checkpoint, versions
 from s9tune.config import TrainConfig
 from s9tune.data import Splits
 from s9tune.engine import Predictions, TrainRun, gpu_peak_memory, score, train
-from s9tune.errors import CheckpointError, OutputExistsError
+from s9tune.errors import CheckpointError
 from s9tune.fileio import atomic_write_json, atomic_write_text
 
 METRICS_JSON = "metrics.json"
 
 logger = logging.getLogger(__name__)
-
-
-def prepare_out_dir(out: Path, force: bool = False, resume: bool = False) -> Path:
-    """Refuse to write into a folder that holds something, unless --force (or --resume)."""
-    out = Path(out).expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not resume:
-        if not force:
-            raise OutputExistsError(
-                f"{out}: already holds a previous run; pass --force to replace it or choose another --out"
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def git_sha() -> str | None:

@@ -323,5 +323,12 @@ def test_existing_out_dir_needs_force(tmp_path: Path, tiny_cifar: Path, run_chec
     with pytest.raises(OutputExistsError):
         analyze_checkpoint(run_checkpoint, tiny_cifar, run_checkpoint.parent.parent, force=True)
     assert run_checkpoint.exists()
-    res = analyze_checkpoint(run_checkpoint, tiny_cifar, out, force=True)
-    assert not (out / "keep.txt").exists() and (out / "report.html").exists() and res["test_images"] > 0
+    # --force replaces only an analysis s9tune wrote, not a folder of someone else's files
+    with pytest.raises(OutputExistsError, match=r"s9tune\.json missing"):
+        analyze_checkpoint(run_checkpoint, tiny_cifar, out, force=True)
+    assert (out / "keep.txt").read_text() == "previous"
+    done = tmp_path / "done"
+    analyze_checkpoint(run_checkpoint, tiny_cifar, done)
+    (done / "report.html").write_text("old")
+    res = analyze_checkpoint(run_checkpoint, tiny_cifar, done, force=True)
+    assert (done / "report.html").read_text() != "old" and res["test_images"] > 0

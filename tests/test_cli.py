@@ -137,8 +137,14 @@ def test_existing_run_is_not_overwritten(tiny_cifar: Path, tmp_path: Path, capsy
     assert main(["train", "--data-dir", str(tiny_cifar), *TINY, "--out", str(out)]) == 2
     assert "already holds a previous run" in capsys.readouterr().err
     assert (out / "precious.txt").read_text() == "keep me"
-    assert main(["train", "--data-dir", str(tiny_cifar), *TINY, "--out", str(out), "--force"]) == 0
-    assert not (out / "precious.txt").exists()
+    # --force replaces only a run s9tune wrote (tests/test_outdir.py has every other case)
+    assert main(["train", "--data-dir", str(tiny_cifar), *TINY, "--out", str(out), "--force"]) == 2
+    assert (out / "precious.txt").read_text() == "keep me"
+    run = tmp_path / "run2"
+    assert main(["train", "--data-dir", str(tiny_cifar), *TINY, "--out", str(run)]) == 0
+    first = (run / "run.json").read_bytes()
+    assert main(["train", "--data-dir", str(tiny_cifar), *TINY, "--out", str(run), "--force"]) == 0
+    assert (run / "run.json").read_bytes() != first
 
 
 def test_summary_and_help_are_fast_and_light() -> None:

@@ -135,7 +135,7 @@ def test_bad_inputs(
     assert main(["analyze", str(ckpt), "--data-dir", str(mini), "--out", str(retrained)]) == 2
     assert "holds the checkpoint" in _one_error(capsys)
     prev = tmp_path / "prev"
-    prev.mkdir()
+    assert main(["analyze", str(ckpt), "--data-dir", str(mini), "--out", str(prev)]) == 0
     (prev / "report.html").write_text("old")
     assert main(["analyze", str(ckpt), "--data-dir", str(mini), "--out", str(prev)]) == 2
     assert "already holds a previous run" in _one_error(capsys)

@@ -45,17 +45,16 @@ def analyze_checkpoint(
     that can fail is checked before `out_dir` is touched.
     """
     from s9tune.data import load_splits
-    from s9tune.runs import prepare_out_dir
+    from s9tune.outdir import prepare_out_dir
 
     path = Path(checkpoint_path).expanduser().resolve()
     ckpt = Checkpoint.load(path)
     cfg = ckpt.train_config(path)
     model = ckpt.build_model(path, width=width)
     resolve_target_layer(model, target_layer)
-    out = Path(out_dir).expanduser().resolve()
-    if out == path.parent or out in path.parents:
-        # --force would rmtree the folder the checkpoint (and its run) lives in
-        raise OutputExistsError(f"{out}: holds the checkpoint being analysed; choose another --out")
+    real_out = Path(out_dir).expanduser().resolve()
+    if real_out == path.parent or real_out in path.parents:
+        raise OutputExistsError(f"{real_out}: holds the checkpoint being analysed; choose another --out")
     splits = load_splits(data_dir, val_size=cfg.val_size, seed=cfg.seed, train_subset=cfg.train_subset)
     history_file = _run_folder_history(path)
     if history_file is not None:
@@ -63,7 +62,7 @@ def analyze_checkpoint(
         logger.info("training history from %s (%d epochs)", history_file, len(rows))
     else:
         rows = [dict(m) for m in ckpt.metrics if isinstance(m, Mapping)]
-    out = prepare_out_dir(out, force=force)
+    out = prepare_out_dir(out_dir, kind="analyze", force=force, protect=(data_dir,))
     name = path.parent.parent.name if history_file is not None else path.stem
     return analyze_model(
         model,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,10 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from s9tune.errors import S9Error
-from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC, MODE, SearchSpace
+from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC, SearchSpace
 from s9tune.search.trials import Experiment, TrialRow
 
 SPACE_RECORD = "s9tune_space.json"
+SEARCH_LOG = "search.log"
+DEFAULT_MAX_FAILURES = 2  # retries of a failed trial, when an older record does not say
+RECORD_MAX_BYTES = 16 * 1024 * 1024
+# one path component: no "/", no "..", nothing a shell or a URI would read differently
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class StorageError(S9Error):
@@ -43,7 +49,19 @@ def resolve_storage(storage: str | None) -> str:
 
 
 def default_name(space: SearchSpace) -> str:
-    return f"{space.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", space.path.stem).strip("-.") or "search"
+    return f"{stem[:100]}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_name(name: str) -> str:
+    """An experiment name is one folder name: STORAGE/NAME must never reach outside STORAGE."""
+    if not NAME_PATTERN.fullmatch(name) or name.endswith("."):
+        shown = name if len(name) <= 80 else name[:80] + "..."
+        raise S9Error(
+            f"--name {shown!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit "
+            "(one folder name, no '/')"
+        )
+    return name
 
 
 def storage_error(where: str, exc: BaseException) -> StorageError:
@@ -138,9 +156,83 @@ class ExperimentRef:
         except OSError as exc:
             raise storage_error(self.storage, exc) from None
 
-    def delete(self) -> None:
+    def create(self, space: SearchSpace, *, max_failures: int) -> None:
+        """Start a new experiment: its folder is made here (locally: refusing one that exists,
+        atomically), then the record is written into it."""
+        if not is_uri(self.storage):
+            try:
+                Path(self.storage).mkdir(parents=True, exist_ok=True)
+                Path(self.path).mkdir()
+            except FileExistsError:
+                raise S9Error(
+                    f"{self.path}: already exists; pass --resume to continue it or choose another --name"
+                ) from None
+            except OSError as exc:
+                raise StorageError(f"{self.path}: cannot create the experiment folder ({exc.strerror})") from None
+        elif self.read_text(SPACE_RECORD) is not None:
+            raise S9Error(f"{self.path}: already exists; pass --resume to continue it or choose another --name")
+        self.write_record(space, max_failures=max_failures)
+
+    def discard(self) -> None:
+        """Undo `create` for a search refused before launch: remove the files s9tune wrote
+        before Tune started (the record, Ray's log), then the folder only if nothing else is in
+        it. Nothing else is ever removed, so a folder that held anything survives."""
+        import pyarrow.fs
+
         fs, root = self._fs()
-        fs.delete_dir(root)
+        for name in (SPACE_RECORD, SEARCH_LOG):
+            try:
+                fs.delete_file(f"{root}/{name}")
+            except (FileNotFoundError, OSError):
+                pass
+        try:
+            left = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+            if not left and is_uri(self.storage):
+                fs.delete_dir(root)  # an object store's "folder" is only the prefix s9tune wrote
+            elif not left:
+                os.rmdir(root)  # rmdir, not rmtree: fails rather than remove anything it did not see
+        except OSError:
+            pass
+
+    def list_dirs(self) -> list[str]:
+        """The names of the folders directly inside the experiment."""
+        return self._list(dirs=True)
+
+    def list_files(self) -> list[str]:
+        """The names of the files directly inside the experiment."""
+        return self._list(dirs=False)
+
+    def _list(self, *, dirs: bool) -> list[str]:
+        import pyarrow.fs
+
+        fs, root = self._fs()
+        try:
+            infos = fs.get_file_info(pyarrow.fs.FileSelector(root))
+        except FileNotFoundError:
+            raise S9Error(f"{self.path}: no such experiment") from None
+        except OSError as exc:
+            raise storage_error(self.path, exc) from None
+        want = pyarrow.fs.FileType.Directory if dirs else pyarrow.fs.FileType.File
+        return sorted(i.base_name for i in infos if i.type == want)
+
+    def read_bytes(self, relpath: str, limit: int) -> bytes | None:
+        """The file's bytes, or None if it does not exist; a file over `limit` bytes is refused.
+        Locally a symbolic link is not followed (an experiment folder holds none of its own)."""
+        fs, root = self._fs()
+        path = f"{root}/{relpath}"
+        try:
+            if not is_uri(self.storage):
+                raw = _read_local(Path(path), limit)
+            else:
+                with fs.open_input_stream(path) as fh:
+                    raw = fh.read(limit + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise storage_error(self.path, exc) from None
+        if len(raw) > limit:
+            raise S9Error(f"{self.path}/{relpath}: larger than {limit // 2**20} MiB; not a file s9tune or Tune wrote")
+        return raw
 
     def write_text(self, relpath: str, text: str) -> None:
         fs, root = self._fs()
@@ -152,87 +244,102 @@ class ExperimentRef:
         except OSError as exc:
             raise storage_error(self.path, exc) from None
 
-    def read_text(self, relpath: str) -> str | None:
+    def read_text(self, relpath: str, limit: int = RECORD_MAX_BYTES) -> str | None:
         """The file's text, or None if it does not exist."""
-        fs, root = self._fs()
-        try:
-            with fs.open_input_stream(f"{root}/{relpath}") as fh:
-                return fh.read().decode("utf-8")
-        except FileNotFoundError:
+        raw = self.read_bytes(relpath, limit)
+        if raw is None:
             return None
-        except OSError as exc:
-            raise storage_error(self.path, exc) from None
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise S9Error(f"{self.path}/{relpath}: not UTF-8 text") from None
 
-    def write_record(self, space: SearchSpace) -> None:
-        self.write_text(SPACE_RECORD, json.dumps(space.to_record(), indent=2))
+    def write_record(self, space: SearchSpace, *, max_failures: int = DEFAULT_MAX_FAILURES) -> None:
+        record = {**space.to_record(), "max_failures": max_failures}
+        self.write_text(SPACE_RECORD, json.dumps(record, indent=2))
 
-    def read_record(self) -> SearchSpace:
+    def read_record_dict(self) -> dict[str, Any]:
         raw = self.read_text(SPACE_RECORD)
         if raw is None:
             raise S9Error(
                 f"{self.path}: no such s9tune experiment (no {SPACE_RECORD}); pass the STORAGE/NAME a search printed"
             )
-        return SearchSpace.from_record(json.loads(raw))
+        try:
+            record = json.loads(raw)
+            SearchSpace.from_record(record)
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError, S9Error):
+            raise S9Error(f"{self.path}/{SPACE_RECORD}: not a valid s9tune record (damaged or edited)") from None
+        return record
+
+    def read_record(self) -> SearchSpace:
+        return SearchSpace.from_record(self.read_record_dict())
+
+
+def _read_local(path: Path, limit: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fh:
+        raw = fh.read(limit + 1)
+    return raw
+
+
+def check_resumable(ref: ExperimentRef) -> SearchSpace:
+    """The experiment's own space, if its record and Tune's state describe the same search
+    (search/tune_files.check_resumable); else one line saying why it is not resumed."""
+    from s9tune.search.tune_files import check_resumable as check
+
+    try:
+        record = ref.read_record_dict()
+    except S9Error as exc:
+        raise S9Error(f"{ref.path}: not an s9tune experiment, so not resumed ({exc})") from None
+    space = SearchSpace.from_record(record)
+    check(ref, record, {d.key for d in space.dists})
+    return space
 
 
 def load_experiment(experiment: str) -> Experiment:
-    """Read STORAGE/NAME: s9tune's record, then every trial through Ray's ExperimentAnalysis."""
-    from ray.tune import ExperimentAnalysis
+    """Read STORAGE/NAME through JSON and text only: s9tune's record, then each trial's
+    params.json, result.json and error.txt (search/tune_files.py). No pickle is opened, so an
+    experiment someone else wrote runs none of their code here."""
+    from s9tune.search.tune_files import read_trials
 
     ref = ExperimentRef.parse(experiment)
-    space = ref.read_record()
-    try:
-        analysis = ExperimentAnalysis(ref.path, default_metric=METRIC, default_mode=MODE)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        raise S9Error(f"{experiment}: Ray cannot read this experiment ({str(exc).splitlines()[0]})") from None
-    frames = analysis.trial_dataframes
+    record = ref.read_record_dict()
+    space = SearchSpace.from_record(record)
+    max_failures = int(record.get("max_failures", DEFAULT_MAX_FAILURES))
     keys = [d.key for d in space.dists]
-    rows = [_trial_row(t, frames.get(t.trial_id), keys, space.max_t) for t in analysis.trials]
+    rows = [_trial_row(t, keys, space.max_t, max_failures) for t in read_trials(ref)]
     return Experiment(ref.path, space, rows)
 
 
-def _trial_row(trial: Any, df: Any, searched: list[str], max_t: int) -> TrialRow:
-    budget = int(trial.config.get(BUDGET_KEY, max_t))
-    hist: list[float] = []
-    diverged = False
-    time_s = 0.0
-    epochs = 0
-    if df is not None and len(df) and METRIC in df:
-        time_s = float(df["time_total_s"].max()) if "time_total_s" in df else 0.0
-        if "training_iteration" in df:
-            # a restored trial reports the epochs after its last checkpoint again: the later row
-            # of an epoch is the one its final weights went through
-            df = df.drop_duplicates("training_iteration", keep="last").sort_values("training_iteration")
-        if "diverged" in df:
-            diverged = bool((df["diverged"].fillna(0) > 0).any())
-            df = df[df["diverged"].fillna(0) == 0]
-        hist = [float(v) for v in df[METRIC].tolist() if isinstance(v, (int, float)) and not math.isnan(v)]
+def _trial_row(t: Any, searched: list[str], max_t: int, max_failures: int) -> TrialRow:
+    from s9tune.search.tune_files import trial_status
+
+    budget = int(t.params.get(BUDGET_KEY, max_t))
+    # a restored trial reports the epochs after its last checkpoint again: the later row of an
+    # epoch is the one its final weights went through
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for r in t.rows:
+        it = r.get("training_iteration")
+        if isinstance(it, int) and not r.get("diverged"):
+            by_epoch[it] = r
+    kept = [by_epoch[k] for k in sorted(by_epoch)]
+    hist = [float(r[METRIC]) for r in kept if _finite(r.get(METRIC))]
+    times = [float(r["time_total_s"]) for r in t.rows if _finite(r.get("time_total_s"))]
+    return TrialRow(
+        trial_id=t.trial_id,
+        config={k: t.params.get(k) for k in searched},
+        status=trial_status(t, budget, max_failures),
         # the epoch reached, not the rows: rows of the epochs before a checkpoint can be missing
         # where the driver was killed before it uploaded them (cloud storage)
-        epochs = int(df["training_iteration"].iloc[-1]) if "training_iteration" in df and len(df) else len(hist)
-    return TrialRow(
-        trial_id=trial.trial_id,
-        config={k: _plain(trial.config.get(k)) for k in searched},
-        status=_status(str(trial.status), epochs, budget, diverged),
-        epochs=epochs,
+        epochs=max(by_epoch, default=0),
         best_val_accuracy=max(hist) if hist else None,
         last_val_accuracy=hist[-1] if hist else None,
-        time_s=time_s,
+        time_s=max(times, default=0.0),
         history=hist,
-        config_id=str(trial.config.get(CONFIG_KEY, trial.trial_id)),
+        config_id=str(t.params.get(CONFIG_KEY, t.trial_id)),
         budget=budget,
     )
 
 
-def _plain(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v
-
-
-def _status(ray_status: str, epochs: int, max_t: int, diverged: bool) -> str:
-    if diverged:
-        return "diverged"
-    if ray_status == "ERROR":
-        return "error"
-    if ray_status != "TERMINATED":
-        return "unfinished"
-    return "completed" if epochs >= max_t else "stopped"
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

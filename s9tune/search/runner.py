@@ -11,13 +11,19 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from s9tune.errors import ConfigError, S9Error
-from s9tune.search.experiment import ExperimentRef, default_name, is_uri, resolve_storage
+from s9tune.search.experiment import (
+    SEARCH_LOG,
+    ExperimentRef,
+    check_name,
+    check_resumable,
+    default_name,
+    is_uri,
+    resolve_storage,
+)
 from s9tune.search.space import METRIC, MODE, SearchSpace
 from s9tune.search.trials import Experiment
 
 logger = logging.getLogger(__name__)
-
-SEARCH_LOG = "search.log"
 
 
 @dataclass
@@ -48,7 +54,7 @@ def _experiment(
     decides the data and the fixed values, not today's file (only resources may change)."""
     if resume and not name:
         raise ConfigError("--resume needs the --name of the experiment to continue")
-    ref = ExperimentRef(resolve_storage(storage), name or default_name(space))
+    ref = ExperimentRef(resolve_storage(storage), check_name(name or default_name(space)))
     ref.check_writable()
     exists = ref.exists()
     if resume and not exists:
@@ -57,10 +63,7 @@ def _experiment(
         raise ConfigError(f"{ref.path}: already exists; pass --resume to continue it or choose another --name")
     if not resume:
         return ref, space
-    try:
-        saved = ref.read_record()
-    except S9Error:
-        raise ConfigError(f"{ref.path}: not an s9tune experiment; cannot resume it") from None
+    saved = check_resumable(ref)
     return ref, saved.with_resources(space.cpus_per_trial, space.gpus_per_trial)
 
 
@@ -140,9 +143,10 @@ def _plan(space: SearchSpace, ref: ExperimentRef) -> Any:
 
 
 def _log_path(ref: ExperimentRef) -> Path:
-    """Ray's output: in the experiment folder, or beside it locally when the experiment is on a URI."""
+    """Ray's output: in the experiment folder; for a URI experiment first in a private folder of
+    this machine's (mkdtemp: 0700, a name nobody can guess), uploaded when the search ends."""
     if is_uri(ref.storage):
-        return Path(tempfile.gettempdir()) / "s9tune-logs" / f"{ref.name}.log"
+        return Path(tempfile.mkdtemp(prefix="s9tune-log-")) / SEARCH_LOG
     return Path(ref.path) / SEARCH_LOG
 
 
@@ -175,7 +179,7 @@ def run_search(
     if not splits.has_val:
         raise ConfigError(f"{space.path}: fixed.val_size is 0; a search must score on a validation split")
     if not resume:
-        ref.write_record(space)
+        ref.create(space, max_failures=max_failures)
     log = None if ray_to_console else _log_path(ref)
     launched: list[bool] = []
     try:
@@ -196,7 +200,7 @@ def run_search(
                 ray.shutdown()  # inside the redirect: Ray's goodbyes belong in its log too
     except S9Error:
         if not resume and not launched:
-            ref.delete()  # refused before Tune started (cluster checks): a retry may use the same name
+            ref.discard()  # refused before Tune started (cluster checks): a retry may use the same name
         raise
     finally:
         if log is not None and is_uri(ref.storage) and log.exists() and ref.exists():
