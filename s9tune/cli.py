@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -14,6 +15,8 @@ from s9tune import __version__
 from s9tune.errors import S9Error
 
 logger = logging.getLogger("s9tune")
+
+MAX_NUM_ITER = 100_000  # lr-find steps
 
 
 # -- shared pieces --------------------------------------------------------------------
@@ -48,11 +51,12 @@ def _load_splits(cfg, data_dir: Path | None):
 
 # -- handlers -------------------------------------------------------------------------
 def cmd_summary(args: argparse.Namespace) -> int:
+    from s9tune.config import LIMITS
     from s9tune.errors import ConfigError
     from s9tune.model import summary_table
 
-    if args.width < 1:
-        raise ConfigError(f"--width {args.width}: must be >= 1")
+    if not 1 <= args.width <= LIMITS["width"]:
+        raise ConfigError(f"--width {args.width}: must lie in [1, {LIMITS['width']}]")
     print(summary_table(args.width))
     return 0
 
@@ -84,10 +88,10 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     from s9tune.lrfind import run_lr_find
     from s9tune.outdir import prepare_out_dir
 
-    if not (0 < args.start_lr < args.end_lr):
-        raise ConfigError(f"--start-lr {args.start_lr} / --end-lr {args.end_lr}: need 0 < start < end")
-    if args.num_iter < 10:
-        raise ConfigError(f"--num-iter {args.num_iter}: need at least 10")
+    if not (0 < args.start_lr < args.end_lr < math.inf):
+        raise ConfigError(f"--start-lr {args.start_lr} / --end-lr {args.end_lr}: need 0 < start < end, both finite")
+    if not 10 <= args.num_iter <= MAX_NUM_ITER:
+        raise ConfigError(f"--num-iter {args.num_iter}: must lie in [10, {MAX_NUM_ITER:,}]")
     cfg = load_config(args.config, args.sets)
     splits = _load_splits(cfg, args.data_dir)
     out = prepare_out_dir(args.out, kind="lr-find", force=args.force, protect=(args.data_dir,))
@@ -107,10 +111,12 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     space = load_space(args.space)  # validated before Ray starts
     if args.num_samples is not None:
-        if args.num_samples < 1:
+        from s9tune.search.space import MAX_NUM_SAMPLES
+
+        if not 1 <= args.num_samples <= MAX_NUM_SAMPLES:
             from s9tune.errors import ConfigError
 
-            raise ConfigError(f"--num-samples {args.num_samples}: must be >= 1")
+            raise ConfigError(f"--num-samples {args.num_samples}: must lie in [1, {MAX_NUM_SAMPLES:,}]")
         from dataclasses import replace
 
         space = replace(space, num_samples=args.num_samples)
@@ -188,7 +194,12 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="join a running Ray cluster (auto or HOST:PORT); default: $RAY_ADDRESS, else start Ray in-process",
     )
-    p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted experiment --name. This loads Tune's pickled state, which can run code "
+        "stored in it: resume only experiments you trust (results and retrain read JSON only)",
+    )
     p.add_argument(
         "--dashboard",
         action="store_true",

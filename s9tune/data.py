@@ -37,6 +37,7 @@ TEST_FILE = "test_batch"
 META_FILE = "batches.meta"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 ENV_DATA_DIR = "S9TUNE_DATA_DIR"
+MAX_CLASS_NAME = 64
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,8 @@ def _load_pickle(path: Path) -> dict:
             f"{path}: missing; point --data-dir at a complete CIFAR-10 folder or delete "
             f"{path.parent} to download it anew"
         ) from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it as a CIFAR-10 batch file ({exc.strerror})") from None
     try:
         obj = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing to the user
@@ -230,7 +233,10 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: not a CIFAR-10 batch (no 'data' array or 'labels')")
     if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
         raise DataError(f"{path}: 'data' has shape {data.shape} {data.dtype}, expected (N, 3072) uint8")
-    y = np.asarray(labels, dtype=np.int64)
+    try:
+        y = np.asarray(labels, dtype=np.int64)
+    except (ValueError, TypeError, OverflowError):
+        raise DataError(f"{path}: labels are not integers 0-9") from None
     if y.shape != (data.shape[0],) or (y.size and (y.min() < 0 or y.max() > 9)):
         raise DataError(f"{path}: labels do not match the images (count or range)")
     x = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
@@ -244,7 +250,17 @@ def read_classes(folder: Path) -> tuple[str, ...]:
     names = _load_pickle(path).get("label_names")
     if not isinstance(names, list) or len(names) != 10:
         raise DataError(f"{path}: no list of 10 label_names")
-    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    out = []
+    for n in names:
+        try:
+            name = n.decode("utf-8") if isinstance(n, bytes) else n
+        except UnicodeDecodeError:
+            name = None
+        # names go into plots, tables and HTML: short printable text only
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_CLASS_NAME or not name.isprintable():
+            raise DataError(f"{path}: label_names must be {MAX_CLASS_NAME} or fewer printable characters each")
+        out.append(name)
+    return tuple(out)
 
 
 def read_cifar10(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
@@ -259,6 +275,10 @@ def read_cifar10(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     train_x = np.concatenate([p[0] for p in parts])
     train_y = np.concatenate([p[1] for p in parts])
     test_x, test_y = read_batch(folder / TEST_FILE)
+    if not len(train_y):
+        raise DataError(f"{folder}: the data_batch_* files hold no images")
+    if not len(test_y):
+        raise DataError(f"{folder / TEST_FILE}: holds no images; the test set cannot be empty")
     return train_x, train_y, test_x, test_y, read_classes(folder)
 
 
@@ -306,6 +326,11 @@ def make_splits(
         tr, va = np.arange(len(train_y)), np.arange(0)
     if train_subset is not None:
         tr = tr[subset_indices(train_y[tr], train_subset, seed + 1)]
+    if not len(tr):
+        raise DataError(
+            f"no training images left after taking val_size={val_size} of {len(train_y)} for validation; "
+            "lower val_size or use more data"
+        )
     return Splits(train_x[tr], train_y[tr], train_x[va], train_y[va], test_x, test_y, classes)
 
 

@@ -18,6 +18,8 @@ from s9tune.errors import ConfigError, OutputExistsError
 
 logger = logging.getLogger(__name__)
 
+MAX_SEEDS = 100  # each is a full retrain
+
 
 def retrain_config(best: TrainConfig, epochs: int, sets: list[str] | None) -> TrainConfig:
     """Full training set (train + validation), full schedule, then the user's --set."""
@@ -76,8 +78,8 @@ def run_retrain(
     from s9tune.search.experiment import load_experiment
     from s9tune.search.export import leaderboard_rows
 
-    if seeds < 1:
-        raise ConfigError(f"--seeds {seeds}: must be >= 1")
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError(f"--seeds {seeds}: must lie in [1, {MAX_SEEDS}]")
     exp = load_experiment(experiment)
     best = exp.best()  # raises if no trial finished its schedule
     logger.info("best trial %s of %s (%s)", best.trial_id, exp.path, exp.scope.split(":")[0])

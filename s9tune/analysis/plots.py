@@ -28,6 +28,9 @@ def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
+    # labels come from data files (class names in batches.meta): a "$" in one must print as
+    # itself, not start mathtext that cannot parse it. s9tune's own labels use no math.
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt

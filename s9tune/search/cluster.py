@@ -7,12 +7,15 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import socket
+import stat
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
-from s9tune.errors import S9Error
+from s9tune.errors import S9Error, shown
 from s9tune.search.experiment import is_uri
 from s9tune.search.space import SearchSpace
 
@@ -50,6 +53,8 @@ def init_ray(address: str | None, dashboard: bool = False) -> None:
                 "--dashboard is for the Ray that s9tune starts; a cluster has its own "
                 "(ray start --head --include-dashboard=true)"
             )
+        if address == "auto":
+            address = trusted_local_address()
         check_reachable(address)
         # ship this package to the cluster's workers; their Python needs the dependencies
         runtime_env = {"py_modules": [str(Path(s9tune.__file__).resolve().parent)]}
@@ -75,12 +80,73 @@ def connect_error(address: str, exc: BaseException) -> str:
     if any(s in text for s in ("InvalidAuthToken", "Unauthenticated", "AuthenticationError", "authentication token")):
         if os.environ.get("RAY_AUTH_MODE") == "token":
             return (
-                f"the Ray cluster at {address!r} rejected this machine's token; set the head's token in "
+                f"the Ray cluster at {shown(address)} rejected this machine's token; set the head's token in "
                 "RAY_AUTH_TOKEN or ~/.ray/auth_token (`ray get-auth-token` on the head node prints it)"
             )
-        return f"the Ray cluster at {address!r} uses token authentication: {AUTH_HINT}"
+        return f"the Ray cluster at {shown(address)} uses token authentication: {AUTH_HINT}"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"cannot connect to the Ray cluster at {address!r}: {first}"
+    return f"cannot connect to the Ray cluster at {shown(address)}: {first}"
+
+
+HANDSHAKE_S = 10.0
+
+
+def ray_address_file() -> Path:
+    """Where `ray start` records the address of this machine's cluster (Ray's own rule:
+    $RAY_TMPDIR, else $TMPDIR on Linux, else /tmp; then ray/ray_current_cluster)."""
+    base = os.environ.get("RAY_TMPDIR") or (os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None)
+    return Path(base or "/tmp") / "ray" / "ray_current_cluster"
+
+
+def trusted_local_address() -> str:
+    """`--address auto`, resolved by s9tune from the file `ray start` wrote, and only if no other
+    user could have written it: Ray makes its temp folder world-writable (0777), so anyone on the
+    machine can put a file there that points at a cluster of theirs, which would then get this
+    search's code, data and token. Ray's own `auto` would also fall back to any Ray process it
+    finds running, whoever started it. The file must be a regular file owned by this user (or
+    root) that nobody else may write."""
+    path = ray_address_file()
+    hint = "give the head's HOST:PORT with --address instead of auto"
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise ClusterError(f"--address auto: no cluster started on this machine ({path} is missing); {hint}") from None
+    if not stat.S_ISREG(st.st_mode) or st.st_uid not in (os.getuid(), 0) or st.st_mode & 0o022:
+        raise ClusterError(
+            f"--address auto: {path} could have been written by another user (owner uid {st.st_uid}, "
+            f"mode {stat.S_IMODE(st.st_mode):o}); {hint}"
+        )
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        address = fh.read(256).strip()
+    if not re.fullmatch(r"[A-Za-z0-9.:\[\]-]+:\d+", address):
+        raise ClusterError(f"--address auto: {path} holds no HOST:PORT; {hint}")
+    # Ray turns token authentication on by itself for `auto` when a token exists; the address
+    # now being explicit, do what it would have done
+    if "RAY_AUTH_MODE" not in os.environ and _token_available():
+        os.environ["RAY_AUTH_MODE"] = "token"
+    return address
+
+
+def _token_available() -> bool:
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    return Path(path).is_file()
+
+
+def _speaks_grpc(address: str, timeout: float) -> bool:
+    """Whether something at `address` completes a gRPC (HTTP/2) handshake within `timeout`:
+    a port that accepts TCP but is not Ray would otherwise hang ray.init for minutes."""
+    import grpc
+
+    channel = grpc.insecure_channel(address)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+        return True
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        channel.close()
 
 
 def check_reachable(address: str) -> None:
@@ -90,18 +156,25 @@ def check_reachable(address: str) -> None:
     user opts in (RAY_AUTH_MODE=token), so that a local token is never sent to a host they did
     not choose. The probe asks the cluster's GCS with this process's settings, so it fails
     exactly when ray.init would, and says why."""
-    if address == "auto" or "://" in address:
+    if "://" in address:
         return
     host, _, port = address.rpartition(":")
     try:
+        if not 0 < int(port) < 65536:
+            raise ValueError(port)
         socket.create_connection((host, int(port)), timeout=5).close()
-    except ValueError:
-        raise ClusterError(f"--address {address!r}: expected HOST:PORT or auto") from None
+    except (ValueError, OverflowError):
+        raise ClusterError(f"--address {shown(address)}: expected HOST:PORT or auto") from None
     except OSError as exc:
         raise ClusterError(
             f"nothing answers at {address} ({exc.strerror or exc}); "
             f"is the head running (ray start --head --port {port})?"
         ) from None
+    if os.environ.get("RAY_USE_TLS", "0") in ("0", "") and not _speaks_grpc(address, HANDSHAKE_S):
+        raise ClusterError(
+            f"{address} accepts connections but did not answer as a Ray cluster within {HANDSHAKE_S:g} s "
+            "(no gRPC handshake); check the host and port of the head"
+        )
     try:
         from ray._raylet import GcsClient
         from ray.exceptions import AuthenticationError

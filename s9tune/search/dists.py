@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from s9tune.errors import shown
 from s9tune.search.validation import check_field, err, number
 
 DIST_KEYS = {
@@ -84,7 +85,7 @@ def parse_dist(path: Path, key: str, spec: Any, field_type: Any) -> Dist:
         raise err(path, where, "expected {type: uniform|loguniform|quniform|randint|lograndint|choice, ...}")
     kind = spec["type"]
     if kind not in DIST_KEYS:
-        raise err(path, f"{where}.type", f"unknown distribution {kind!r} (known: {', '.join(DIST_KEYS)})")
+        raise err(path, f"{where}.type", f"unknown distribution {shown(kind)} (known: {', '.join(DIST_KEYS)})")
     given = set(spec) - {"type"}
     if given != DIST_KEYS[kind]:
         missing, extra = DIST_KEYS[kind] - given, given - DIST_KEYS[kind]

@@ -13,11 +13,12 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from s9tune.errors import S9Error
+from s9tune.errors import S9Error, shown
 from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC, SearchSpace
 from s9tune.search.trials import Experiment, TrialRow
 
@@ -43,9 +44,18 @@ def resolve_storage(storage: str | None) -> str:
     if storage is None:
         return str((Path.cwd() / "searches").resolve())
     if is_uri(storage):
-        base, sep, query = storage.partition("?")
+        base, sep, query = _check_uri(storage).partition("?")
         return base.rstrip("/") + sep + query
     return str(Path(storage).expanduser().resolve())
+
+
+def _check_uri(uri: str) -> str:
+    """A URI must name a bucket (or, for file://, a folder): `s3://` alone would otherwise lose
+    its slashes and become the local folder `s3:`."""
+    scheme, _, rest = uri.partition("?")[0].partition("://")
+    if not scheme or not rest.strip("/"):
+        raise StorageError(f"{shown(uri)}: names no bucket; write {scheme or 's3'}://BUCKET/PREFIX")
+    return uri
 
 
 def default_name(space: SearchSpace) -> str:
@@ -56,9 +66,8 @@ def default_name(space: SearchSpace) -> str:
 def check_name(name: str) -> str:
     """An experiment name is one folder name: STORAGE/NAME must never reach outside STORAGE."""
     if not NAME_PATTERN.fullmatch(name) or name.endswith("."):
-        shown = name if len(name) <= 80 else name[:80] + "..."
         raise S9Error(
-            f"--name {shown!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit "
+            f"--name {shown(name)}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit "
             "(one folder name, no '/')"
         )
     return name
@@ -104,6 +113,8 @@ class ExperimentRef:
 
     @classmethod
     def parse(cls, experiment: str) -> ExperimentRef:
+        if is_uri(experiment):
+            _check_uri(experiment)
         base, sep, query = experiment.partition("?")
         base = base.rstrip("/")
         if not is_uri(base):
@@ -156,10 +167,16 @@ class ExperimentRef:
         except OSError as exc:
             raise storage_error(self.storage, exc) from None
 
-    def create(self, space: SearchSpace, *, max_failures: int) -> None:
+    def create(self, space: SearchSpace, *, max_failures: int) -> list[Path]:
         """Start a new experiment: its folder is made here (locally: refusing one that exists,
-        atomically), then the record is written into it."""
+        atomically), then the record is written into it. Returns the storage folders this made
+        (for `discard`), deepest first."""
+        made: list[Path] = []
         if not is_uri(self.storage):
+            folder = Path(self.storage)
+            while not folder.exists() and folder != folder.parent:
+                made.append(folder)
+                folder = folder.parent
             try:
                 Path(self.storage).mkdir(parents=True, exist_ok=True)
                 Path(self.path).mkdir()
@@ -172,11 +189,13 @@ class ExperimentRef:
         elif self.read_text(SPACE_RECORD) is not None:
             raise S9Error(f"{self.path}: already exists; pass --resume to continue it or choose another --name")
         self.write_record(space, max_failures=max_failures)
+        return made
 
-    def discard(self) -> None:
+    def discard(self, made: Sequence[Path] = ()) -> None:
         """Undo `create` for a search refused before launch: remove the files s9tune wrote
         before Tune started (the record, Ray's log), then the folder only if nothing else is in
-        it. Nothing else is ever removed, so a folder that held anything survives."""
+        it, then the storage folders `create` made, if empty. Nothing else is ever removed, so a
+        folder that existed before, or that holds anything, survives."""
         import pyarrow.fs
 
         fs, root = self._fs()
@@ -191,6 +210,8 @@ class ExperimentRef:
                 fs.delete_dir(root)  # an object store's "folder" is only the prefix s9tune wrote
             elif not left:
                 os.rmdir(root)  # rmdir, not rmtree: fails rather than remove anything it did not see
+                for folder in made:
+                    os.rmdir(folder)
         except OSError:
             pass
 

@@ -178,8 +178,7 @@ def run_search(
     splits = load_splits(data_dir, val_size=fixed.val_size, seed=fixed.seed, train_subset=fixed.train_subset)
     if not splits.has_val:
         raise ConfigError(f"{space.path}: fixed.val_size is 0; a search must score on a validation split")
-    if not resume:
-        ref.create(space, max_failures=max_failures)
+    made = [] if resume else ref.create(space, max_failures=max_failures)
     log = None if ray_to_console else _log_path(ref)
     launched: list[bool] = []
     try:
@@ -200,7 +199,7 @@ def run_search(
                 ray.shutdown()  # inside the redirect: Ray's goodbyes belong in its log too
     except S9Error:
         if not resume and not launched:
-            ref.discard()  # refused before Tune started (cluster checks): a retry may use the same name
+            ref.discard(made)  # refused before Tune started (cluster checks): a retry may use the same name
         raise
     finally:
         if log is not None and is_uri(ref.storage) and log.exists() and ref.exists():

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from s9tune.config import TrainConfig, field_types, read_yaml_mapping
-from s9tune.errors import ConfigError
+from s9tune.errors import ConfigError, shown
 from s9tune.search.dists import Dist, parse_dist
 from s9tune.search.validation import check_field, err, mapping, number
 
@@ -41,6 +41,7 @@ RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial"}
 METRIC, MODE = "val_accuracy", "max"
 BUDGET_KEY = "budget"  # in a halving run's trial config: the epochs of its complete schedule
 CONFIG_KEY = "config_id"  # in a halving run's trial config: the trial id of the config's first run
+MAX_NUM_SAMPLES = 10_000  # configs in one search; each is at least one trial folder
 DATA_KEYS = ("val_size", "train_subset")  # the driver loads the splits once for all trials
 
 
@@ -186,14 +187,14 @@ def load_space(path: Path) -> SearchSpace:
         dists.append(parse_dist(path, key, spec, types[key]))
 
     num_samples = int(number(path, "num_samples", raw.get("num_samples", 16), integer=True))
-    if num_samples < 1:
-        raise err(path, "num_samples", "must be >= 1")
+    if not 1 <= num_samples <= MAX_NUM_SAMPLES:
+        raise err(path, "num_samples", f"must lie in [1, {MAX_NUM_SAMPLES:,}]")
 
     scheduler = _parse_scheduler(path, raw.get("scheduler"), fixed)
 
     searcher = mapping(path, "searcher", raw.get("searcher"), SEARCHER_KEYS)
     if searcher.get("type", "optuna") != "optuna":
-        raise err(path, "searcher.type", f"only 'optuna' is supported, got {searcher.get('type')!r}")
+        raise err(path, "searcher.type", f"only 'optuna' is supported, got {shown(searcher.get('type'))}")
     seed = int(number(path, "searcher.seed", searcher.get("seed", 0), integer=True))
 
     res = mapping(path, "resources", raw.get("resources"), RESOURCE_KEYS)
@@ -208,7 +209,7 @@ def load_space(path: Path) -> SearchSpace:
 def _parse_scheduler(path: Path, raw: Any, fixed: TrainConfig) -> SchedulerSpec:
     kind = raw.get("type", "asha") if isinstance(raw, dict) else "asha"
     if kind not in SCHEDULER_KEYS:
-        raise err(path, "scheduler.type", f"unknown scheduler {kind!r} (known: {', '.join(SCHEDULER_KEYS)})")
+        raise err(path, "scheduler.type", f"unknown scheduler {shown(kind)} (known: {', '.join(SCHEDULER_KEYS)})")
     sched = mapping(path, "scheduler", raw, SCHEDULER_KEYS[kind])
     if kind == "halving":
         return _parse_halving(path, sched, fixed)
@@ -273,7 +274,7 @@ def _parse_baseline(path: Path, raw: Any, dists: list[Dist], fixed: TrainConfig)
         raise err(path, "baseline", f"needs a value for every searched key; missing {sorted(missing)}")
     for d in dists:
         if not d.contains(base[d.key]):
-            raise err(path, f"baseline.{d.key}", f"{base[d.key]!r} lies outside the searched range")
+            raise err(path, f"baseline.{d.key}", f"{shown(base[d.key])} lies outside the searched range")
         check_field(path, f"baseline.{d.key}", d.key, base[d.key])
     return dict(base)
 

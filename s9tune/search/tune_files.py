@@ -125,7 +125,7 @@ def _json(files: Files, relpath: str) -> Any:
         return None
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # JSONDecodeError, or an integer too long to convert
         raise S9Error(f"{files.path}/{relpath}: not valid JSON") from None
 
 
@@ -138,7 +138,7 @@ def _rows(files: Files, relpath: str) -> list[dict[str, Any]]:
             continue
         try:
             row = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):
             logger.warning("%s/%s line %d: not JSON, skipped", files.path, relpath, n)
             continue
         if isinstance(row, dict):
@@ -176,7 +176,7 @@ def check_resumable(files: Files, record: dict[str, Any], searched: set[str]) ->
     for entry in trials:
         try:
             trial = json.loads(entry[0])
-        except (TypeError, IndexError, KeyError, json.JSONDecodeError, RecursionError):
+        except (TypeError, IndexError, KeyError, ValueError, RecursionError):
             raise S9Error(f"{files.path}/{states[-1]}: a trial entry is not Tune's JSON") from None
         if not isinstance(trial, dict) or trial.get("trainable_name") != "train_trial":
             raise S9Error(f"{files.path}: a trial in Tune's state is not an s9tune trial")
