@@ -109,17 +109,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from s9tune.search.space import check_resources, load_space
 
-    space = load_space(args.space)  # validated before Ray starts
-    if args.num_samples is not None:
-        from s9tune.search.space import MAX_NUM_SAMPLES
-
-        if not 1 <= args.num_samples <= MAX_NUM_SAMPLES:
-            from s9tune.errors import ConfigError
-
-            raise ConfigError(f"--num-samples {args.num_samples}: must lie in [1, {MAX_NUM_SAMPLES:,}]")
-        from dataclasses import replace
-
-        space = replace(space, num_samples=args.num_samples)
+    space = load_space(args.space).with_num_samples(args.num_samples)  # validated before Ray starts
     space = space.with_resources(args.cpus_per_trial, args.gpus_per_trial)
     check_resources(space.cpus_per_trial, space.gpus_per_trial, where="--cpus-per-trial/--gpus-per-trial")
     from s9tune.search.export import format_results

@@ -136,24 +136,16 @@ def test_pacer_skips_epochs_where_a_checkpoint_is_dear(tmp_path: Path) -> None:
 def test_a_restored_trials_repeated_epochs_count_once() -> None:
     """A trial restored from a checkpoint older than its last report reports those epochs again
     (same training_iteration): the leaderboard keeps the later row of each epoch."""
-    from types import SimpleNamespace
+    from s9tune.search.tune_files import TrialFiles, trial_row
 
-    import pandas as pd
-
-    from s9tune.search.experiment import _trial_row
-
-    df = pd.DataFrame(
-        {
-            "training_iteration": [1, 2, 3, 2, 3, 4],  # checkpoint after epoch 1, killed after 3
-            "val_accuracy": [0.1, 0.2, 0.3, 0.25, 0.35, 0.4],
-            "time_total_s": [1.0, 2.0, 3.0, 2.5, 3.5, 4.5],
-        }
-    )
-    trial = SimpleNamespace(trial_id="t", config={"max_lr": 0.4}, status="TERMINATED")
-    row = _trial_row(trial, df, ["max_lr"], 4)
+    iters, vals = [1, 2, 3, 2, 3, 4], [0.1, 0.2, 0.3, 0.25, 0.35, 0.4]  # checkpoint after epoch 1, killed after 3
+    rows = [
+        {"training_iteration": i, "val_accuracy": v, "time_total_s": t}
+        for i, v, t in zip(iters, vals, [1.0, 2.0, 3.0, 2.5, 3.5, 4.5], strict=True)
+    ]
+    row = trial_row(TrialFiles("t", 1, {"max_lr": 0.4}, rows), ["max_lr"], 4, 2)
     assert row.history == [0.1, 0.25, 0.35, 0.4]
     assert row.epochs == 4 and row.status == "completed" and row.last_val_accuracy == 0.4
     # killed before the driver uploaded epoch 1's row (cloud storage): the epoch reached counts
-    lost = df.iloc[3:]  # epochs 2, 3, 4 after the restore from epoch 1's checkpoint
-    row = _trial_row(trial, lost, ["max_lr"], 4)
+    row = trial_row(TrialFiles("t", 1, {"max_lr": 0.4}, rows[3:]), ["max_lr"], 4, 2)
     assert row.epochs == 4 and row.status == "completed" and row.history == [0.25, 0.35, 0.4]

@@ -66,7 +66,11 @@ def synthetic(tmp_path: Path) -> Path:
     add_trial(exp, 4, "aaaaaaa4", [], failures=["2026-11-29_10-00-01"] * 3)  # failed 3 times: max_failures 2
     # failed twice, retried from its checkpoint and then finished: its error.txt stays
     add_trial(
-        exp, 5, "aaaaaaa5", [row(1), row(2, date="2026-11-29_10-00-09"), row(3, val_accuracy=0.5)], failures=["2026-11-29_10-00-05"] * 2
+        exp,
+        5,
+        "aaaaaaa5",
+        [row(1), row(2, date="2026-11-29_10-00-09"), row(3, val_accuracy=0.5)],
+        failures=["2026-11-29_10-00-05"] * 2,
     )
     add_trial(exp, 6, "aaaaaaa6", [row(1)])  # running when the driver stopped
     add_trial(exp, 7, "aaaaaaa7", [row(1)], failures=["2026-11-29_10-00-05"])  # waiting for its retry

@@ -105,7 +105,7 @@ def test_good_space_maps_to_tune_domains(tmp_path: Path) -> None:
         (["fixed", "width"], 0, "fixed: width=0"),
         (["fixed", "widht"], 8, "fixed.widht: unknown key"),
         (["fixed", "max_lr"], 0.1, "space.max_lr: is also under fixed"),
-        (["num_samples"], 0, "num_samples: must be >= 1"),
+        (["num_samples"], 0, "num_samples: must lie in [1, 10,000]"),
         (["num_samples"], "many", "num_samples: expected an integer"),
         (["scheduler", "type"], "pbt", "scheduler.type: unknown scheduler 'pbt' (known: asha, halving)"),
         (["scheduler", "grace_period"], 9, "scheduler.grace_period: must lie in [1, epochs=3]"),

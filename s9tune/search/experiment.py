@@ -8,7 +8,6 @@ validated search space, so resume and results never depend on today's YAML file)
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import time
@@ -19,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from s9tune.errors import S9Error, shown
-from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC, SearchSpace
-from s9tune.search.trials import Experiment, TrialRow
+from s9tune.search.space import SearchSpace
+from s9tune.search.trials import Experiment
 
 SPACE_RECORD = "s9tune_space.json"
 SEARCH_LOG = "search.log"
@@ -321,46 +320,12 @@ def load_experiment(experiment: str) -> Experiment:
     """Read STORAGE/NAME through JSON and text only: s9tune's record, then each trial's
     params.json, result.json and error.txt (search/tune_files.py). No pickle is opened, so an
     experiment someone else wrote runs none of their code here."""
-    from s9tune.search.tune_files import read_trials
+    from s9tune.search.tune_files import read_trials, trial_row
 
     ref = ExperimentRef.parse(experiment)
     record = ref.read_record_dict()
     space = SearchSpace.from_record(record)
     max_failures = int(record.get("max_failures", DEFAULT_MAX_FAILURES))
     keys = [d.key for d in space.dists]
-    rows = [_trial_row(t, keys, space.max_t, max_failures) for t in read_trials(ref)]
+    rows = [trial_row(t, keys, space.max_t, max_failures) for t in read_trials(ref)]
     return Experiment(ref.path, space, rows)
-
-
-def _trial_row(t: Any, searched: list[str], max_t: int, max_failures: int) -> TrialRow:
-    from s9tune.search.tune_files import trial_status
-
-    budget = int(t.params.get(BUDGET_KEY, max_t))
-    # a restored trial reports the epochs after its last checkpoint again: the later row of an
-    # epoch is the one its final weights went through
-    by_epoch: dict[int, dict[str, Any]] = {}
-    for r in t.rows:
-        it = r.get("training_iteration")
-        if isinstance(it, int) and not r.get("diverged"):
-            by_epoch[it] = r
-    kept = [by_epoch[k] for k in sorted(by_epoch)]
-    hist = [float(r[METRIC]) for r in kept if _finite(r.get(METRIC))]
-    times = [float(r["time_total_s"]) for r in t.rows if _finite(r.get("time_total_s"))]
-    return TrialRow(
-        trial_id=t.trial_id,
-        config={k: t.params.get(k) for k in searched},
-        status=trial_status(t, budget, max_failures),
-        # the epoch reached, not the rows: rows of the epochs before a checkpoint can be missing
-        # where the driver was killed before it uploaded them (cloud storage)
-        epochs=max(by_epoch, default=0),
-        best_val_accuracy=max(hist) if hist else None,
-        last_val_accuracy=hist[-1] if hist else None,
-        time_s=max(times, default=0.0),
-        history=hist,
-        config_id=str(t.params.get(CONFIG_KEY, t.trial_id)),
-        budget=budget,
-    )
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

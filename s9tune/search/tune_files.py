@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from s9tune.errors import S9Error
-from s9tune.search.space import BUDGET_KEY, CONFIG_KEY
+from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC
+from s9tune.search.trials import TrialRow
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,38 @@ def trial_status(t: TrialFiles, budget: int, max_failures: int) -> str:
     if t.failures > max_failures and t.last_failure >= last_row:
         return "error"
     return "unfinished"
+
+
+def trial_row(t: TrialFiles, searched: list[str], max_t: int, max_failures: int) -> TrialRow:
+    budget = int(t.params.get(BUDGET_KEY, max_t))
+    # a restored trial reports the epochs after its last checkpoint again: the later row of an
+    # epoch is the one its final weights went through
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for r in t.rows:
+        it = r.get("training_iteration")
+        if isinstance(it, int) and not r.get("diverged"):
+            by_epoch[it] = r
+    kept = [by_epoch[k] for k in sorted(by_epoch)]
+    hist = [float(r[METRIC]) for r in kept if _finite(r.get(METRIC))]
+    times = [float(r["time_total_s"]) for r in t.rows if _finite(r.get("time_total_s"))]
+    return TrialRow(
+        trial_id=t.trial_id,
+        config={k: t.params.get(k) for k in searched},
+        status=trial_status(t, budget, max_failures),
+        # the epoch reached, not the rows: rows of the epochs before a checkpoint can be missing
+        # where the driver was killed before it uploaded them (cloud storage)
+        epochs=max(by_epoch, default=0),
+        best_val_accuracy=max(hist) if hist else None,
+        last_val_accuracy=hist[-1] if hist else None,
+        time_s=max(times, default=0.0),
+        history=hist,
+        config_id=str(t.params.get(CONFIG_KEY, t.trial_id)),
+        budget=budget,
+    )
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def reached_epoch(rows: list[dict[str, Any]]) -> int:
