@@ -56,6 +56,13 @@ class Splits:
     def has_val(self) -> bool:
         return len(self.val_y) > 0
 
+    def without_test(self) -> Splits:
+        """The same splits with an empty test set: what a search's trials get, so that no trial
+        can score (or be tuned on) the test set even by mistake."""
+        from dataclasses import replace
+
+        return replace(self, test_x=self.test_x[:0], test_y=self.test_y[:0])
+
     def mean(self) -> tuple[float, float, float]:
         """Per-channel mean of the training images on the 0-255 scale (the cutout fill)."""
         m = self.train_x.reshape(-1, 3).mean(axis=0, dtype=np.float64)

@@ -10,6 +10,7 @@ import os
 import pickle
 import re
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,28 @@ def make_tarball(src_root: Path, dest: Path) -> str:
         tar.add(src_root / "cifar-10-batches-py", arcname="cifar-10-batches-py")
     dest.write_bytes(buf.getvalue())
     return hashlib.md5(buf.getvalue()).hexdigest()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_ray_temp_dir() -> Iterator[Path]:
+    """Every Ray this test session starts (in-process, or in an s9tune subprocess, which
+    inherits the variable) keeps its sessions, sockets and address file in a folder of its own,
+    not in the machine's shared /tmp/ray. Short, under /tmp: Ray's socket paths have a length
+    limit. Multi-node tests still give each node its own --temp-dir."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="s9r", dir="/tmp"))
+    before = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if before is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = before
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -242,7 +265,8 @@ def failed_search(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixt
     tmp = tmp_path_factory.mktemp("failed")
     (tmp / "s.yaml").write_text(yaml.safe_dump(FAILING_SPACE))
     try:
-        out = run_search(load_space(tmp / "s.yaml"), mini, storage=str(tmp / "st"), name="bad", max_failures=0)
+        # one retry: every raising trial fails twice, then is that trial's error (FailureConfig)
+        out = run_search(load_space(tmp / "s.yaml"), mini, storage=str(tmp / "st"), name="bad", max_failures=1)
     finally:
         ray.shutdown()
     assert out.total == 4

@@ -91,12 +91,31 @@ def test_trial_reports_every_epoch_and_checkpoints_when_due(tiny_cifar: Path, mo
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_memory_cap_on_a_bare_cuda_device(tiny_cifar: Path) -> None:
-    """A trial's GPU share becomes a memory cap; torch refuses torch.device('cuda') without an
-    index there (torch 2.11 on the H200), which failed every packed trial before the fix."""
-    cfg = tiny_cfg(device="cuda", epochs=1, gpu_memory_fraction=0.25)
-    run = train(cfg, load_splits(tiny_cifar, val_size=cfg.val_size, seed=cfg.seed))
+    """A trial's GPU share becomes a memory cap that binds: a run that needs more than its cap
+    fails with CUDA's OOM (the trial's own error), and the same run uncapped needs more than
+    that cap. torch refuses torch.device('cuda') without an index there (torch 2.11 on the
+    H200), which failed every packed trial before the fix."""
+    import numpy as np
+
+    from s9tune.data import Splits
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (1024, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 1024)
+    splits = Splits(x, y, x[:0], y[:0], x[:256], y[:256])
+    total = torch.cuda.get_device_properties(0).total_memory
+    cap = 96 * 2**20  # far below what width 64 at batch 512 needs (1.3 GiB on the H200)
+    cfg = TrainConfig(device="cuda", epochs=1, val_size=0.0, data_path="tensor", gpu_memory_fraction=cap / total)
+    torch.cuda.empty_cache()
+    try:
+        with pytest.raises(torch.cuda.OutOfMemoryError):
+            train(cfg, splits)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, 0)  # the cap is per process: lift it for what follows
+        torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    run = train(cfg.with_overrides({"gpu_memory_fraction": None}), splits)
     assert run.result.status == "completed"
-    assert torch.cuda.max_memory_allocated() <= 0.25 * torch.cuda.get_device_properties(0).total_memory
+    assert torch.cuda.max_memory_allocated() > cap  # so the cap, not chance, stopped the capped run
 
 
 @pytest.mark.gpu

@@ -30,7 +30,7 @@ def runs(exp: Path) -> dict[str, dict]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
-                break  # a line Tune is still writing
+                continue  # a line Tune is still writing (or was, when the driver was killed)
         out[d.name] = {"params": json.loads((d / "params.json").read_text()), "rows": rows}
     return out
 
@@ -64,20 +64,26 @@ def killed_and_resumed(tmp_path_factory: pytest.TempPathFactory, request: pytest
     deadline = time.time() + 300
     try:
         while time.time() < deadline:
-            time.sleep(0.5)
+            time.sleep(0.2)  # polling for the event below, not waiting in its place
             now = runs(exp) if exp.exists() else {}
-            if any(r["params"]["budget"] == 3 and 0 < len(r["rows"]) < 3 for r in now.values()):
+            # a promoted run part-way with a checkpoint on disk: the kill interrupts a run that
+            # resume can continue rather than restart
+            if any(
+                r["params"]["budget"] == 3 and 0 < len(r["rows"]) < 3 and any((exp / name).glob("checkpoint_*"))
+                for name, r in now.items()
+            ):
                 break
             assert proc.poll() is None, "search ended before it could be killed"
         else:
             pytest.fail("no promoted run started in time")
-        time.sleep(1.0)
     finally:
         kill_driver(proc)
-    done = {k: r["rows"] for k, r in runs(exp).items() if r["rows"] and len(r["rows"]) == r["params"]["budget"]}
+    at_kill = runs(exp)
+    done = {k: r["rows"] for k, r in at_kill.items() if r["rows"] and len(r["rows"]) == r["params"]["budget"]}
+    cut = {k: r["rows"] for k, r in at_kill.items() if len(r["rows"]) < r["params"]["budget"]}
     res = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    return {"exp": exp, "done_before_kill": done}
+    return {"exp": exp, "done_before_kill": done, "cut_by_kill": cut}
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +176,10 @@ def test_retrain_takes_the_best_config(halving: Path, mini: Path, tmp_path: Path
 def test_resume_after_sigkill_continued_the_rungs(killed_and_resumed: dict) -> None:
     """No finished run lost or rerun, no promotion repeated, and the plan (4 + 2 runs) complete."""
     exp, done_before = killed_and_resumed["exp"], killed_and_resumed["done_before_kill"]
+    cut = killed_and_resumed["cut_by_kill"]
     assert done_before
+    # the kill interrupted something: a promoted run part-way through its schedule
+    assert any(rows and len(rows) < 3 for rows in cut.values()), cut
     final = runs(exp)
     pairs = [(r["params"]["config_id"], r["params"]["budget"]) for r in final.values()]
     assert len(pairs) == len(set(pairs)) == 6, pairs  # no run twice, no promotion repeated
@@ -181,3 +190,5 @@ def test_resume_after_sigkill_continued_the_rungs(killed_and_resumed: dict) -> N
         # each run from epoch 1 to its budget; the run the SIGKILL caught goes on from its last
         # checkpoint (CheckpointPacer may have skipped some), so it may repeat epochs, never epoch 1
         assert_resumed_not_restarted([row["epoch"] for row in r["rows"]], r["params"]["budget"])
+    for name, rows in cut.items():  # each run the kill cut short went on from where it was
+        assert final[name]["rows"][: len(rows)] == rows and len(final[name]["rows"]) > len(rows), name

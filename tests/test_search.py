@@ -120,6 +120,35 @@ def test_tensorboard_shows_every_trial_with_hparams(search) -> None:
         assert b"max_lr" in hp["_hparams_/session_start_info"]
 
 
+def tags_in_order(trial_dir: Path) -> list[tuple[str, int]]:
+    """(tag, step) of every summary the trial's event files hold, in the order written."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    out = []
+    for f in sorted(trial_dir.glob("events.out.tfevents.*"), key=lambda p: int(p.name.split(".")[3])):
+        for event in EventFileLoader(str(f)).Load():
+            out += [(v.tag, event.step) for v in event.summary.value]
+    return out
+
+
+def test_hparams_row_is_written_at_the_first_report(search) -> None:
+    """The row appears right after a trial's first scalars, before its second epoch's: Ray's
+    own logger writes it only when the trial ends, after all of its scalars."""
+    exp, _ = search
+    checked = 0
+    for d in sorted(exp.glob("train_trial_*")):
+        tags = tags_in_order(d)
+        steps = [step for tag, step in tags if tag == "ray/tune/val_accuracy"]
+        if max(steps) < 2:
+            continue  # a trial stopped after one epoch cannot tell the two loggers apart
+        row = next(i for i, (tag, _) in enumerate(tags) if tag == "_hparams_/session_start_info")
+        second = next(i for i, t in enumerate(tags) if t == ("ray/tune/val_accuracy", 2))
+        first = next(i for i, t in enumerate(tags) if t == ("ray/tune/val_accuracy", 1))
+        assert first < row < second, (d.name, tags[: second + 1])
+        checked += 1
+    assert checked >= 2, "too few trials ran two epochs to tell"
+
+
 def test_results_command(search, capsys: pytest.CaptureFixture) -> None:
     from s9tune.cli import main
     from s9tune.config import TrainConfig
@@ -132,6 +161,17 @@ def test_results_command(search, capsys: pytest.CaptureFixture) -> None:
     assert "Parameter importance: n/a:" in out and "fANOVA needs at least 10" in out and "GPU-hours" in out
     cfg = TrainConfig.from_yaml(exp / "best_config.yaml")
     assert cfg.width == 8 and cfg.epochs == 3
+    # the best trial, worked out here from Tune's own files: the highest val_accuracy at the
+    # last epoch among trials that completed the 3-epoch schedule (a later row of an epoch wins)
+    finals = {}
+    for d in exp.glob("train_trial_*"):
+        rows = {r["training_iteration"]: r for r in map(json.loads, (d / "result.json").read_text().splitlines())}
+        if 3 in rows:
+            finals[d] = rows[3]["val_accuracy"]
+    best = max(finals, key=finals.get)
+    params = json.loads((best / "params.json").read_text())
+    assert {k: getattr(cfg, k) for k in params} == pytest.approx(params)
+    assert f"# best trial {best.name.split('_')[2]} " in (exp / "best_config.yaml").read_text()
     rows = list((exp / "trials.csv").read_text().splitlines())
     assert len(rows) == 7
 
@@ -178,3 +218,6 @@ def test_diverged_and_raising_trials_do_not_stop_the_search(failed_search: Path)
         json.loads(line) for p in sorted(failed_search.glob("*_1_*/result.json")) for line in p.read_text().splitlines()
     ]
     assert df_rows[-1]["diverged"] == 1 and df_rows[-1]["val_accuracy"] == 0.0  # baseline: diverged, scored worst
+    # max_failures=1: each raising trial was retried once, then recorded as its error
+    errors = [f.read_text() for f in failed_search.glob("train_trial_*/error.txt")]
+    assert errors and all("Failure # 2 " in e and "Failure # 3 " not in e for e in errors), errors

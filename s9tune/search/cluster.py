@@ -45,14 +45,26 @@ def init_ray(address: str | None, dashboard: bool = False) -> None:
     # trials report (and often checkpoint) every epoch by design (resume, ASHA); Tune's
     # "snapshotting too often" warning would repeat all search long
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # the checks come before the early return below, so that they answer the same whether or
+    # not this process already runs a Ray
+    if dashboard and address:
+        raise ClusterError(
+            "--dashboard is for the Ray that s9tune starts; a cluster has its own "
+            "(ray start --head --include-dashboard=true)"
+        )
+    options: dict[str, Any] = {"include_dashboard": False}
+    if dashboard:
+        from ray._private.utils import get_dashboard_dependency_error
+
+        if get_dashboard_dependency_error() is not None:
+            raise ClusterError("--dashboard needs Ray's dashboard packages: pip install 'ray[default]'")
+        if ray.is_initialized():
+            raise ClusterError("--dashboard: Ray already runs in this process, started without s9tune's dashboard")
+        # never on all interfaces: the dashboard can submit jobs
+        options = {"include_dashboard": True, "dashboard_host": "127.0.0.1"}
     if ray.is_initialized():
         return
     if address:
-        if dashboard:
-            raise ClusterError(
-                "--dashboard is for the Ray that s9tune starts; a cluster has its own "
-                "(ray start --head --include-dashboard=true)"
-            )
         if address == "auto":
             address = trusted_local_address()
         check_reachable(address)
@@ -63,14 +75,6 @@ def init_ray(address: str | None, dashboard: bool = False) -> None:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ClusterError(connect_error(address, exc)) from None
         return
-    options: dict[str, Any] = {"include_dashboard": False}
-    if dashboard:
-        from ray._private.utils import get_dashboard_dependency_error
-
-        if get_dashboard_dependency_error() is not None:
-            raise ClusterError("--dashboard needs Ray's dashboard packages: pip install 'ray[default]'")
-        # never on all interfaces: the dashboard can submit jobs
-        options = {"include_dashboard": True, "dashboard_host": "127.0.0.1"}
     ray.init(address="local", log_to_driver=True, **options)
 
 

@@ -238,7 +238,7 @@ def _fit(
     init_ray(address, dashboard)
     slots = preflight(space, ref.storage, ref.name)
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, splits=splits, base=space.fixed.to_dict()),
+        tune.with_parameters(train_trial, splits=splits.without_test(), base=space.fixed.to_dict()),
         {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
     )
     if resume:
