@@ -526,3 +526,34 @@ def test_readme_lists_every_placeholder() -> None:
         used |= set(re.findall(r"YOUR-[A-Z0-9]+(?:-[A-Z0-9]+)*", (DEPLOY / name).read_text()))
     listed = set(re.findall(r"`(YOUR-[A-Z0-9-]+)`", (DEPLOY / "README.md").read_text()))
     assert used and used <= listed, used - listed
+
+
+# -- who can reach the cluster ----------------------------------------------------------------
+def test_cluster_yaml_turns_token_authentication_on(cluster: dict[str, Any]) -> None:
+    """The token goes to every node, and every `ray start` runs with it required."""
+    assert cluster["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token"
+    starts = [c for c in cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"] if "ray start" in c]
+    assert len(starts) == 2
+    for command in starts:
+        assert re.search(r"export RAY_AUTH_MODE=token;.*ray start", command), command
+
+
+def test_cluster_yaml_keeps_the_dashboard_off_other_interfaces(cluster: dict[str, Any]) -> None:
+    commands = " ".join(cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"])
+    # Ray's default is localhost; `ray dashboard` reaches it over SSH
+    assert "--dashboard-host" not in commands and "0.0.0.0" not in commands, commands
+
+
+def test_rayjob_turns_token_authentication_on(job: dict[str, Any]) -> None:
+    assert job["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
+
+
+def test_a_dashboard_on_all_interfaces_comes_with_its_firewall(job: dict[str, Any]) -> None:
+    """KubeRay binds the head's dashboard to 0.0.0.0 in the pod unless rayStartParams say
+    otherwise (its submitter needs it): then the README must say what keeps it in the cluster."""
+    host = job["spec"]["rayClusterSpec"]["headGroupSpec"]["rayStartParams"].get("dashboard-host", "0.0.0.0")
+    if host in ("0.0.0.0", "::"):
+        text = (DEPLOY / "README.md").read_text(encoding="utf-8")
+        section = text.split("## Who can reach the cluster", 1)[1].split("\n## ", 1)[0]
+        for needed in ("ClusterIP", "LoadBalancer", "NetworkPolicy", "0.0.0.0"):
+            assert needed in section, needed
