@@ -58,3 +58,34 @@ def test_auto_reads_the_users_own_file_and_turns_on_the_token(ray_tmp: Path) -> 
     f.write_text("not an address")
     with pytest.raises(cluster.ClusterError, match="holds no HOST:PORT"):
         cluster.trusted_local_address()
+
+
+def test_a_cluster_that_wants_a_token_is_one_line_without_ray_init(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe asks the GCS once and answers; ray.init (and its 20 retries) is never tried.
+    Counted, not timed: a wall-clock limit would stand in for "no retries" and flake."""
+    import socket
+
+    import ray
+    from ray._raylet import GcsClient  # noqa: F401 - the probe's import must still work
+    from ray.exceptions import AuthenticationError
+
+    asked: list[str] = []
+
+    def gcs_client(address: str):
+        asked.append(address)
+        raise AuthenticationError("InvalidAuthToken: Unauthenticated")
+
+    monkeypatch.setattr("ray._raylet.GcsClient", gcs_client)
+    monkeypatch.setattr(cluster, "_speaks_grpc", lambda address, timeout: True)
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("ray.init was tried"))
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_AUTH_MODE", "x")
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(cluster.ClusterError, match="uses token authentication: set RAY_AUTH_MODE=token"):
+            cluster.init_ray(address)
+    assert asked == [address]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,38 +32,31 @@ SPACE = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A moto S3 server that checks signatures; yields the environment a user would set."""
     import boto3
 
-    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     # the first 4 requests (creating a user, its key and policy, and the bucket) go unchecked;
     # every later one must be signed with that key
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"}
     with open(log, "w") as fh:
         server = subprocess.Popen(
-            [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+            # port 0: the server binds a free port itself and prints it (no port picked by
+            # bind-and-close, which another process can take in between)
+            [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", "0"],
             env=env,
             stdout=fh,
             stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.time() < deadline and server.poll() is None, log.read_text()
-                time.sleep(0.2)
+        while not (found := re.search(r"Running on http://127\.0\.0\.1:(\d+)", log.read_text())):
+            assert time.time() < deadline and server.poll() is None, log.read_text()
+            time.sleep(0.2)  # polling the log for the line that says the server is up
+        port = int(found.group(1))
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
         user = {
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
             "AWS_DEFAULT_REGION": "us-east-1",
@@ -113,6 +107,30 @@ def remote_rows(env: dict[str, str], prefix: str) -> dict[str, list[str]]:
                 body = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read().decode()
                 out[obj["Key"].split("/")[-2]] = body.splitlines()
     return out
+
+
+def uploaded_finished(env: dict[str, str], prefix: str) -> set[str]:
+    """Trial ids the newest experiment state in the bucket records as TERMINATED, read as plain
+    JSON (Tune's trial entries are JSON strings; nothing in them is unpickled here)."""
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    keys = sorted(
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+        if o["Key"].rsplit("/", 1)[-1].startswith("experiment_state-")
+    )
+    if not keys:
+        return set()
+    state = json.loads(s3.get_object(Bucket=BUCKET, Key=keys[-1])["Body"].read())
+    trials = [json.loads(entry[0]) for entry in state["trial_data"]]
+    return {t["trial_id"] for t in trials if t.get("status") == "TERMINATED"}
 
 
 def terminated_trials(env: dict[str, str], uri: str) -> set[str]:
@@ -181,8 +199,10 @@ def test_search_killed_and_resumed_on_s3_then_results_and_retrain(
             assert proc.poll() is None, "search ended before it could be killed"
         else:
             pytest.fail("no trial completed on S3 in time")
-        time.sleep(1.5)  # one more upload, which records that trial as finished
-        assert proc.poll() is None, "search ended before it could be killed"
+        # then the upload that records it as finished in the experiment state: polled, not slept on
+        while not uploaded_finished(s3, "searches/k/"):
+            assert time.time() < deadline and proc.poll() is None, "search ended before it could be killed"
+            time.sleep(0.2)
     finally:
         kill_driver(proc)
     # finished before the kill = what the uploaded experiment state says, which is what a resume

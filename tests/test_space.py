@@ -308,20 +308,31 @@ def test_unwritable_storage_is_one_line_and_creates_nothing(
     assert not (tmp_path / "st2").exists()
 
 
-def test_an_address_where_nothing_listens_is_one_line_at_once() -> None:
+def test_an_address_where_nothing_listens_is_one_line_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One TCP attempt and one line: not Ray's 20 connection retries (counted, not timed)."""
     import socket
-    import time
+
+    import ray
 
     from s9tune.search import cluster
 
+    attempts: list[tuple] = []
+    real = socket.create_connection
+
+    def counting(addr, *args, **kwargs):
+        attempts.append(addr)
+        return real(addr, *args, **kwargs)
+
+    monkeypatch.setattr(cluster.socket, "create_connection", counting)
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("ray.init was tried"))
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # whatever earlier tests left running
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
-    t = time.time()
-    with pytest.raises(
-        cluster.ClusterError, match=rf"nothing answers at 127.0.0.1:{port} .*ray start --head --port {port}"
-    ):
-        cluster.check_reachable(f"127.0.0.1:{port}")
-    assert time.time() - t < 10
+        s.bind(("127.0.0.1", 0))  # bound and held, never listening: refused, and no one else can take it
+        port = s.getsockname()[1]
+        with pytest.raises(
+            cluster.ClusterError, match=rf"nothing answers at 127.0.0.1:{port} .*ray start --head --port {port}"
+        ):
+            cluster.init_ray(f"127.0.0.1:{port}")
+    assert attempts == [("127.0.0.1", port)]
     with pytest.raises(cluster.ClusterError, match="expected HOST:PORT or auto"):
         cluster.check_reachable("localhost:sixty")
