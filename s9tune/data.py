@@ -57,8 +57,7 @@ class Splits:
         return len(self.val_y) > 0
 
     def without_test(self) -> Splits:
-        """The same splits with an empty test set: what a search's trials get, so that no trial
-        can score (or be tuned on) the test set even by mistake."""
+        """The same splits with an empty test set: what a search's trials get (none may see it)."""
         from dataclasses import replace
 
         return replace(self, test_x=self.test_x[:0], test_y=self.test_y[:0])
@@ -257,17 +256,14 @@ def read_classes(folder: Path) -> tuple[str, ...]:
     names = _load_pickle(path).get("label_names")
     if not isinstance(names, list) or len(names) != 10:
         raise DataError(f"{path}: no list of 10 label_names")
-    out = []
-    for n in names:
-        try:
-            name = n.decode("utf-8") if isinstance(n, bytes) else n
-        except UnicodeDecodeError:
-            name = None
-        # names go into plots, tables and HTML: short printable text only
-        if not isinstance(name, str) or not 0 < len(name) <= MAX_CLASS_NAME or not name.isprintable():
-            raise DataError(f"{path}: label_names must be {MAX_CLASS_NAME} or fewer printable characters each")
-        out.append(name)
-    return tuple(out)
+    try:
+        out = tuple(n.decode("utf-8") if isinstance(n, bytes) else n for n in names)
+    except UnicodeDecodeError:
+        out = (None,)
+    # names go into plots, tables and HTML: short printable text only
+    if not all(isinstance(n, str) and 0 < len(n) <= MAX_CLASS_NAME and n.isprintable() for n in out):
+        raise DataError(f"{path}: label_names must be {MAX_CLASS_NAME} or fewer printable characters each")
+    return out
 
 
 def read_cifar10(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
@@ -334,10 +330,7 @@ def make_splits(
     if train_subset is not None:
         tr = tr[subset_indices(train_y[tr], train_subset, seed + 1)]
     if not len(tr):
-        raise DataError(
-            f"no training images left after taking val_size={val_size} of {len(train_y)} for validation; "
-            "lower val_size or use more data"
-        )
+        raise DataError(f"no training images left after val_size={val_size} of {len(train_y)}; lower val_size")
     return Splits(train_x[tr], train_y[tr], train_x[va], train_y[va], test_x, test_y, classes)
 
 
