@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,16 +17,9 @@ from typing import Any
 from s9tune.errors import S9Error
 from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC, MODE, SearchSpace
 from s9tune.search.trials import Experiment, TrialRow
+from s9tune.storage import Folder, is_uri
 
 SPACE_RECORD = "s9tune_space.json"
-
-
-class StorageError(S9Error):
-    """The storage cannot be used: a missing bucket, refused credentials, no permission."""
-
-
-def is_uri(storage: str) -> bool:
-    return "://" in storage
 
 
 def resolve_storage(storage: str | None) -> str:
@@ -44,36 +35,6 @@ def resolve_storage(storage: str | None) -> str:
 
 def default_name(space: SearchSpace) -> str:
     return f"{space.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def storage_error(where: str, exc: BaseException) -> StorageError:
-    """One line for what pyarrow (S3, GCS, local) reports, with what to do about it."""
-    text = str(exc)
-    if "NO_SUCH_BUCKET" in text or "NoSuchBucket" in text or ("Bucket" in text and "not found" in text):
-        bucket = where.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
-        return StorageError(
-            f"{where}: the bucket {bucket!r} does not exist; create it first (e.g. aws s3 mb s3://{bucket})"
-        )
-    if any(
-        k in text
-        for k in (
-            "ACCESS_DENIED",
-            "SIGNATURE_DOES_NOT_MATCH",
-            "INVALID_ACCESS_KEY",
-            "InvalidAccessKeyId",
-            "AccessDenied",
-            "Forbidden",
-            "403",
-            "Permission denied",
-            "UNAUTHENTICATED",
-        )
-    ):
-        return StorageError(
-            f"{where}: access denied; check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or ~/.aws; "
-            "GOOGLE_APPLICATION_CREDENTIALS for gs://) and, for an S3-compatible server, AWS_ENDPOINT_URL"
-        )
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return StorageError(f"{where}: cannot use this storage ({first[:200]})")
 
 
 @dataclass(frozen=True)
@@ -98,70 +59,27 @@ class ExperimentRef:
         base, sep, query = self.storage.partition("?")
         return f"{base}/{self.name}{sep}{query}"
 
-    def _fs(self):
-        import pyarrow.fs
-
-        if not is_uri(self.storage):
-            return pyarrow.fs.LocalFileSystem(), self.path
-        try:
-            fs, root = pyarrow.fs.FileSystem.from_uri(self.storage)
-        except (OSError, ValueError) as exc:
-            raise storage_error(self.storage, exc) from None
-        return fs, f"{root}/{self.name}"
+    @property
+    def folder(self) -> Folder:
+        return Folder.parse(self.path)
 
     def exists(self) -> bool:
-        import pyarrow.fs
-
-        fs, root = self._fs()
-        try:
-            return fs.get_file_info(root).type != pyarrow.fs.FileType.NotFound
-        except OSError as exc:
-            raise storage_error(self.storage, exc) from None
+        return self.folder.exists()
 
     def check_writable(self) -> None:
         """A missing bucket, refused credentials or a read-only folder become one line here,
-        before Ray starts, not a traceback from a trial. A URI gets a probe object written and
-        removed beside the experiment; a local path is checked without creating anything."""
-        if not is_uri(self.storage):
-            folder = Path(self.storage)
-            while not folder.exists():
-                folder = folder.parent
-            if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-                raise StorageError(f"{self.storage}: cannot write there ({folder} is not a writable folder)")
-            return
-        fs, root = self._fs()
-        probe = f"{root.rsplit('/', 1)[0]}/.s9tune-probe-{uuid.uuid4().hex}"
-        try:
-            with fs.open_output_stream(probe) as fh:
-                fh.write(b"probe")
-            fs.delete_file(probe)
-        except OSError as exc:
-            raise storage_error(self.storage, exc) from None
+        before Ray starts, not a traceback from a trial (nothing is created for a local path)."""
+        self.folder.check_writable()
 
     def delete(self) -> None:
-        fs, root = self._fs()
-        fs.delete_dir(root)
+        self.folder.delete()
 
     def write_text(self, relpath: str, text: str) -> None:
-        fs, root = self._fs()
-        path = f"{root}/{relpath}"
-        try:
-            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-            with fs.open_output_stream(path) as fh:
-                fh.write(text.encode("utf-8"))
-        except OSError as exc:
-            raise storage_error(self.path, exc) from None
+        self.folder.write_text(relpath, text)
 
     def read_text(self, relpath: str) -> str | None:
         """The file's text, or None if it does not exist."""
-        fs, root = self._fs()
-        try:
-            with fs.open_input_stream(f"{root}/{relpath}") as fh:
-                return fh.read().decode("utf-8")
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise storage_error(self.path, exc) from None
+        return self.folder.read_text(relpath)
 
     def write_record(self, space: SearchSpace) -> None:
         self.write_text(SPACE_RECORD, json.dumps(space.to_record(), indent=2))
