@@ -101,15 +101,15 @@ def _record(cfg: TrainConfig, seeds: list[int], exp_path: str, best_trial: str) 
     return {"experiment": exp_path, "best_trial": best_trial, "seeds": seeds, "config": cfg.to_dict()}
 
 
-def _resumed(dest: Folder, cfg: TrainConfig) -> tuple[TrainConfig, list[int]]:
-    """The config and seeds of the retrain in OUT; today's arguments must ask for the same."""
+def _resumed_seeds(dest: Folder, cfg: TrainConfig) -> list[int]:
+    """The seeds of the retrain in OUT, whose config today's arguments must ask for again."""
     rec = json.loads(dest.read_text(RECORD) or "{}")
     if rec.get("config") != cfg.to_dict():
         raise ConfigError(
             f"{dest}: was started with another config (--epochs, --set or the experiment's best trial "
             "differ); resume with the same arguments, or use a new --out"
         )
-    return cfg, [int(s) for s in rec["seeds"]]
+    return [int(s) for s in rec["seeds"]]
 
 
 def _log_path(dest: Folder) -> Path:
@@ -182,9 +182,7 @@ def run_retrain(
     cfg = retrain_config(best.config, epochs, sets)
     resolve_target_layer(build_model(cfg.with_overrides({"width": 1})), target_layer)  # typo -> error now
     dest = _check_out(str(out), exp.path, force=force, resume=resume)
-    seed_list = [cfg.seed + k for k in range(seeds)]
-    if resume:
-        cfg, seed_list = _resumed(dest, cfg)
+    seed_list = _resumed_seeds(dest, cfg) if resume else [cfg.seed + k for k in range(seeds)]
     splits = load_splits(data_dir, val_size=cfg.val_size, seed=cfg.seed, train_subset=cfg.train_subset)
 
     from s9tune.search import seeds as ray_seeds
@@ -196,7 +194,9 @@ def run_retrain(
     try:
         with ray_output_to(log) as console, ray_seeds.ray_session(address):
             cpus, gpus, slots = ray_seeds.plan_resources(cpus_per_run, gpus_per_run, dest)
-            logger.info("retrain %s: %d seed(s), %d at once, %g CPUs and %g GPUs each", dest, seeds, slots, cpus, gpus)
+            logger.info(
+                "retrain %s: %d seed(s), %d at once, %g CPUs and %g GPUs each", dest, len(seed_list), slots, cpus, gpus
+            )
             _make_out(dest, force=force, resume=resume)
             if not resume:
                 dest.write_text(RECORD, json.dumps(_record(cfg, seed_list, exp.path, best.trial_id), indent=2))

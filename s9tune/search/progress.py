@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -208,14 +209,20 @@ class SeedProgress(Callback):
     epoch after a restart), its epochs at most every `every_s` seconds, its end with the test
     accuracy, and each failure."""
 
-    def __init__(self, epochs: int, stream: TextIO, every_s: float = PROGRESS_EVERY_S) -> None:
-        self.epochs, self.stream, self.every_s = epochs, stream, every_s
-        self.started = time.monotonic()
+    def __init__(
+        self,
+        epochs: int,
+        stream: TextIO,
+        every_s: float = PROGRESS_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.epochs, self.stream, self.every_s, self.clock = epochs, stream, every_s, clock
+        self.started = clock()
         self._last: dict[str, float] = {}  # trial id -> when its last line was written
 
     def __getstate__(self) -> dict[str, Any]:
         # stored with the experiment: silent there; a resumed retrain attaches its own console
-        return {**self.__dict__, "stream": None}
+        return {**self.__dict__, "stream": None, "clock": time.monotonic}
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         event, epoch = result.get("event"), int(result.get("epoch", 0) or 0)
@@ -224,7 +231,7 @@ class SeedProgress(Callback):
             self._line(trial, f"started on node {result.get('node', '?')}{cont}")
         elif event == SEED_FINISHED:
             self._line(trial, _seed_end(result))
-        elif time.monotonic() - self._last.get(trial.trial_id, -math.inf) >= self.every_s and epoch < self.epochs:
+        elif self.clock() - self._last.get(trial.trial_id, -math.inf) >= self.every_s and epoch < self.epochs:
             acc = float(result.get("eval_accuracy", math.nan))
             split = result.get("eval_split", "test")
             speed = float(result.get("images_per_s", 0.0))
@@ -238,11 +245,11 @@ class SeedProgress(Callback):
         self._line(trial, f"failed for good: {_error_line(trial)}")
 
     def _line(self, trial: Any, what: str) -> None:
-        self._last[trial.trial_id] = time.monotonic()
+        self._last[trial.trial_id] = self.clock()
         if self.stream is None:
             return
         seed = trial.config.get("seed", "?")
-        self.stream.write(f"[{_clock(time.monotonic() - self.started):>7}] seed {seed} {what}\n")
+        self.stream.write(f"[{_clock(self.clock() - self.started):>7}] seed {seed} {what}\n")
         self.stream.flush()
 
 
