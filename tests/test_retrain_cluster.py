@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import tune_rows
 from moto_s3 import BUCKET, moto_server
 from ray_cluster import Cluster, running_cluster
 
@@ -193,17 +194,6 @@ def test_refusals_are_one_line_and_leave_nothing(
         err = capsys.readouterr().err
         assert err.count("s9tune: error:") == 1 and needle in err and "Traceback" not in err, err
     assert not out.exists()
-
-
-def tune_rows(out: Path) -> dict[str, list[dict[str, Any]]]:
-    rows: dict[str, list[dict[str, Any]]] = {}
-    for f in out.glob("tune/*/result.json"):
-        for line in f.read_text().splitlines():
-            try:
-                rows.setdefault(f.parent.name, []).append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # still being written
-    return rows
 
 
 def test_losing_the_worker_mid_retrain_costs_its_seed_only_the_epochs_since_its_checkpoint(

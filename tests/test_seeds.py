@@ -157,3 +157,21 @@ def test_a_restored_tuner_takes_this_process_console() -> None:
     tuner = tune.Tuner(lambda config: None, run_config=tune.RunConfig(callbacks=[old]))
     attach_callback(tuner, new)
     assert tuner._local_tuner.get_run_config().callbacks == [new]
+
+
+def test_a_seed_that_failed_for_good_is_in_the_table_and_the_others_count() -> None:
+    from s9tune.retrain import Retrain, _seed_summary, summary_lines
+    from s9tune.search.seeds import SeedResult
+
+    seeds = [SeedResult(0, "completed"), SeedResult(1, "error", error="RuntimeError: CUDA out of memory")]
+    per_seed = [
+        {"seed": 0, "status": "completed", "test_accuracy": 0.75, "test_loss": 0.8, "run": "."},
+        {"seed": 1, "status": "error", "test_accuracy": None, "test_loss": None, "run": "seeds/seed-1",
+         "error": "RuntimeError: CUDA out of memory"},
+    ]  # fmt: skip
+    metrics = {"status": "completed", "epochs": 2, "best_trial": "t", "experiment": "e", **_seed_summary(per_seed, 9.0)}
+    r = Retrain(Folder.parse("/tmp/rt"), metrics, seeds)
+    assert r.failed == [seeds[1]] and not r.interrupted
+    lines = summary_lines(r)
+    assert "seed   1  error           -  seeds/seed-1  RuntimeError: CUDA out of memory" in lines
+    assert "Test accuracy over 1 seeds: 75.00% ± 0.00% (mean ± std)" in lines
