@@ -1,6 +1,6 @@
 """Retrain on Ray, piece by piece and without a cluster: how a run is sized and refused, what the
 console shows for each seed, the folders on disk or on storage the seeds write to, the commands
-printed for the next step, and the one private Tune call s9tune makes."""
+printed for the next step, and the table when a seed failed."""
 
 from __future__ import annotations
 
@@ -143,20 +143,6 @@ def test_next_commands_parse_with_the_real_cli() -> None:
     assert back.resume and {k: v for k, v in vars(back).items() if k != "resume"} == {
         k: v for k, v in vars(args).items() if k != "resume"
     }
-
-
-def test_a_restored_tuner_takes_this_process_console() -> None:
-    """The compat call that attaches the console to a Tuner (Tune has no public way after
-    `Tuner.restore`): fails loudly here when Ray changes it."""
-    from ray import tune
-
-    from s9tune.search.progress import SeedProgress
-    from s9tune.search.tunecompat import attach_callback
-
-    old, new = SeedProgress(2, io.StringIO()), SeedProgress(2, io.StringIO())
-    tuner = tune.Tuner(lambda config: None, run_config=tune.RunConfig(callbacks=[old]))
-    attach_callback(tuner, new)
-    assert tuner._local_tuner.get_run_config().callbacks == [new]
 
 
 def test_a_seed_that_failed_for_good_is_in_the_table_and_the_others_count() -> None:

@@ -143,7 +143,7 @@ class SearchProgress(Callback):
         self._event(trials, trial, "retry", "failed; retrying from its last checkpoint")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._event(trials, trial, "error", f"error: {_error_line(trial)}")
+        self._event(trials, trial, "error", f"error: {error_line(trial)}")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if self._live is not None:
@@ -189,7 +189,8 @@ class SearchProgress(Callback):
         self._live.update(Text("\n".join(lines)))
 
 
-def _error_line(trial: Any) -> str:
+def error_line(trial: Any) -> str:
+    """The last line of a failed trial's error file: the exception."""
     try:
         text = Path(trial.error_file).read_text(encoding="utf-8").strip() if trial.error_file else ""
     except OSError:
@@ -242,7 +243,7 @@ class SeedProgress(Callback):
         self._line(trial, f"failed on node {node}; retrying from its last checkpoint")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._line(trial, f"failed for good: {_error_line(trial)}")
+        self._line(trial, f"failed for good: {error_line(trial)}")
 
     def _line(self, trial: Any, what: str) -> None:
         self._last[trial.trial_id] = self.clock()

@@ -231,7 +231,6 @@ def _fit(
     from s9tune.search.cluster import init_ray, preflight
     from s9tune.search.progress import SearchProgress
     from s9tune.search.trainable import train_trial
-    from s9tune.search.tunecompat import attach_callback
 
     init_ray(address, dashboard)
     slots = preflight(space, ref.storage, ref.name)
@@ -247,6 +246,8 @@ def _fit(
         tuner = _tuner(space, ref, trainable, slots, max_failures)
     if console is not None:
         progress = SearchProgress(_plan(space, ref), console, live=console.isatty())
-        attach_callback(tuner, progress)
+        # Tune.restore rebuilds the run config from the experiment; the console is this process's
+        run_config = tuner._local_tuner.get_run_config()
+        run_config.callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, SearchProgress)] + [progress]
     launched.append(True)
     tuner.fit()

@@ -33,7 +33,7 @@ from s9tune.config import TrainConfig
 from s9tune.data import Splits
 from s9tune.engine import EpochMetrics, FitState
 from s9tune.runs import METRICS_JSON, train_to_dir, write_metrics
-from s9tune.search.progress import SEED_FINISHED, SEED_STARTED, SeedProgress
+from s9tune.search.progress import SEED_FINISHED, SEED_STARTED, SeedProgress, error_line
 from s9tune.search.trainable import within_gpu_share
 from s9tune.storage import Folder
 
@@ -172,47 +172,36 @@ def fit_seeds(
     runs: SeedRuns, splits: Splits, *, resume: bool, console: TextIO | None, max_failures: int = 2
 ) -> list[SeedResult]:
     """Run (or, with `resume`, continue) the seeds; returns one result per seed. A Ctrl-C stops
-    Tune gracefully: the seeds it stopped come back unfinished."""
+    Tune gracefully: the seeds it stopped come back unfinished. `tune.run` rather than a Tuner,
+    as for a search: a continued run takes this process's console callback as a new one does."""
     trainable = tune.with_resources(
         tune.with_parameters(
             train_seed, splits=splits, base=runs.cfg.to_dict(), extra=runs.extra, threads=max(1, int(runs.cpus))
         ),
         {"cpu": runs.cpus, "gpu": runs.gpus},
     )
-    if resume:
-        from s9tune.search.tunecompat import attach_callback
-
-        tuner = tune.Tuner.restore(
-            runs.experiment.url, trainable=trainable, resume_unfinished=True, resume_errored=True
-        )
-        if console is not None:
-            attach_callback(tuner, SeedProgress(runs.cfg.epochs, console))
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space={SEED_KEY: tune.grid_search(runs.seeds)},
-            tune_config=tune.TuneConfig(num_samples=1),
-            run_config=tune.RunConfig(
-                name=runs.experiment.name,
-                storage_path=runs.experiment.parent.url,
-                callbacks=[SeedProgress(runs.cfg.epochs, console)] if console is not None else None,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                failure_config=tune.FailureConfig(max_failures=max_failures),
-                verbose=0,
-            ),
-        )
-    grid = tuner.fit()
-    by_seed = {int(r.config[SEED_KEY]): r for r in grid if r.config and SEED_KEY in r.config}
+    analysis = tune.run(
+        trainable,
+        name=runs.experiment.name,
+        storage_path=runs.experiment.parent.url,
+        config={SEED_KEY: tune.grid_search(runs.seeds)},
+        callbacks=[SeedProgress(runs.cfg.epochs, console)] if console is not None else None,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        max_failures=max_failures,
+        verbose=0,
+        raise_on_failed_trial=False,  # a seed that failed is reported in the table, not raised
+        resume="AUTO+ERRORED" if resume else None,  # unfinished seeds from their checkpoints; failed ones again
+    )
+    by_seed = {int(t.config[SEED_KEY]): t for t in analysis.trials if SEED_KEY in t.config}
     return [_seed_result(s, by_seed.get(s)) for s in runs.seeds]
 
 
-def _seed_result(seed: int, r: Any) -> SeedResult:
-    if r is None:
+def _seed_result(seed: int, trial: Any) -> SeedResult:
+    if trial is None:
         return SeedResult(seed, "unfinished")
-    last = r.metrics or {}
-    if last.get("event") == SEED_FINISHED:
-        return SeedResult(seed, str(last.get("status", "completed")), checkpoint=r.checkpoint)
-    if r.error is not None:
-        lines = [line for line in str(r.error).splitlines() if line.strip()]
-        return SeedResult(seed, "error", error=lines[-1][:300] if lines else type(r.error).__name__)
-    return SeedResult(seed, "unfinished", checkpoint=r.checkpoint)
+    last = trial.last_result or {}
+    if trial.status == "TERMINATED" and last.get("event") == SEED_FINISHED:
+        return SeedResult(seed, str(last.get("status", "completed")), checkpoint=trial.checkpoint)
+    if trial.status == "ERROR":
+        return SeedResult(seed, "error", error=error_line(trial))
+    return SeedResult(seed, "unfinished", checkpoint=trial.checkpoint)
