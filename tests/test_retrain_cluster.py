@@ -150,15 +150,16 @@ def test_the_cluster_writes_what_in_process_writes_and_seed_0_scores_the_same(
 
 
 def test_analyze_reads_the_checkpoint_back_from_the_bucket(
-    on_cluster: dict[str, Any], s3: dict[str, str], mini: Path, tmp_path: Path
+    on_cluster: dict[str, Any], s3: dict[str, str], mini: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    res = s9tune(s3, "analyze", f"{OUT}/checkpoints/last.pt", "--data-dir", str(mini), "--out", str(tmp_path / "a"))
-    assert res.returncode == 0, res.stderr[-3000:]
+    for k, v in s3.items():
+        if k.startswith("AWS_"):
+            monkeypatch.setenv(k, v)
+    ckpt = f"{OUT}/checkpoints/last.pt"
+    assert main(["analyze", ckpt, "--data-dir", str(mini), "--out", str(tmp_path / "a")]) == 0
     a = json.loads((tmp_path / "a" / "analysis.json").read_text())
-    assert (
-        a["test_accuracy"] == on_cluster["metrics"]["test_accuracy"] and a["checkpoint"] == f"{OUT}/checkpoints/last.pt"
-    )
-    assert "training history from" in res.stderr  # the run's metrics.jsonl came with it
+    assert a["test_accuracy"] == on_cluster["metrics"]["test_accuracy"] and a["checkpoint"] == ckpt
+    assert "training history from" in capsys.readouterr().err  # the run's metrics.jsonl came with it
 
 
 def one_error(res: subprocess.CompletedProcess[str]) -> str:
