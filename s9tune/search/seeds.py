@@ -3,9 +3,9 @@ the cluster has room (one GPU each where it has GPUs), all of them at once as fa
 `retrain.py` decides where that experiment lives and what becomes of the seeds' folders.
 
 Tune rather than bare Ray tasks, because it already does what a retrain must survive: a trial
-whose node dies restarts from its last checkpoint on another node (FailureConfig), a killed
-driver's experiment continues with `Tuner.restore` (every seed from its last checkpoint, the
-finished ones untouched), and its storage layer writes to a folder or a URI alike.
+whose node dies restarts from its last checkpoint on another node (`max_failures`), a killed or
+interrupted driver's experiment continues with `tune.run(resume=...)` (every seed from its last
+checkpoint, the finished ones untouched), and its storage layer writes to a folder or a URI alike.
 
 A seed's Tune checkpoint is its whole run folder (config.yaml, metrics.jsonl, tb/,
 checkpoints/last.pt, and in the last one run.json and metrics.json), so a seed restored on
