@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import tune_rows
-from moto_s3 import BUCKET, moto_server
+from moto_s3 import BUCKET, free_port, moto_server
 from ray_cluster import Cluster, running_cluster
 
 from s9tune.cli import main
@@ -182,13 +182,15 @@ def test_refusals_are_one_line_and_leave_nothing(
     line = one_error(s9tune(cluster.env, *args, "--address", cluster.address, "--cpus-per-run", "2"))
     assert "a run asks for 2 CPUs but the largest node has 1; lower --cpus-per-run" in line
     assert not out.exists()
-    # refused before Ray starts: in this process
+    # refused before Ray starts (or at its first probe): in this process
     for k, v in s3.items():
         if k.startswith("AWS_"):
             monkeypatch.setenv(k, v)
+    port = free_port()  # nothing listens there
     for extra, needle in (
         (["--out", "s3://no-such-bucket/rt"], "the bucket 'no-such-bucket' does not exist"),
         (["--resume"], "nothing to resume (no retrain was started there)"),
+        (["--address", f"127.0.0.1:{port}"], f"nothing answers at 127.0.0.1:{port}"),
     ):
         capsys.readouterr()
         assert main([*args, *extra]) == 2
