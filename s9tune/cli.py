@@ -43,6 +43,15 @@ def _add_config(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_address(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--address",
+        default=None,
+        help=f"join a running Ray cluster (auto or HOST:PORT); {what}. "
+        "Default: $RAY_ADDRESS, else start Ray in-process",
+    )
+
+
 def _load_splits(cfg, data_dir: Path | None):
     from s9tune.data import load_splits
 
@@ -112,6 +121,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     space = load_space(args.space).with_num_samples(args.num_samples)  # validated before Ray starts
     space = space.with_resources(args.cpus_per_trial, args.gpus_per_trial)
     check_resources(space.cpus_per_trial, space.gpus_per_trial, where="--cpus-per-trial/--gpus-per-trial")
+    from s9tune.nextsteps import after_search, search_resume, tensorboard_hint
     from s9tune.search.export import format_results
     from s9tune.search.runner import run_search
 
@@ -133,28 +143,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     if outcome.log:
         print(f"Ray's log: {outcome.log}")
     if outcome.interrupted:
-        from s9tune.search.experiment import ExperimentRef
-
-        ref = ExperimentRef.parse(outcome.experiment)
-        print(
-            f"Interrupted. Continue with: s9tune search --space {args.space} --storage {ref.storage} "
-            f"--name {ref.name} --resume"
-        )
+        print(f"Interrupted. Continue with: {search_resume(args.space, outcome.experiment)}")
         return 130
+    print("Next:\n" + "\n".join(f"  {cmd}" for cmd in after_search(outcome.experiment, args.data_dir, args.address)))
     return 0
-
-
-def tensorboard_hint(experiment: str) -> str:
-    if "://" not in experiment:
-        return f"tensorboard --logdir {experiment}"
-    base = experiment.split("?", 1)[0].rstrip("/")
-    name = base.rsplit("/", 1)[-1]
-    if base.startswith("s3://"):
-        # TensorBoard reads s3:// itself only with boto3 installed (S3_ENDPOINT for other servers)
-        return f"aws s3 sync {base} searches/{name} && tensorboard --logdir searches/{name}"
-    if base.startswith("gs://"):
-        return f"gcloud storage rsync --recursive {base} searches/{name} && tensorboard --logdir searches/{name}"
-    return f"copy {base} to a local folder, then: tensorboard --logdir that folder"
 
 
 def cmd_results(args: argparse.Namespace) -> int:
@@ -179,11 +171,7 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--storage", default=None, help="folder or URI (s3://, gs://) holding experiments (default: ./searches)"
     )
-    p.add_argument(
-        "--address",
-        default=None,
-        help="join a running Ray cluster (auto or HOST:PORT); default: $RAY_ADDRESS, else start Ray in-process",
-    )
+    _add_address(p, "the trials run there")
     p.add_argument(
         "--resume",
         action="store_true",
@@ -213,9 +201,10 @@ def _print_seed_style(result: dict) -> None:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from s9tune.retrain import run_retrain
+    from s9tune.nextsteps import retrain_resume
+    from s9tune.retrain import run_retrain, summary_lines
 
-    m = run_retrain(
+    r = run_retrain(
         args.experiment,
         args.data_dir,
         args.out,
@@ -223,20 +212,24 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         sets=args.sets,
         force=args.force,
+        resume=args.resume,
         target_layer=args.target_layer,
+        address=args.address,
+        cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
+        ray_to_console=args.verbose > 0,
+        progress=not args.quiet,
     )
-    if m["status"] == "diverged":
-        print(f"Retrain diverged (non-finite loss) after {m['epochs']} epoch(s); see {args.out}/metrics.jsonl")
-        return 0
-    print(f"EPOCH: {m['epochs']} (best trial {m['best_trial']} of {m['experiment']})")
-    _print_seed_style(m)
-    if len(m["seeds"]) > 1:
-        print(
-            f"Test accuracy over {len(m['seeds'])} seeds: {100 * m['test_accuracy_mean']:.2f}% "
-            f"± {100 * m['test_accuracy_std']:.2f}% (mean ± std)"
-        )
-    print(f"{m['train_images_per_s']:.0f} training images/s. Report: {Path(args.out).resolve() / 'report.html'}")
-    return 0
+    again = retrain_resume(vars(args))
+    if r.interrupted:
+        print(f"\nInterrupted. Continue with: {again}")
+        return 130
+    print("\n" + "\n".join(summary_lines(r)))
+    if r.failed:
+        print(f"{len(r.failed)} seed(s) failed; {again} retries them.")
+    if r.log:
+        print(f"Ray's log: {r.log}")
+    return 1 if r.failed else 0
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -258,13 +251,21 @@ def _register_analysis(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=24, help="epochs of the retrain schedule (default 24)")
     p.add_argument("--seeds", type=int, default=1, help="retrain N seeds and report mean ± std")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="override a value")
-    p.add_argument("--out", type=Path, required=True, help="run folder to create")
+    p.add_argument("--out", required=True, help="run folder to create: a local path or a URI (s3://, gs://, file://)")
     p.add_argument("--force", action="store_true", help="replace --out if it holds a previous run")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the interrupted retrain in --out, each seed from its checkpoint"
+    )
     p.add_argument("--target-layer", default="r2", help=layer_help)
+    _add_address(p, "the seeds run there")
+    p.add_argument("--cpus-per-run", type=float, default=None, help="CPUs per seed (default: a GPU's share)")
+    p.add_argument("--gpus-per-run", type=float, default=None, help="GPUs per seed (default: 1 if there are GPUs)")
     p.set_defaults(func=cmd_retrain)
 
     p = sub.add_parser("analyze", help="analysis and report for any saved checkpoint, without retraining")
-    p.add_argument("checkpoint", type=Path, help="a .pt file written by train, retrain or a search trial")
+    p.add_argument(
+        "checkpoint", help="a .pt file written by train, retrain or a search trial: a path or a URI (s3://, gs://)"
+    )
     _add_data_dir(p)
     p.add_argument("--out", type=Path, required=True, help="folder for plots and report")
     p.add_argument("--force", action="store_true", help="replace --out if it holds files")

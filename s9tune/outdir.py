@@ -22,7 +22,7 @@ from pathlib import Path
 
 from s9tune import __version__
 from s9tune.errors import OutputExistsError
-from s9tune.fileio import atomic_write_json
+from s9tune.fileio import atomic_write_text
 
 MARKER = "s9tune.json"
 MARKER_MAX_BYTES = 64 * 1024
@@ -30,7 +30,8 @@ _RUN = frozenset({"config.yaml", "run.json", "metrics.jsonl", "metrics.json", "t
 _ANALYSIS = frozenset({"analysis.json", "plots", "report.html", "report.md"})
 KIND_ENTRIES: dict[str, frozenset[str]] = {
     "train": _RUN,
-    "retrain": _RUN | _ANALYSIS | {"seeds"},
+    # retrain.RECORD, retrain.LOG and retrain.TUNE_DIR (tests/test_outdir.py checks the names)
+    "retrain": _RUN | _ANALYSIS | {"seeds", "s9tune_retrain.json", "retrain.log", "tune"},
     "analyze": _ANALYSIS,
     "lr-find": frozenset({"lr_find.png", "lr_find.json"}),
 }
@@ -41,18 +42,20 @@ _EXPERIMENT_FILES = ("s9tune_space.json", "experiment_state", "tuner.pkl")
 
 
 def prepare_out_dir(
-    out: Path,
+    out: Path | str,
     *,
     kind: str,
     force: bool = False,
     resume: bool = False,
     protect: tuple[Path | str | None, ...] = (),
+    check_only: bool = False,
 ) -> Path:
     """Return `out` as an absolute path, ready to write the `kind` command's files into.
 
     A missing or empty folder is used (and marked). `resume`: the folder must be an s9tune
-    `train` run (or empty). `force`: a folder of the same kind is emptied. Anything else raises
-    OutputExistsError and changes nothing. `protect`: more folders never to replace (data dirs).
+    folder of this kind (or empty). `force`: a folder of the same kind is emptied. Anything else
+    raises OutputExistsError and changes nothing. `protect`: more folders never to replace (data
+    dirs). `check_only`: every check, nothing created or removed (to refuse before long work).
     """
     if kind not in KIND_ENTRIES:
         raise ValueError(f"unknown output kind {kind!r}")
@@ -64,7 +67,7 @@ def prepare_out_dir(
     except OSError as exc:
         raise OutputExistsError(f"{out}: cannot use this folder ({exc.strerror})") from None
     if st is None:
-        return _create(out, kind)
+        return out if check_only else _create(out, kind)
     if stat.S_ISLNK(st.st_mode):
         raise OutputExistsError(f"{out}: is a symbolic link; s9tune writes only into a real folder (give its target)")
     if not stat.S_ISDIR(st.st_mode):
@@ -72,11 +75,14 @@ def prepare_out_dir(
     with _open_dir(out) as fd:
         entries = sorted(os.listdir(fd))
         if not entries:
-            _write_marker(out, kind)
+            if not check_only:
+                _write_marker(out, kind)
             return out
         if resume:
-            if _marker_kind(fd) != "train":
-                raise OutputExistsError(f"{out}: not an s9tune training run ({MARKER} missing); nothing to resume here")
+            if _marker_kind(fd) != kind:
+                raise OutputExistsError(
+                    f"{out}: not an s9tune {kind} folder ({MARKER} missing or of another kind); nothing to resume here"
+                )
             return out
         if not force:
             raise OutputExistsError(
@@ -84,6 +90,8 @@ def prepare_out_dir(
                 f"(--force replaces only a folder that s9tune {kind} wrote)"
             )
         _check_replaceable(out, fd, kind, entries, protect)
+        if check_only:
+            return out
         try:
             _remove_entries(fd, entries)
         except OSError as exc:
@@ -105,8 +113,7 @@ def _create(out: Path, kind: str) -> Path:
 
 
 def _write_marker(out: Path, kind: str) -> None:
-    created = time.strftime("%Y-%m-%dT%H:%M:%S")
-    atomic_write_json(out / MARKER, {"kind": kind, "s9tune": __version__, "created": created})
+    atomic_write_text(out / MARKER, marker_text(kind) + "\n")
 
 
 class _open_dir:
@@ -137,14 +144,10 @@ def _marker_kind(dir_fd: int) -> str | None:
             raw = fh.read(MARKER_MAX_BYTES + 1)
     except OSError:
         return None
-    if len(raw) > MARKER_MAX_BYTES:
-        return None
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested/numbered beyond reason
+        return marker_kind_of(raw.decode("utf-8"))
+    except UnicodeDecodeError:
         return None
-    kind = data.get("kind") if isinstance(data, dict) else None
-    return kind if isinstance(kind, str) else None
 
 
 def _protected(out: Path, protect: tuple[Path | str | None, ...]) -> str | None:
@@ -175,16 +178,37 @@ def _check_replaceable(out: Path, fd: int, kind: str, entries: list[str], protec
         raise OutputExistsError(f"{out}: is {why}; --force never replaces it")
     if any(e.startswith(_EXPERIMENT_FILES) for e in entries):
         raise OutputExistsError(f"{out}: holds a search experiment; --force never replaces it")
-    found = _marker_kind(fd)
-    if found != kind:
-        what = f"an s9tune {found} folder" if found else f"not a folder s9tune made ({MARKER} missing)"
-        raise OutputExistsError(f"{out}: is {what}; --force replaces only an s9tune {kind} folder")
+    check_listing(str(out), kind, _marker_kind(fd), entries)
+
+
+def check_listing(where: str, kind: str, marker_kind: str | None, entries: list[str]) -> None:
+    """What --force may replace, from the folder's marker and its top-level entries (shared by
+    local folders and storage URIs, where a retrain's OUT may live)."""
+    if marker_kind != kind:
+        what = f"an s9tune {marker_kind} folder" if marker_kind else f"not a folder s9tune made ({MARKER} missing)"
+        raise OutputExistsError(f"{where}: is {what}; --force replaces only an s9tune {kind} folder")
     foreign = [e for e in entries if e != MARKER and e not in KIND_ENTRIES[kind] and not _ATOMIC_TEMP.match(e)]
     if foreign:
         raise OutputExistsError(
-            f"{out}: also holds {foreign[0]!r}, which s9tune {kind} does not write; --force leaves it alone "
+            f"{where}: also holds {foreign[0]!r}, which s9tune {kind} does not write; --force leaves it alone "
             "(move it, or choose another --out)"
         )
+
+
+def marker_text(kind: str) -> str:
+    return json.dumps({"kind": kind, "s9tune": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
+def marker_kind_of(text: str | None) -> str | None:
+    """The kind a marker's text names, or None for anything that is not one."""
+    if text is None or len(text) > MARKER_MAX_BYTES:
+        return None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    kind = data.get("kind") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def _remove_entries(dir_fd: int, names: list[str]) -> None:

@@ -78,8 +78,11 @@ def train_to_dir(
     *,
     resume: bool = False,
     extra: dict[str, Any] | None = None,
+    checkpointer: Checkpointer | None = None,
 ) -> RunOutcome:
-    """Train one config into `out` (already prepared); metrics.json is left to the caller."""
+    """Train one config into `out` (already prepared); metrics.json is left to the caller.
+    `checkpointer`: one that writes `out/checkpoints/last.pt` and may also hand the folder on
+    (a retrain seed gives it to Ray Tune's storage)."""
     ckpt_dir = out / "checkpoints"
     ckpt = None
     if resume and (ckpt_dir / "last.pt").exists():
@@ -92,7 +95,7 @@ def train_to_dir(
         ConsoleLog(),
         MetricsFile(out / "metrics.jsonl"),
         TensorBoardLog(out / "tb", hparams=_hparams(cfg)),
-        Checkpointer(ckpt_dir),
+        checkpointer or Checkpointer(ckpt_dir),
     ]
     run = train(cfg, splits, callbacks, resume=ckpt)
     test = _test_predictions(run)

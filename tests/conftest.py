@@ -187,6 +187,18 @@ def result_lines(exp: Path) -> dict[str, list[str]]:
     return {f.parent.name: f.read_text().splitlines() for f in exp.glob("train_trial_*/result.json")}
 
 
+def tune_rows(out: Path) -> dict[str, list[dict]]:
+    """The rows of each trial of a retrain's Tune experiment (OUT/tune), as far as written."""
+    rows: dict[str, list[dict]] = {}
+    for f in out.glob("tune/*/result.json"):
+        for line in f.read_text().splitlines():
+            try:
+                rows.setdefault(f.parent.name, []).append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # still being written
+    return rows
+
+
 @pytest.fixture(scope="session")
 def search_experiment(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
     """A real OptunaSearch + ASHA search on the mini slice through the CLI, stopped with Ctrl-C

@@ -391,6 +391,17 @@ def test_rayjob_gives_every_pod_the_storage_credentials(job: dict[str, Any]) -> 
             assert "secretKeyRef" in env.get(var, {}).get("valueFrom", {}), (container["name"], var)
 
 
+def test_rayjob_retrains_what_it_searched_where_every_pod_writes(job: dict[str, Any]) -> None:
+    search, retrain = (exact_parser().parse_args(a) for a in s9tune_argvs(job["spec"]["entrypoint"]))
+    assert (search.command, retrain.command) == ("search", "retrain")
+    assert retrain.experiment == f"{search.storage}/{search.name}" and retrain.address == "auto"
+    assert retrain.out.startswith(f"{search.storage}/"), "the seeds on the workers write to --out themselves"
+    groups = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    limits = [g["template"]["spec"]["containers"][0]["resources"]["limits"] for g in groups]
+    gpus = sum(g["replicas"] * int(lim.get("nvidia.com/gpu", 0)) for g, lim in zip(groups, limits, strict=True))
+    assert retrain.seeds <= gpus, "the seeds run at once, one GPU each"
+
+
 def cpu_quantity(q: int | str) -> float:
     return float(q[:-1]) / 1000 if isinstance(q, str) and q.endswith("m") else float(q)
 
@@ -419,14 +430,16 @@ def s9tune_argvs(shell: str) -> list[list[str]]:
     found = []
     for line in shell.replace("\\\n", " ").splitlines():
         words = shlex.split(line, comments=True)
-        for i, word in enumerate(words):
-            if word == "s9tune":
+        i = 0
+        while i < len(words):
+            if words[i] == "s9tune":  # up to the next separator; another command may follow it
                 rest = words[i + 1 :]
-                ends = [j for j, w in enumerate(rest) if w in ("&&", "||", ";", "|")]
-                found.append(rest[: ends[0]] if ends else rest)
-                break
-            if word.startswith("s9tune "):
-                found += s9tune_argvs(word)
+                end = next((j for j, w in enumerate(rest) if w in ("&&", "||", ";", "|")), len(rest))
+                found.append(rest[:end])
+                i += end + 1
+            elif words[i].startswith("s9tune "):
+                found += s9tune_argvs(words[i])
+            i += 1
     return found
 
 

@@ -187,11 +187,11 @@ def test_resume_continues_only_a_real_run(tmp_path: Path, tiny_cifar: Path, caps
     (out / "metrics.jsonl").write_text("my own numbers\n")
     before = snapshot(out)
     assert main(["train", "--data-dir", str(tiny_cifar), *TINY, "--out", str(out), "--resume"]) == 2
-    assert "not an s9tune training run" in one_error(capsys)
+    assert "nothing to resume here" in one_error(capsys)
     assert snapshot(out) == before
     lr = fake_run(tmp_path / "lr", kind="lr-find")
     assert main(["train", "--data-dir", str(tiny_cifar), *TINY, "--out", str(lr), "--resume"]) == 2
-    assert "not an s9tune training run" in one_error(capsys)
+    assert "nothing to resume here" in one_error(capsys)
 
 
 def test_a_new_folder_is_marked_and_a_file_is_refused(tmp_path: Path) -> None:
@@ -282,3 +282,9 @@ def test_uri_log_is_private_and_no_log_is_written_through_a_link(tmp_path: Path)
     with pytest.raises(S9Error, match="symbolic link"), ray_output_to(planted):
         pass
     assert secret.read_text() == "token"
+
+
+def test_retrains_own_files_are_the_ones_force_may_replace() -> None:
+    from s9tune import retrain
+
+    assert {retrain.RECORD, retrain.LOG, retrain.TUNE_DIR} <= outdir.KIND_ENTRIES["retrain"]

@@ -160,3 +160,49 @@ def test_retrain_accepts_the_storage_uri(search_experiment, mini: Path, tmp_path
     assert main(args) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["epochs"] == 1 and m["experiment"] == f"file://{exp}"
+
+
+def test_a_killed_retrain_resumes_each_seed_from_its_checkpoint(search_experiment, mini: Path, tmp_path: Path) -> None:
+    """SIGKILL to the driver (and its Ray) while seed 1 trains, seed 0 done; `--resume` then
+    continues seed 1 after its checkpoint and leaves seed 0 alone."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import kill_driver, tune_rows
+
+    exp, _ = search_experiment
+    out = tmp_path / "rt"
+    small = ["--set", "width=4", "--set", "batch_size=256", "--set", "train_subset=1024", "--cpus-per-run", "2"]
+    cmd = [
+        sys.executable, "-m", "s9tune", "retrain", str(exp), "--data-dir", str(mini), "--epochs", "3", "--seeds", "2",
+    ]  # fmt: skip
+    cmd += [*small, "--out", str(out)]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seed0: dict = {}
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            done = list(out.glob("tune/*seed=0*/checkpoint_*/run.json"))  # its last folder: finished
+            rows = [r for trial, rs in tune_rows(out).items() if "seed=1" in trial for r in rs]
+            if done and any(1 <= r.get("epoch", 0) < 3 and "eval_accuracy" in r for r in rows):
+                try:
+                    seed0 = json.loads(done[0].read_text())
+                    break
+                except json.JSONDecodeError:
+                    pass  # Tune is still copying the folder
+            time.sleep(0.2)
+    finally:
+        kill_driver(proc)
+    assert seed0, "seed 1 was not caught between its first and last epoch"
+    res = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.splitlines()
+    assert not any("seed 0 started" in line for line in lines), lines  # finished: not rerun
+    start = next(line for line in lines if "seed 1 started" in line)
+    assert 1 <= int(start.rsplit("continuing after epoch ", 1)[1]) < 3, lines
+    assert json.loads((out / "run.json").read_text()) == seed0  # seed 0's run, as it was before the kill
+    m = json.loads((out / "metrics.json").read_text())
+    assert [s["status"] for s in m["per_seed"]] == ["completed", "completed"] and not (out / "tune").exists()
+    rows = (out / "seeds" / "seed-1" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3]

@@ -5,10 +5,6 @@ with request signing checked): a search killed with SIGKILL and resumed from the
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import SEARCH_SPACE, assert_resumed_not_restarted, kill_driver
+from moto_s3 import BUCKET, moto_server
 
 pytestmark = pytest.mark.slow
 
-BUCKET = "s9-bucket"
 # 4 trials x 3 epochs on 2 slots, no early stopping: a trial can be caught complete while two
 # are yet to finish (trials reuse actors, so a third alone would race the kill)
 SPACE = {
@@ -34,53 +30,8 @@ SPACE = {
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A moto S3 server that checks signatures; yields the environment a user would set."""
-    import boto3
-
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    # the first 4 requests (creating a user, its key and policy, and the bucket) go unchecked;
-    # every later one must be signed with that key
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"}
-    with open(log, "w") as fh:
-        server = subprocess.Popen(
-            # port 0: the server binds a free port itself and prints it (no port picked by
-            # bind-and-close, which another process can take in between)
-            [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", "0"],
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.time() + 60
-        while not (found := re.search(r"Running on http://127\.0\.0\.1:(\d+)", log.read_text())):
-            assert time.time() < deadline and server.poll() is None, log.read_text()
-            time.sleep(0.2)  # polling the log for the line that says the server is up
-        port = int(found.group(1))
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
-        user = {
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_ACCESS_KEY_ID": "setup",
-            "AWS_SECRET_ACCESS_KEY": "setup",
-        }
-        kw = {
-            "endpoint_url": user["AWS_ENDPOINT_URL"],
-            "region_name": "us-east-1",
-            "aws_access_key_id": "setup",
-            "aws_secret_access_key": "setup",
-        }
-        iam = boto3.client("iam", **kw)
-        iam.create_user(UserName="s9tune")
-        key = iam.create_access_key(UserName="s9tune")["AccessKey"]
-        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
-        iam.put_user_policy(UserName="s9tune", PolicyName="all", PolicyDocument=json.dumps(policy))
-        boto3.client("s3", **kw).create_bucket(Bucket=BUCKET)
-        user.update(AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"])
-        yield {**os.environ, **user}
-    finally:
-        server.send_signal(signal.SIGKILL)
-        server.wait()
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as env:
+        yield env
 
 
 def s9tune(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:

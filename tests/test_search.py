@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import mini_dir
 
 pytestmark = pytest.mark.slow
 
@@ -182,7 +183,13 @@ def test_console_is_s9tunes_own(search) -> None:
     exp, _ = search
     first, second = ((exp.parent.parent / f"console-{i}.txt").read_text() for i in (1, 2))
     lines = (first + second).splitlines()
-    assert len(second.splitlines()) <= 40, second
+    assert len(second.splitlines()) <= 43, second
+    # it ends with what to type next, this experiment filled in
+    assert second.rstrip().splitlines()[-3:] == [
+        "Next:",
+        f"  s9tune results {exp}",
+        f"  s9tune retrain {exp} --data-dir {mini_dir()} --out runs/exp",
+    ], second
     ends = [line for line in lines if " finished: " in line or " stopped by ASHA " in line]
     assert len(ends) == 6, ends  # each trial ends once; an interrupted one is not reported as stopped
     assert sum(" started: " in line and "max_lr" in line for line in lines) >= 6

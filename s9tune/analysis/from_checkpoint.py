@@ -4,8 +4,9 @@ the training history of its run folder when it has one."""
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
@@ -14,7 +15,8 @@ from s9tune.analysis.analyze import analyze_model
 from s9tune.analysis.cam import DEFAULT_TARGET_LAYER, resolve_target_layer
 from s9tune.callbacks import read_metrics_jsonl
 from s9tune.checkpoint import Checkpoint
-from s9tune.errors import OutputExistsError
+from s9tune.errors import CheckpointError, OutputExistsError
+from s9tune.storage import Folder, is_uri
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +30,21 @@ def _run_folder_history(checkpoint: Path) -> Path | None:
     return None
 
 
+def _fetched(uri: str, dest: Path) -> Path:
+    """A checkpoint on storage, copied to `dest` in the same shape: RUN/checkpoints/NAME.pt
+    comes with RUN/metrics.jsonl (its training history), if there is one."""
+    folder = Folder.parse(uri)
+    local = dest / folder.parent.name / folder.name
+    if not folder.exists():
+        raise CheckpointError(f"{uri}: no such checkpoint file")
+    folder.download(local)
+    if folder.parent.name == "checkpoints" and folder.parent.parent.exists("metrics.jsonl"):
+        folder.parent.parent.download(dest / "metrics.jsonl", "metrics.jsonl")
+    return local
+
+
 def analyze_checkpoint(
-    checkpoint_path: Path,
+    checkpoint_path: Path | str,
     data_dir: Path | str | None,
     out_dir: Path,
     *,
@@ -41,13 +56,42 @@ def analyze_checkpoint(
     """`s9tune analyze CHECKPOINT --data-dir D --out DIR`.
 
     Raises CheckpointError (unreadable file, width mismatch), ConfigError (unknown target
-    layer), DataError, or OutputExistsError (non-empty `out_dir` without `force`). Everything
-    that can fail is checked before `out_dir` is touched.
+    layer), DataError, OutputExistsError (non-empty `out_dir` without `force`) or StorageError
+    (a URI that cannot be read). Everything that can fail is checked before `out_dir` is touched.
     """
+    if is_uri(str(checkpoint_path)):
+        with tempfile.TemporaryDirectory(prefix="s9tune-analyze-") as tmp:
+            local = _fetched(str(checkpoint_path), Path(tmp))
+            return _analyze(
+                local,
+                data_dir,
+                out_dir,
+                force=force,
+                target_layer=target_layer,
+                width=width,
+                device=device,
+                source=str(checkpoint_path),
+            )
+    path = Path(checkpoint_path).expanduser().resolve()
+    return _analyze(
+        path, data_dir, out_dir, force=force, target_layer=target_layer, width=width, device=device, source=str(path)
+    )
+
+
+def _analyze(
+    path: Path,
+    data_dir: Path | str | None,
+    out_dir: Path,
+    *,
+    force: bool,
+    target_layer: str,
+    width: int | None,
+    device: torch.device | str | None,
+    source: str,
+) -> dict[str, Any]:
     from s9tune.data import load_splits
     from s9tune.outdir import prepare_out_dir
 
-    path = Path(checkpoint_path).expanduser().resolve()
     ckpt = Checkpoint.load(path)
     cfg = ckpt.train_config(path)
     model = ckpt.build_model(path, width=width)
@@ -63,7 +107,8 @@ def analyze_checkpoint(
     else:
         rows = [dict(m) for m in ckpt.metrics if isinstance(m, Mapping)]
     out = prepare_out_dir(out_dir, kind="analyze", force=force, protect=(data_dir,))
-    name = path.parent.parent.name if history_file is not None else path.stem
+    shown = PurePosixPath(source.partition("?")[0])  # the checkpoint as the user named it
+    name = shown.parent.parent.name if history_file is not None else shown.stem
     return analyze_model(
         model,
         cfg,
@@ -73,5 +118,5 @@ def analyze_checkpoint(
         target_layer=target_layer,
         device=device,
         title=f"s9tune analysis: {name}",
-        extra={"checkpoint": str(path), "checkpoint_epoch": ckpt.epoch},
+        extra={"checkpoint": source, "checkpoint_epoch": ckpt.epoch},
     )

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from s9tune.errors import S9Error, shown
-from s9tune.search.experiment import is_uri
 from s9tune.search.space import SearchSpace
+from s9tune.storage import is_uri
 
 logger = logging.getLogger(__name__)
 
@@ -200,31 +200,58 @@ def _alive_nodes() -> list[dict[str, Any]]:
 
 def preflight(space: SearchSpace, storage: str, exp_name: str) -> int:
     """Check that the cluster can run the trials; returns how many can run at once."""
+    return check_cluster(space.cpus_per_trial, space.gpus_per_trial, storage, exp_name, unit="trial")
+
+
+def check_cluster(cpus: float, gpus: float, storage: str, exp_name: str, *, unit: str, flag: str = "--storage") -> int:
+    """Check that a node can hold one `unit` (a trial, a run) with these resources and, on
+    several nodes, that a local `storage` path is one they all see; returns how many units fit
+    at once. `flag` names the option that set `storage`."""
     nodes = _alive_nodes()
-    cpus, gpus = space.cpus_per_trial, space.gpus_per_trial
     max_cpu = max(n["Resources"].get("CPU", 0) for n in nodes)
     max_gpu = max(n["Resources"].get("GPU", 0) for n in nodes)
     if cpus > max_cpu:
         raise ClusterError(
-            f"a trial asks for {cpus:g} CPUs but the largest node has {max_cpu:g}; lower --cpus-per-trial"
+            f"a {unit} asks for {cpus:g} CPUs but the largest node has {max_cpu:g}; lower --cpus-per-{unit}"
         )
     if gpus > max_gpu:
         raise ClusterError(
-            f"a trial asks for {gpus:g} GPUs but the largest node has {max_gpu:g}; "
-            "lower --gpus-per-trial (0 runs on CPUs)"
+            f"a {unit} asks for {gpus:g} GPUs but the largest node has {max_gpu:g}; "
+            f"lower --gpus-per-{unit} (0 runs on CPUs)"
         )
-    slots = 0
-    for n in nodes:
-        per_node = math.floor(n["Resources"].get("CPU", 0) / cpus + 1e-9)
-        if gpus > 0:
-            per_node = min(per_node, math.floor(n["Resources"].get("GPU", 0) / gpus + 1e-9))
-        slots += per_node
+    slots = sum(_fits(n, cpus, gpus) for n in nodes)
+    if slots == 0:
+        raise ClusterError(
+            f"no node has {cpus:g} CPUs and {gpus:g} GPUs at once for a {unit}; "
+            f"lower --cpus-per-{unit} or --gpus-per-{unit}"
+        )
     if len(nodes) > 1 and not is_uri(storage):
-        _check_storage_visible(storage, exp_name, nodes)
-    return max(1, slots)
+        _check_storage_visible(storage, exp_name, nodes, flag)
+    return slots
 
 
-def _check_storage_visible(storage: str, exp_name: str, nodes: list[dict[str, Any]]) -> None:
+def _fits(node: dict[str, Any], cpus: float, gpus: float) -> int:
+    """How many units of (cpus, gpus) the node holds, in whole units as Ray's scheduler packs them."""
+    res = node["Resources"]
+    per_node = math.floor(res.get("CPU", 0) / cpus + 1e-9) if cpus > 0 else 1 << 20
+    if gpus > 0:
+        per_node = min(per_node, math.floor(res.get("GPU", 0) / gpus + 1e-9))
+    return per_node
+
+
+def default_run_resources() -> tuple[float, float]:
+    """(CPUs, GPUs) for one run where the user gave none: one GPU where the cluster has GPUs,
+    with the CPUs that go with a GPU on the least-provisioned GPU node; else every CPU of the
+    smallest node that has CPUs (a CPU run uses every core it gets, and then fits every node)."""
+    nodes = _alive_nodes()
+    gpu_nodes = [n["Resources"] for n in nodes if n["Resources"].get("GPU", 0) >= 1]
+    if gpu_nodes:
+        return float(min(max(1, math.floor(r.get("CPU", 0) / r["GPU"])) for r in gpu_nodes)), 1.0
+    cpus = [n["Resources"]["CPU"] for n in nodes if n["Resources"].get("CPU", 0) >= 1]
+    return float(math.floor(min(cpus))) if cpus else 1.0, 0.0
+
+
+def _check_storage_visible(storage: str, exp_name: str, nodes: list[dict[str, Any]], flag: str) -> None:
     """A local storage path works on several nodes only if it is a shared filesystem."""
     marker = Path(storage) / exp_name / f".s9tune-probe-{uuid.uuid4().hex}"
     marker.parent.mkdir(parents=True, exist_ok=True)
@@ -235,8 +262,8 @@ def _check_storage_visible(storage: str, exp_name: str, nodes: list[dict[str, An
         marker.unlink(missing_ok=True)
     if blind:
         raise ClusterError(
-            f"storage {storage} is a local path that node(s) {', '.join(blind)} cannot see; "
-            "on a multi-node cluster use a shared filesystem or a URI (s3://..., gs://...) for --storage"
+            f"{flag} {storage} is a local path that node(s) {', '.join(blind)} cannot see; "
+            f"on a multi-node cluster use a shared filesystem or a URI (s3://..., gs://...) for {flag}"
         )
 
 

@@ -1,5 +1,5 @@
 """The experiment on storage: where it lives (a folder or a URI), how s9tune's record of it is
-written and read, and what its trials hold once Ray's `ExperimentAnalysis` has read them.
+written and read, and what its trials hold, read from Tune's JSON files (search/tune_files.py).
 
 `STORAGE/NAME` is one Tune experiment plus s9tune's record (`s9tune_space.json`: the
 validated search space, so resume and results never depend on today's YAML file).
@@ -11,7 +11,6 @@ import json
 import os
 import re
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 from s9tune.errors import S9Error, shown
 from s9tune.search.space import SearchSpace
 from s9tune.search.trials import Experiment
+from s9tune.storage import Folder, StorageError, is_uri, storage_error
 
 SPACE_RECORD = "s9tune_space.json"
 SEARCH_LOG = "search.log"
@@ -27,14 +27,6 @@ DEFAULT_MAX_FAILURES = 2  # retries of a failed trial, when an older record does
 RECORD_MAX_BYTES = 16 * 1024 * 1024
 # one path component: no "/", no "..", nothing a shell or a URI would read differently
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-class StorageError(S9Error):
-    """The storage cannot be used: a missing bucket, refused credentials, no permission."""
-
-
-def is_uri(storage: str) -> bool:
-    return "://" in storage
 
 
 def resolve_storage(storage: str | None) -> str:
@@ -72,36 +64,6 @@ def check_name(name: str) -> str:
     return name
 
 
-def storage_error(where: str, exc: BaseException) -> StorageError:
-    """One line for what pyarrow (S3, GCS, local) reports, with what to do about it."""
-    text = str(exc)
-    if "NO_SUCH_BUCKET" in text or "NoSuchBucket" in text or ("Bucket" in text and "not found" in text):
-        bucket = where.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
-        return StorageError(
-            f"{where}: the bucket {bucket!r} does not exist; create it first (e.g. aws s3 mb s3://{bucket})"
-        )
-    if any(
-        k in text
-        for k in (
-            "ACCESS_DENIED",
-            "SIGNATURE_DOES_NOT_MATCH",
-            "INVALID_ACCESS_KEY",
-            "InvalidAccessKeyId",
-            "AccessDenied",
-            "Forbidden",
-            "403",
-            "Permission denied",
-            "UNAUTHENTICATED",
-        )
-    ):
-        return StorageError(
-            f"{where}: access denied; check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or ~/.aws; "
-            "GOOGLE_APPLICATION_CREDENTIALS for gs://) and, for an S3-compatible server, AWS_ENDPOINT_URL"
-        )
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return StorageError(f"{where}: cannot use this storage ({first[:200]})")
-
-
 @dataclass(frozen=True)
 class ExperimentRef:
     """STORAGE/NAME, with the file operations s9tune needs on it (local or a pyarrow URI such as
@@ -126,6 +88,10 @@ class ExperimentRef:
         base, sep, query = self.storage.partition("?")
         return f"{base}/{self.name}{sep}{query}"
 
+    @property
+    def folder(self) -> Folder:
+        return Folder.parse(self.path)
+
     def _fs(self):
         import pyarrow.fs
 
@@ -148,23 +114,8 @@ class ExperimentRef:
 
     def check_writable(self) -> None:
         """A missing bucket, refused credentials or a read-only folder become one line here,
-        before Ray starts, not a traceback from a trial. A URI gets a probe object written and
-        removed beside the experiment; a local path is checked without creating anything."""
-        if not is_uri(self.storage):
-            folder = Path(self.storage)
-            while not folder.exists():
-                folder = folder.parent
-            if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-                raise StorageError(f"{self.storage}: cannot write there ({folder} is not a writable folder)")
-            return
-        fs, root = self._fs()
-        probe = f"{root.rsplit('/', 1)[0]}/.s9tune-probe-{uuid.uuid4().hex}"
-        try:
-            with fs.open_output_stream(probe) as fh:
-                fh.write(b"probe")
-            fs.delete_file(probe)
-        except OSError as exc:
-            raise storage_error(self.storage, exc) from None
+        before Ray starts, not a traceback from a trial (nothing is created for a local path)."""
+        self.folder.check_writable()
 
     def create(self, space: SearchSpace, *, max_failures: int) -> list[Path]:
         """Start a new experiment: its folder is made here (locally: refusing one that exists,

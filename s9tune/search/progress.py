@@ -10,7 +10,9 @@ a resumed search shows the restored trials correctly from its first event.
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -141,7 +143,7 @@ class SearchProgress(Callback):
         self._event(trials, trial, "retry", "failed; retrying from its last checkpoint")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._event(trials, trial, "error", f"error: {_error_line(trial)}")
+        self._event(trials, trial, "error", f"error: {error_line(trial)}")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if self._live is not None:
@@ -187,10 +189,74 @@ class SearchProgress(Callback):
         self._live.update(Text("\n".join(lines)))
 
 
-def _error_line(trial: Any) -> str:
+def error_line(trial: Any) -> str:
+    """The last line of a failed trial's error file: the exception."""
     try:
         text = Path(trial.error_file).read_text(encoding="utf-8").strip() if trial.error_file else ""
     except OSError:
         text = ""
     lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1][:200] if lines else "see the trial's error.txt"
+
+
+# -- retrain: one line per seed event -----------------------------------------------------
+SEED_STARTED = "started"  # the `event` of a seed's first report (and of each restart)
+SEED_FINISHED = "finished"  # ... and of its last, with the test scores
+PROGRESS_EVERY_S = 5.0
+
+
+class SeedProgress(Callback):
+    """Tune callback for `retrain`: a line when a seed starts (and on which node, and from which
+    epoch after a restart), its epochs at most every `every_s` seconds, its end with the test
+    accuracy, and each failure."""
+
+    def __init__(
+        self,
+        epochs: int,
+        stream: TextIO,
+        every_s: float = PROGRESS_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.epochs, self.stream, self.every_s, self.clock = epochs, stream, every_s, clock
+        self.started = clock()
+        self._last: dict[str, float] = {}  # trial id -> when its last line was written
+
+    def __getstate__(self) -> dict[str, Any]:
+        # stored with the experiment: silent there; a resumed retrain attaches its own console
+        return {**self.__dict__, "stream": None, "clock": time.monotonic}
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        event, epoch = result.get("event"), int(result.get("epoch", 0) or 0)
+        if event == SEED_STARTED:
+            cont = f", continuing after epoch {epoch}" if epoch else ""
+            self._line(trial, f"started on node {result.get('node', '?')}{cont}")
+        elif event == SEED_FINISHED:
+            self._line(trial, _seed_end(result))
+        elif self.clock() - self._last.get(trial.trial_id, -math.inf) >= self.every_s and epoch < self.epochs:
+            acc = float(result.get("eval_accuracy", math.nan))
+            split = result.get("eval_split", "test")
+            speed = float(result.get("images_per_s", 0.0))
+            self._line(trial, f"epoch {epoch}/{self.epochs}: {100 * acc:.2f}% {split}, {speed:.0f} images/s")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        node = (trial.last_result or {}).get("node", "?")
+        self._line(trial, f"failed on node {node}; retrying from its last checkpoint")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._line(trial, f"failed for good: {error_line(trial)}")
+
+    def _line(self, trial: Any, what: str) -> None:
+        self._last[trial.trial_id] = self.clock()
+        if self.stream is None:
+            return
+        seed = trial.config.get("seed", "?")
+        self.stream.write(f"[{_clock(self.clock() - self.started):>7}] seed {seed} {what}\n")
+        self.stream.flush()
+
+
+def _seed_end(result: dict) -> str:
+    if result.get("status") == "diverged":
+        return f"diverged (non-finite loss) in epoch {int(result.get('epoch', 0)) + 1}"
+    acc = float(result.get("test_accuracy", math.nan))
+    score = f" ({result['test_correct']}/{result['test_images']})" if "test_correct" in result else ""
+    return f"finished: {100 * acc:.2f}% test{score} after {int(result.get('epoch', 0))} epochs"

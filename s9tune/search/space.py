@@ -260,11 +260,11 @@ def _parse_halving(path: Path, sched: dict[str, Any], fixed: TrainConfig) -> Sch
     return SchedulerSpec("halving", budgets=tuple(int(b) for b in budgets), keep=float(keep))
 
 
-def check_resources(cpus: float, gpus: float, where: str = "resources") -> None:
+def check_resources(cpus: float, gpus: float, where: str = "resources", unit: str = "trial") -> None:
     if cpus <= 0:
-        raise ConfigError(f"{where}: cpus_per_trial must be > 0, got {cpus}")
+        raise ConfigError(f"{where}: cpus_per_{unit} must be > 0, got {cpus}")
     if gpus < 0 or (gpus > 1 and not float(gpus).is_integer()):
-        raise ConfigError(f"{where}: gpus_per_trial must be a fraction in [0, 1] or a whole number, got {gpus}")
+        raise ConfigError(f"{where}: gpus_per_{unit} must be a fraction in [0, 1] or a whole number, got {gpus}")
 
 
 def _parse_baseline(path: Path, raw: Any, dists: list[Dist], fixed: TrainConfig) -> dict[str, Any] | None:

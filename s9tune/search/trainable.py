@@ -104,11 +104,7 @@ def train_trial(config: dict[str, Any], *, splits: Splits, base: dict[str, Any])
         with ckpt.as_directory() as d:
             resume = Checkpoint.load(Path(d) / CKPT_NAME)
         logger.info("trial resumes after epoch %d", resume.epoch)
-    if cfg.device != "cpu" and torch.cuda.is_available() and cfg.gpu_memory_fraction is None:
-        # Ray schedules GPU fractions but does not enforce them: keep this trial in its share
-        share = _gpu_share()
-        if share is not None and share < 1:
-            cfg = cfg.with_overrides({"gpu_memory_fraction": share})
+    cfg = within_gpu_share(cfg)
     try:
         train(cfg, splits, [TuneReport()], resume=resume)
     except torch.cuda.OutOfMemoryError as exc:
@@ -116,6 +112,17 @@ def train_trial(config: dict[str, Any], *, splits: Splits, base: dict[str, Any])
         raise RuntimeError(
             f"CUDA out of memory in this trial (gpu_memory_fraction={cfg.gpu_memory_fraction}): {exc}"
         ) from None
+
+
+def within_gpu_share(cfg: TrainConfig) -> TrainConfig:
+    """Ray schedules GPU fractions but does not enforce them: keep this run in its share."""
+    import torch
+
+    if cfg.device != "cpu" and torch.cuda.is_available() and cfg.gpu_memory_fraction is None:
+        share = _gpu_share()
+        if share is not None and share < 1:
+            return cfg.with_overrides({"gpu_memory_fraction": share})
+    return cfg
 
 
 def _gpu_share() -> float | None:

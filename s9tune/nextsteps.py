@@ -1,0 +1,58 @@
+"""The lines a command ends with that say what to type next, with its own paths filled in, so
+a new user never has to compose them: after a search, `results` and `retrain`; after an
+interrupted retrain, the same retrain with `--resume`; and how to open TensorBoard."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from s9tune.storage import is_uri
+
+
+def tensorboard_hint(experiment: str) -> str:
+    if not is_uri(experiment):
+        return f"tensorboard --logdir {experiment}"
+    base = experiment.split("?", 1)[0].rstrip("/")
+    name = base.rsplit("/", 1)[-1]
+    if base.startswith("s3://"):
+        # TensorBoard reads s3:// itself only with boto3 installed (S3_ENDPOINT for other servers)
+        return f"aws s3 sync {base} searches/{name} && tensorboard --logdir searches/{name}"
+    if base.startswith("gs://"):
+        return f"gcloud storage rsync --recursive {base} searches/{name} && tensorboard --logdir searches/{name}"
+    return f"copy {base} to a local folder, then: tensorboard --logdir that folder"
+
+
+def after_search(experiment: str, data_dir: Path | None, address: str | None) -> list[str]:
+    """`results` and `retrain` for this experiment. A retrain on a cluster, or of an experiment
+    on a URI, writes beside the experiment: every node reached that storage during the search."""
+    base, sep, query = experiment.partition("?")
+    on_cluster = bool(address or os.environ.get("RAY_ADDRESS"))
+    out = f"{base}-retrain{sep}{query}" if on_cluster or is_uri(experiment) else f"runs/{Path(base).name}"
+    retrain = ["s9tune", "retrain", experiment]
+    retrain += ["--data-dir", str(data_dir)] if data_dir else []
+    retrain += ["--out", out] + (["--address", address] if address else [])
+    return [shlex.join(["s9tune", "results", experiment]), shlex.join(retrain)]
+
+
+def search_resume(space: Path, experiment: str) -> str:
+    from s9tune.search.experiment import ExperimentRef
+
+    ref = ExperimentRef.parse(experiment)
+    return f"s9tune search --space {space} --storage {ref.storage} --name {ref.name} --resume"
+
+
+def retrain_resume(opts: Mapping[str, Any]) -> str:
+    """The retrain that `opts` (its parsed command line) describes, with --resume: the same
+    config, since resume refuses another."""
+    argv = ["s9tune", "retrain", opts["experiment"], "--out", str(opts["out"])]
+    argv += ["--epochs", str(opts["epochs"]), "--seeds", str(opts["seeds"])]
+    argv += [a for kv in opts["sets"] for a in ("--set", kv)]
+    for flag, key in (("--data-dir", "data_dir"), ("--address", "address"), ("--target-layer", "target_layer")):
+        argv += [flag, str(opts[key])] if opts.get(key) is not None else []
+    for flag, key in (("--cpus-per-run", "cpus_per_run"), ("--gpus-per-run", "gpus_per_run")):
+        argv += [flag, f"{opts[key]:g}"] if opts.get(key) is not None else []
+    return shlex.join([*argv, "--resume"])
