@@ -288,3 +288,25 @@ def test_retrains_own_files_are_the_ones_force_may_replace() -> None:
     from s9tune import retrain
 
     assert {retrain.RECORD, retrain.LOG, retrain.TUNE_DIR} <= outdir.KIND_ENTRIES["retrain"]
+
+
+def test_retrain_force_on_a_uri_replaces_only_a_retrain(tmp_path: Path) -> None:
+    """A retrain's --out may be a storage URI (file:// here, read through pyarrow as s3:// is):
+    there too --force needs s9tune's marker of a retrain and nothing but a retrain's files."""
+    from s9tune.retrain import _make_out
+    from s9tune.storage import Folder
+
+    target = tmp_path / "bucket" / "rt"
+    target.mkdir(parents=True)
+    (target / "results.csv").write_text("someone else's")
+    dest = Folder.parse(f"file://{target}")
+    with pytest.raises(OutputExistsError, match=r"s9tune\.json missing"):
+        _make_out(dest, dest.url, force=True, resume=False, data_dir=None)
+    assert snapshot(target) == {"results.csv": b"someone else's"}
+    fake_run(target, kind="retrain")  # now a retrain's folder, but results.csv is still there
+    with pytest.raises(OutputExistsError, match=r"also holds 'results\.csv'"):
+        _make_out(dest, dest.url, force=True, resume=False, data_dir=None)
+    (target / "results.csv").unlink()
+    _make_out(dest, dest.url, force=True, resume=False, data_dir=None)
+    assert json.loads((target / outdir.MARKER).read_text())["kind"] == "retrain"
+    assert sorted(p.name for p in target.iterdir()) == [outdir.MARKER]
