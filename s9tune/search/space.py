@@ -40,7 +40,9 @@ SEARCHER_KEYS = {"type", "seed"}
 RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial"}
 METRIC, MODE = "val_accuracy", "max"
 BUDGET_KEY = "budget"  # in a halving run's trial config: the epochs of its complete schedule
-CONFIG_KEY = "config_id"  # in a halving run's trial config: the trial id of the config's first run
+CONFIG_KEY = "config_id"  # in a halving run's trial config: the config it runs (shared by its runs)
+REPLACES_KEY = "replaces"  # in a promoted run's trial config, if it took the place of that config's failed run
+RUN_KEYS = (BUDGET_KEY, CONFIG_KEY, REPLACES_KEY)  # what a halving run's config adds to the searched values
 DATA_KEYS = ("val_size", "train_subset")  # the driver loads the splits once for all trials
 
 
