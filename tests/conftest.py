@@ -159,6 +159,32 @@ def assert_resumed_not_restarted(epochs: list[int], last: int | None = None, *, 
         assert epochs[-1] == last, epochs
 
 
+def optuna_study(exp: Path, name: str):
+    """A study of the experiment's Optuna journal, read through Optuna's public API alone."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(exp / "optuna.journal")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def trial_runs(exp: Path) -> dict[str, dict]:
+    """Trial folder -> its params (budget, config_id, searched values) and result rows."""
+    out = {}
+    for d in sorted(exp.glob("train_trial_*")):
+        if not (d / "params.json").exists():
+            continue  # Tune is still creating it
+        rows = []
+        for line in (d / "result.json").read_text().splitlines() if (d / "result.json").exists() else []:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line Tune is still writing
+        out[d.name] = {"params": json.loads((d / "params.json").read_text()), "rows": rows}
+    return out
+
+
 def result_lines(exp: Path) -> dict[str, list[str]]:
     """Each trial folder's result.json lines (one per epoch), as far as written."""
     return {f.parent.name: f.read_text().splitlines() for f in exp.glob("train_trial_*/result.json")}

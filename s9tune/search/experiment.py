@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from s9tune.errors import S9Error
-from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC, MODE, SearchSpace
-from s9tune.search.trials import Experiment, TrialRow
+from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC, MODE, REPLACES_KEY, SearchSpace
+from s9tune.search.trials import Experiment, RunStatus, TrialRow
 from s9tune.storage import Folder, is_uri
 
 SPACE_RECORD = "s9tune_space.json"
@@ -139,6 +139,7 @@ def _trial_row(trial: Any, df: Any, searched: list[str], max_t: int) -> TrialRow
         history=hist,
         config_id=str(trial.config.get(CONFIG_KEY, trial.trial_id)),
         budget=budget,
+        replaces=str(trial.config.get(REPLACES_KEY) or ""),
     )
 
 
@@ -146,7 +147,7 @@ def _plain(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
 
-def _status(ray_status: str, epochs: int, max_t: int, diverged: bool) -> str:
+def _status(ray_status: str, epochs: int, max_t: int, diverged: bool) -> RunStatus:
     if diverged:
         return "diverged"
     if ray_status == "ERROR":

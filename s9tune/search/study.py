@@ -23,12 +23,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from s9tune.errors import S9Error
 from s9tune.search.experiment import ExperimentRef, is_uri
 
 logger = logging.getLogger(__name__)
 
 JOURNAL = "optuna.journal"
-JOURNAL_MAX_BYTES = 1024 * 2**20  # a 1,000-config search writes a few MiB
 
 
 def study_name(experiment: str, budgets: tuple[int, ...], rung: int) -> str:
@@ -53,11 +53,10 @@ class StudyStore:
 
         path = Path(ref.path) / JOURNAL
         if is_uri(ref.storage):
-            self._tmp = Path(tempfile.mkdtemp(prefix="s9tune-journal-"))
+            self._tmp = Path(tempfile.mkdtemp(prefix="s9tune-journal-"))  # private: 0700
             path = self._tmp / JOURNAL
-            raw = ref.read_bytes(JOURNAL, JOURNAL_MAX_BYTES)
-            if raw is not None:
-                path.write_bytes(raw)
+            if ref.folder.exists(JOURNAL):
+                ref.folder.download(path, JOURNAL)
         self.path = path
         self.storage = JournalStorage(JournalFileBackend(str(path)))
 
@@ -66,9 +65,9 @@ class StudyStore:
         if self._tmp is None or self.ref is None:
             return
         try:
-            self.ref.write_bytes(JOURNAL, self.path.read_bytes())
-        except OSError as exc:  # the next sync tries again; the run itself is unharmed
-            logger.warning("%s: could not copy the Optuna journal there: %s", self.ref.path, exc)
+            self.ref.folder.upload(self._tmp)  # the folder holds the journal alone
+        except S9Error as exc:  # the next sync tries again; the run itself is unharmed
+            logger.warning("could not copy the Optuna journal to the experiment: %s", exc)
 
     def close(self) -> None:
         self.sync()
