@@ -1,5 +1,5 @@
-"""Per-epoch checkpoints cost at most CHECKPOINT_MAX_SHARE of a run's time (the GPU issue found
-12-24% when written every epoch); the first and last epoch are always saved, and the trial and
+"""Per-epoch checkpoints cost at most CHECKPOINT_MAX_SHARE of a run's time (written every epoch
+they took 12-24% of a GPU run, benchmarks/RESULTS.md); the first and last epoch are always saved, and the trial and
 CLI callbacks both follow the pacer."""
 
 from __future__ import annotations
