@@ -1,4 +1,4 @@
-"""Search-space YAML files: parse and validate before Ray starts, then build Tune domains.
+"""Search-space YAML files: parse and validate before Ray starts.
 
 A file looks like this (every section but `space` optional)::
 
@@ -108,9 +108,6 @@ class SearchSpace:
     @property
     def max_t(self) -> int:
         return self.fixed.epochs
-
-    def param_space(self) -> dict[str, Any]:
-        return {d.key: d.tune_domain() for d in self.dists}
 
     def to_record(self) -> dict[str, Any]:
         """The space as the experiment stores it (search/experiment.py), for resume and results."""
