@@ -204,7 +204,7 @@ def tune_rows(out: Path) -> dict[str, list[dict]]:
 
 @pytest.fixture(scope="session")
 def search_experiment(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
-    """A real OptunaSearch + ASHA search on the mini slice through the CLI, stopped with Ctrl-C
+    """A real TPE + ASHA search on the mini slice through the CLI, stopped with Ctrl-C
     once the driver reports the first trial ended, then continued with --resume: the
     experiment every search test reads has been through an interrupt. Returns (experiment,
     space file); beside them: console-1.txt / console-2.txt (stdout of both runs, not a tty),

@@ -1,4 +1,4 @@
-"""A real search on the mini slice with a local Ray (2 CPUs): OptunaSearch + ASHA end to end.
+"""A real search on the mini slice with a local Ray (2 CPUs): Optuna TPE + ASHA end to end.
 
 The experiment is read back through Ray's own ExperimentAnalysis, TensorBoard's event reader and
 Optuna's `load_study` on the experiment's journal, not only through s9tune's code."""

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from ray.tune import Callback
 
@@ -52,7 +52,7 @@ def _params(trial: Any, plan: Plan) -> str:
     return ", ".join(parts) + run
 
 
-def outcome(trial: Any, plan: Plan) -> str:
+def outcome(trial: Any, plan: Plan) -> Literal["completed", "stopped", "diverged"]:
     """completed | stopped | diverged, from a finished trial's last result."""
     last = trial.last_result or {}
     if last.get("diverged"):
