@@ -79,6 +79,9 @@ def test_trial_reports_every_epoch_and_checkpoints_when_due(tiny_cifar: Path, mo
         reports.append((metrics["epoch"], checkpoint is not None))
 
     monkeypatch.setattr(trainable.tune, "report", fake_report)
+    # outside a trial, asking Ray for the node would start a Ray in this process, which later
+    # tests would then find running
+    monkeypatch.setattr(trainable, "_node_id", lambda: "node")
     cfg = tiny_cfg(epochs=3)
     splits = load_splits(tiny_cifar, val_size=cfg.val_size, seed=cfg.seed)
     train(cfg, splits, [trainable.TuneReport(CheckpointPacer(max_share=0.0))])
