@@ -34,14 +34,8 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sets(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one TrainConfig value (repeatable), e.g. --set max_lr=0.2",
-    )
+    what = "override one TrainConfig value (repeatable), e.g. --set max_lr=0.2"
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help=what)
 
 
 def _add_address(p: argparse.ArgumentParser, what: str) -> None:
