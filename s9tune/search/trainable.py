@@ -46,6 +46,9 @@ def epoch_report(m: EpochMetrics) -> dict[str, Any]:
         "lr": float(m.lr),
         "images_per_s": float(m.images_per_s),
         "epoch_s": float(m.epoch_s),
+        # with Tune's time_this_iter_s these split a run's time into training, evaluation and the
+        # rest (set-up before the first epoch, checkpoints, reporting): where a run's seconds go
+        "eval_s": float(m.eval_s),
         "diverged": 0,
     }
 
