@@ -3,7 +3,7 @@ ramp-up, and how the data set reaches trials (object store vs reading the files 
 
     python benchmarks/bench_tune.py [--width 16] [--epochs 3] [--train-subset 2048]
 
-Goals (issue 2/4): in-Tune throughput >= 0.9x of plain fit(); startup <= 15 s.
+Goals: in-Tune throughput >= 0.9x of plain fit(); startup <= 15 s.
 """
 
 from __future__ import annotations

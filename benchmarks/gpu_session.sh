@@ -6,10 +6,12 @@
 #   bash benchmarks/gpu_session.sh search   # ~5 min: packing inside s9tune search (1, 0.5, 0.25
 #                                            #   GPU/trial), then the shipped default search
 #   bash benchmarks/gpu_session.sh recheck  # ~4.5 min: after the fixes, the figures they change
-#   bash benchmarks/gpu_session.sh product  # <= 9 min: the headline figures of gpu_results.json:
+#   bash benchmarks/gpu_session.sh product  # <= 9.5 min: the headline figures of gpu_results.json:
 #                                            #   the 24-epoch train (fit and process time, steady
 #                                            #   images/s, MFU) and the shipped default search run
-#                                            #   to the end; then the gpu-marked tests if time is left
+#                                            #   to the end; then, as time allows, what a reused
+#                                            #   process keeps per run (eager, compiled) and the
+#                                            #   gpu-marked tests
 #   QUICK=1 bash benchmarks/gpu_session.sh speed|search|recheck   # the same steps, tiny, on this CPU
 # Prepare here:  ../shared/tools/gpu-bundle.sh .venv/bin/python
 #                mkdir -p .data && tar -C ../shared/data -cJf .data/mini.tar.xz cifar10-mini
@@ -52,6 +54,7 @@ if [[ -n $quick ]]; then
   spack_re=("${spack[@]}")
   sdefault=(--device cpu --width 4 --gpus-per-trial 0 --slots 2 --keep-scheduler --space smoke --time-limit 60)
   sfull=(--device cpu --width 4 --gpus-per-trial 0 --slots 2 --keep-scheduler --space smoke --time-limit 240)
+  reuse=(--quick --device cpu)
 else
   cifar_args=(); dev=cuda
   speed=(--images 25000 --epochs 3); compile=(--images 20000 --epochs 2)
@@ -62,6 +65,7 @@ else
   spack_re=(--gpus-per-trial 1,0.25,0.125 --epochs 2 --time-limit 40)
   sdefault=(--keep-scheduler --gpus-per-trial 0.25 --time-limit 90)
   sfull=(--keep-scheduler --gpus-per-trial 0.25 --time-limit 400)
+  reuse=(--runs 4 --epochs 3 --images 25000 --eval-images 5000)
 fi
 "$py" benchmarks/make_cifar_like.py /tmp/cifar-like "${cifar_args[@]}" >/dev/null
 # the real CLI's 24-epoch train (width 64, batch 512, a test evaluation every epoch), its metrics kept
@@ -94,6 +98,9 @@ elif [[ $part == product ]]; then
   step train24 120 "${train24t[@]}"
   step default_search 420 "$py" benchmarks/search_packing.py --data-dir /tmp/cifar-like "${sfull[@]}" --json "$res/default_search.json"
   step results 40 "$py" benchmarks/gpu_results.py "$res" --out "$res/gpu_results.json"
+  # what a reused actor keeps from run to run, eager and compiled (lowest priority: last)
+  step reuse 60 "$py" benchmarks/run_reuse.py "${reuse[@]}" --json "$res/run_reuse.json"
+  step reuse_compile 90 "$py" benchmarks/run_reuse.py "${reuse[@]}" --compile --json "$res/run_reuse_compile.json"
   step gpu_tests 60 "$py" -m pytest -q -m gpu -p no:cacheprovider tests/
 else
   # 6. packing inside a real search: every config on one 2-epoch schedule

@@ -33,14 +33,12 @@ def _add_data_dir(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None, help="YAML file of TrainConfig values")
-    p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one TrainConfig value (repeatable), e.g. --set max_lr=0.2",
-    )
+    _add_sets(p)
+
+
+def _add_sets(p: argparse.ArgumentParser) -> None:
+    what = "override one TrainConfig value (repeatable), e.g. --set max_lr=0.2"
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help=what)
 
 
 def _add_address(p: argparse.ArgumentParser, what: str) -> None:
@@ -121,7 +119,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     space = load_space(args.space).with_num_samples(args.num_samples)  # validated before Ray starts
     space = space.with_resources(args.cpus_per_trial, args.gpus_per_trial)
     check_resources(space.cpus_per_trial, space.gpus_per_trial, where="--cpus-per-trial/--gpus-per-trial")
-    from s9tune.nextsteps import after_search, search_resume, tensorboard_hint
+    from s9tune.nextsteps import after_search, dashboard_hint, search_resume, tensorboard_hint
     from s9tune.search.export import format_results
     from s9tune.search.runner import run_search
 
@@ -140,6 +138,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(format_results(outcome.result))
     print(f"\nExperiment: {outcome.experiment}")
     print(f"TensorBoard: {tensorboard_hint(outcome.experiment)}")
+    print(f"Optuna dashboard: {dashboard_hint(outcome.experiment)}")
     if outcome.log:
         print(f"Ray's log: {outcome.log}")
     if outcome.interrupted:
@@ -163,7 +162,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def _register_search(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("search", help="hyperparameter search with Ray Tune (OptunaSearch + ASHA)")
+    p = sub.add_parser("search", help="hyperparameter search with Ray Tune (Optuna TPE; successive halving or ASHA)")
     p.add_argument("--space", type=Path, required=True, help="search-space YAML (see search_spaces/)")
     _add_data_dir(p)
     p.add_argument("--num-samples", type=int, default=None, help="number of trials (overrides the file)")
@@ -244,19 +243,21 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _register_analysis(sub: argparse._SubParsersAction) -> None:
-    layer_help = "GradCAM target layer (default r2: the last residual block, the deepest 4x4 map)"
+    from s9tune.analysis import DEFAULT_TARGET_LAYER
+
+    layer_help = f"GradCAM target layer (default {DEFAULT_TARGET_LAYER}: the last residual block, the deepest 4x4 map)"
     p = sub.add_parser("retrain", help="retrain a search's best trial on train+val, test it and write a report")
     p.add_argument("experiment", help="STORAGE/NAME of a search (a folder or the storage URI the search used)")
     _add_data_dir(p)
     p.add_argument("--epochs", type=int, default=24, help="epochs of the retrain schedule (default 24)")
     p.add_argument("--seeds", type=int, default=1, help="retrain N seeds and report mean ± std")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="override a value")
+    _add_sets(p)
     p.add_argument("--out", required=True, help="run folder to create: a local path or a URI (s3://, gs://, file://)")
     p.add_argument("--force", action="store_true", help="replace --out if it holds a previous run")
     p.add_argument(
         "--resume", action="store_true", help="continue the interrupted retrain in --out, each seed from its checkpoint"
     )
-    p.add_argument("--target-layer", default="r2", help=layer_help)
+    p.add_argument("--target-layer", default=DEFAULT_TARGET_LAYER, help=layer_help)
     _add_address(p, "the seeds run there")
     p.add_argument("--cpus-per-run", type=float, default=None, help="CPUs per seed (default: a GPU's share)")
     p.add_argument("--gpus-per-run", type=float, default=None, help="GPUs per seed (default: 1 if there are GPUs)")
@@ -269,7 +270,7 @@ def _register_analysis(sub: argparse._SubParsersAction) -> None:
     _add_data_dir(p)
     p.add_argument("--out", type=Path, required=True, help="folder for plots and report")
     p.add_argument("--force", action="store_true", help="replace --out if it holds files")
-    p.add_argument("--target-layer", default="r2", help=layer_help)
+    p.add_argument("--target-layer", default=DEFAULT_TARGET_LAYER, help=layer_help)
     p.add_argument("--width", type=int, default=None, help="fail unless the checkpoint has this width")
     p.set_defaults(func=cmd_analyze)
 

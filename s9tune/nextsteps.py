@@ -1,6 +1,7 @@
 """The lines a command ends with that say what to type next, with its own paths filled in, so
 a new user never has to compose them: after a search, `results` and `retrain`; after an
-interrupted retrain, the same retrain with `--resume`; and how to open TensorBoard."""
+interrupted retrain, the same retrain with `--resume`; and how to open TensorBoard and
+optuna-dashboard."""
 
 from __future__ import annotations
 
@@ -10,20 +11,31 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from s9tune.storage import is_uri
+from s9tune.storage import Folder, is_uri
 
 
 def tensorboard_hint(experiment: str) -> str:
-    if not is_uri(experiment):
-        return f"tensorboard --logdir {experiment}"
-    base = experiment.split("?", 1)[0].rstrip("/")
-    name = base.rsplit("/", 1)[-1]
-    if base.startswith("s3://"):
+    folder = Folder.parse(experiment)
+    if folder.is_local:
+        return f"tensorboard --logdir {folder.base}"
+    local = f"searches/{folder.name}"
+    if folder.base.startswith("s3://"):
         # TensorBoard reads s3:// itself only with boto3 installed (S3_ENDPOINT for other servers)
-        return f"aws s3 sync {base} searches/{name} && tensorboard --logdir searches/{name}"
-    if base.startswith("gs://"):
-        return f"gcloud storage rsync --recursive {base} searches/{name} && tensorboard --logdir searches/{name}"
-    return f"copy {base} to a local folder, then: tensorboard --logdir that folder"
+        return f"aws s3 sync {folder.base} {local} && tensorboard --logdir {local}"
+    if folder.base.startswith("gs://"):
+        return f"gcloud storage rsync --recursive {folder.base} {local} && tensorboard --logdir {local}"
+    return f"copy {folder.base} to a local folder, then: tensorboard --logdir that folder"
+
+
+def dashboard_hint(experiment: str) -> str:
+    """optuna-dashboard on the search's Optuna journal (search/study.py), which it reads from a
+    local file only."""
+    from s9tune.search.study import JOURNAL
+
+    folder = Folder.parse(experiment)
+    if folder.is_local:
+        return f"optuna-dashboard {folder.base}/{JOURNAL}"
+    return f"copy {folder.base}/{JOURNAL} to this machine, then: optuna-dashboard {JOURNAL}"
 
 
 def after_search(experiment: str, data_dir: Path | None, address: str | None) -> list[str]:

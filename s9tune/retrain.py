@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from s9tune.analysis import DEFAULT_TARGET_LAYER
 from s9tune.config import TrainConfig, parse_set_args
 from s9tune.errors import ConfigError, OutputExistsError
 from s9tune.storage import Folder
@@ -166,7 +167,7 @@ def run_retrain(
     sets: list[str] | None = None,
     force: bool = False,
     resume: bool = False,
-    target_layer: str = "r2",
+    target_layer: str = DEFAULT_TARGET_LAYER,
     address: str | None = None,
     cpus_per_run: float | None = None,
     gpus_per_run: float | None = None,

@@ -182,6 +182,32 @@ def assert_resumed_not_restarted(epochs: list[int], last: int | None = None, *, 
         assert epochs[-1] == last, epochs
 
 
+def optuna_study(exp: Path, name: str):
+    """A study of the experiment's Optuna journal, read through Optuna's public API alone."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(exp / "optuna.journal")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def trial_runs(exp: Path) -> dict[str, dict]:
+    """Trial folder -> its params (budget, config_id, searched values) and result rows."""
+    out = {}
+    for d in sorted(exp.glob("train_trial_*")):
+        if not (d / "params.json").exists():
+            continue  # Tune is still creating it
+        rows = []
+        for line in (d / "result.json").read_text().splitlines() if (d / "result.json").exists() else []:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line Tune is still writing (or was, when the driver was killed)
+        out[d.name] = {"params": json.loads((d / "params.json").read_text()), "rows": rows}
+    return out
+
+
 def result_lines(exp: Path) -> dict[str, list[str]]:
     """Each trial folder's result.json lines (one per epoch), as far as written."""
     return {f.parent.name: f.read_text().splitlines() for f in exp.glob("train_trial_*/result.json")}
@@ -201,7 +227,7 @@ def tune_rows(out: Path) -> dict[str, list[dict]]:
 
 @pytest.fixture(scope="session")
 def search_experiment(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
-    """A real OptunaSearch + ASHA search on the mini slice through the CLI, stopped with Ctrl-C
+    """A real TPE + ASHA search on the mini slice through the CLI, stopped with Ctrl-C
     once the driver reports the first trial ended, then continued with --resume: the
     experiment every search test reads has been through an interrupt. Returns (experiment,
     space file); beside them: console-1.txt / console-2.txt (stdout of both runs, not a tty),

@@ -20,7 +20,7 @@ from s9tune.augment import EvalBatches, normalize_uint8
 from s9tune.checkpoint import Checkpoint
 from s9tune.config import TrainConfig
 from s9tune.data import Splits, load_splits
-from s9tune.engine import predict
+from s9tune.engine import score
 from s9tune.errors import CheckpointError, ConfigError, OutputExistsError
 from s9tune.model import CustomResNet, build_model
 
@@ -233,7 +233,8 @@ def test_analyze_checkpoint_writes_consistent_report(
 
     # predictions agree with an independent evaluation; the gallery shows only mistakes
     cpu = torch.device("cpu")
-    logits, labels = predict(trained, EvalBatches(splits.test_x, splits.test_y, 256, cpu), cpu)
+    p = score(trained, EvalBatches(splits.test_x, splits.test_y, 256, cpu), cpu)
+    logits, labels = p.logits, p.labels
     pred = logits.argmax(1).numpy()
     assert int((pred == labels.numpy()).sum()) == res["test_correct"]
     assert res["misclassified"] == int((pred != labels.numpy()).sum()) > 0

@@ -170,3 +170,17 @@ def test_gpu_results_reads_a_session_folder(tmp_path: Path) -> None:
     (res / "metrics.json").write_text(json.dumps({**metrics, "gpu_peak_memory_bytes": None, "device": "x86_64"}))
     run_script([str(BENCH / "gpu_results.py"), str(res), "--out", str(out)], timeout=120)
     assert json.loads(out.read_text())["device"].startswith("cpu")
+
+
+def test_run_reuse_quick(tmp_path: Path) -> None:
+    out = tmp_path / "reuse.json"
+    proc = run_script([str(BENCH / "run_reuse.py"), "--quick", "--runs", "2", "--device", "cpu", "--json", str(out)])
+    res = json.loads(out.read_text())
+    assert proc.stdout.count("run ") == 2 and len(res["runs"]) == 2 and res["compile"] is False
+    for row in res["runs"]:
+        assert row["status"] == "completed" and row["steady_epoch_s"] > 0
+        # the phases are parts of the run: nothing counted twice, nothing negative beyond noise
+        assert row["setup_s"] >= 0 and row["build_s"] >= 0
+        assert row["fit_s"] <= row["run_s"] + 1e-6
+        assert row["fit_s"] >= row["steady_epoch_s"] + row["eval_s_per_epoch"]
+    assert res["kept_s"] == pytest.approx(res["runs"][0]["run_s"] - res["runs"][1]["run_s"])

@@ -1,5 +1,5 @@
-"""Per-epoch checkpoints cost at most CHECKPOINT_MAX_SHARE of a run's time (the GPU issue found
-12-24% when written every epoch); the first and last epoch are always saved, and the trial and
+"""Per-epoch checkpoints cost at most CHECKPOINT_MAX_SHARE of a run's time (written every epoch
+they took 12-24% of a GPU run, benchmarks/RESULTS.md); the first and last epoch are always saved, and the trial and
 CLI callbacks both follow the pacer."""
 
 from __future__ import annotations
@@ -79,6 +79,9 @@ def test_trial_reports_every_epoch_and_checkpoints_when_due(tiny_cifar: Path, mo
         reports.append((metrics["epoch"], checkpoint is not None))
 
     monkeypatch.setattr(trainable.tune, "report", fake_report)
+    # outside a trial, asking Ray for the node would start a Ray in this process, which later
+    # tests would then find running
+    monkeypatch.setattr(trainable, "_node_id", lambda: "node")
     cfg = tiny_cfg(epochs=3)
     splits = load_splits(tiny_cifar, val_size=cfg.val_size, seed=cfg.seed)
     train(cfg, splits, [trainable.TuneReport(CheckpointPacer(max_share=0.0))])

@@ -10,7 +10,7 @@ from s9tune.callbacks import BaseCallback, Checkpointer, MetricsFile
 from s9tune.checkpoint import Checkpoint
 from s9tune.config import TrainConfig
 from s9tune.data import load_splits
-from s9tune.engine import evaluate, train
+from s9tune.engine import score, train
 from s9tune.errors import CheckpointError
 
 
@@ -82,9 +82,8 @@ def test_metrics_file_and_checkpoint_roundtrip(tiny_cifar: Path, tmp_path: Path)
     assert TrainConfig.from_dict(ckpt.config) == cfg
     model = ckpt.build_model()
     assert weights_equal(model, run.model.cpu())
-    assert evaluate(model, run.loaders.eval, torch.device("cpu")) == evaluate(
-        run.model, run.loaders.eval, torch.device("cpu")
-    )
+    a, b = (score(m, run.loaders.eval, torch.device("cpu")) for m in (model, run.model))
+    assert (a.loss, a.accuracy) == (b.loss, b.accuracy)
 
 
 def test_bad_checkpoints(tmp_path: Path) -> None:
@@ -114,7 +113,7 @@ def test_learns_on_real_images(mini: Path) -> None:
     cfg = TrainConfig(width=16, epochs=5, batch_size=128, device="cpu", val_size=0.0, seed=0)
     splits = load_splits(mini, val_size=0.0, seed=0)
     run = train(cfg, splits)
-    _, acc = evaluate(run.model, run.loaders.test, run.device)
+    acc = score(run.model, run.loaders.test, run.device).accuracy
     assert acc >= 0.40, acc
 
 

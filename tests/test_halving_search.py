@@ -13,26 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import SEARCH_SPACE, _require_mini, assert_resumed_not_restarted
+from conftest import trial_runs as runs
 
 pytestmark = pytest.mark.slow
 
 HALVING = {**SEARCH_SPACE, "num_samples": 4, "scheduler": {"type": "halving", "budgets": [1, 3], "keep": 0.5}}
-
-
-def runs(exp: Path) -> dict[str, dict]:
-    """Trial folder -> its params (budget, config_id, searched values) and result rows."""
-    out = {}
-    for d in sorted(exp.glob("train_trial_*")):
-        if not (d / "params.json").exists():
-            continue  # Tune is still creating it
-        rows = []
-        for line in (d / "result.json").read_text().splitlines() if (d / "result.json").exists() else []:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line Tune is still writing (or was, when the driver was killed)
-        out[d.name] = {"params": json.loads((d / "params.json").read_text()), "rows": rows}
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -114,19 +99,31 @@ def test_every_run_ends_its_own_complete_schedule(halving: Path) -> None:
 
 
 def test_optuna_learns_only_complete_first_budget_schedules(halving: Path) -> None:
+    """The experiment holds its Optuna storage: `optuna.load_study` reads one COMPLETE trial per
+    config at the first budget, holding that budget's value, and the 3-epoch runs in a study of
+    their own, each trial naming its config and the Tune trial that ran it."""
     import optuna
+    from conftest import optuna_study
 
-    from s9tune.search.searchers import HalvingSearch
-
-    state = sorted(halving.glob("searcher-state-*.pkl"))
-    assert state, sorted(p.name for p in halving.iterdir())
-    searcher = HalvingSearch.__new__(HalvingSearch)
-    searcher.restore(str(state[-1]))
-    trials = searcher.inner._ot_study.trials
-    assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    finals = sorted(r["rows"][-1]["val_accuracy"] for r in runs(halving).values() if r["params"]["budget"] == 1)
-    assert sorted(t.value for t in trials) == pytest.approx(finals)
+    trials = optuna_study(halving, "h").trials
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4 and len({t.user_attrs["config_id"] for t in complete}) == 4
+    # a run the SIGKILL caught may have left a trial marked lost: it never ran, nothing else may
+    assert all(t.state == optuna.trial.TrialState.COMPLETE or t.user_attrs.get("lost") for t in trials)
+    first = {
+        r["params"]["config_id"]: r["rows"][-1]["val_accuracy"]
+        for r in runs(halving).values()
+        if r["params"]["budget"] == 1
+    }
+    assert {t.user_attrs["config_id"]: t.value for t in complete} == pytest.approx(first)
     assert trials[0].params["max_lr"] == 0.4  # the baseline first
+    longer = [t for t in optuna_study(halving, "h@3").trials if t.state == optuna.trial.TrialState.COMPLETE]
+    third = {
+        r["params"]["config_id"]: r["rows"][-1]["val_accuracy"]
+        for r in runs(halving).values()
+        if r["params"]["budget"] == 3
+    }
+    assert {t.user_attrs["config_id"]: t.value for t in longer} == pytest.approx(third) and len(third) == 2
 
 
 def test_tensorboard_has_a_run_per_run_with_its_budget(halving: Path) -> None:

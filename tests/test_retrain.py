@@ -50,12 +50,14 @@ def test_checkpoint_reproduces_metrics_exactly(retrained: Path, mini: Path) -> N
     from s9tune.augment import EvalBatches
     from s9tune.checkpoint import Checkpoint
     from s9tune.data import load_splits
-    from s9tune.engine import evaluate
+    from s9tune.engine import score
 
     m = json.loads((retrained / "metrics.json").read_text())
     model = Checkpoint.load(retrained / "checkpoints" / "last.pt").build_model()  # weights_only=True inside
     splits = load_splits(mini, val_size=0.0, seed=0)
-    _, acc = evaluate(model, EvalBatches(splits.test_x, splits.test_y, 512, torch.device("cpu")), torch.device("cpu"))
+    acc = score(
+        model, EvalBatches(splits.test_x, splits.test_y, 512, torch.device("cpu")), torch.device("cpu")
+    ).accuracy
     assert acc == m["test_accuracy"]
     # class accuracies weighted by class counts give the overall accuracy
     counts = np.bincount(splits.test_y, minlength=10)
@@ -68,17 +70,15 @@ def test_gallery_shows_only_misclassified(retrained: Path, mini: Path) -> None:
     from s9tune.augment import EvalBatches
     from s9tune.checkpoint import Checkpoint
     from s9tune.data import load_splits
-    from s9tune.engine import predict
+    from s9tune.engine import score
 
     info = json.loads((retrained / "analysis.json").read_text())
     shown = info["misclassified_shown"]
     assert shown
     model = Checkpoint.load(retrained / "checkpoints" / "last.pt").build_model()
     splits = load_splits(mini, val_size=0.0, seed=0)
-    logits, labels = predict(
-        model, EvalBatches(splits.test_x, splits.test_y, 512, torch.device("cpu")), torch.device("cpu")
-    )
-    wrong = (logits.argmax(1) != labels).numpy()
+    p = score(model, EvalBatches(splits.test_x, splits.test_y, 512, torch.device("cpu")), torch.device("cpu"))
+    wrong = (p.logits.argmax(1) != p.labels).numpy()
     assert all(wrong[i] for i in shown)
 
 

@@ -84,6 +84,23 @@ def uploaded_finished(env: dict[str, str], prefix: str) -> set[str]:
     return {t["trial_id"] for t in trials if t.get("status") == "TERMINATED"}
 
 
+def journal_study(env: dict[str, str], key: str, tmp: Path, name: str):
+    """The study `name` of an Optuna journal in the bucket, downloaded and read with Optuna."""
+    import boto3
+    from conftest import optuna_study
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    (tmp / "journal").mkdir()
+    (tmp / "journal" / "optuna.journal").write_bytes(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    return optuna_study(tmp / "journal", name)
+
+
 def terminated_trials(env: dict[str, str], uri: str) -> set[str]:
     """Trial ids the experiment state on S3 records as finished (read as `--resume` reads it)."""
     code = (
@@ -172,6 +189,11 @@ def test_search_killed_and_resumed_on_s3_then_results_and_retrain(
     for lines in final.values():  # every trial ends its schedule, none restarted from scratch
         assert_resumed_not_restarted([json.loads(line)["epoch"] for line in lines], 3, rows_lost=True)
     assert f"aws s3 sync {storage}/k searches/k && tensorboard --logdir searches/k" in res.stdout
+    # the search's Optuna journal is kept in the bucket too: every config once, with its final value
+    study = journal_study(s3, "searches/k/optuna.journal", tmp_path, "k")
+    done = {t.user_attrs["tune_trial_id"]: t.value for t in study.trials if t.state.name == "COMPLETE"}
+    assert len(done) == 4 and all(t.state.name == "COMPLETE" or t.user_attrs.get("lost") for t in study.trials)
+    assert done == pytest.approx({n.split("_")[2]: json.loads(v[-1])["val_accuracy"] for n, v in final.items()})
 
     exp = f"{storage}/k"
     out = s9tune(s3, "results", exp)

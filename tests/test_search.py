@@ -1,7 +1,7 @@
-"""A real search on the mini slice with a local Ray (2 CPUs): OptunaSearch + ASHA end to end.
+"""A real search on the mini slice with a local Ray (2 CPUs): Optuna TPE + ASHA end to end.
 
-The experiment is read back through Ray's own ExperimentAnalysis / Tuner.restore, TensorBoard's
-event reader and Optuna's study, not only through s9tune's code."""
+The experiment is read back through Ray's own ExperimentAnalysis, TensorBoard's event reader and
+Optuna's `load_study` on the experiment's journal, not only through s9tune's code."""
 
 from __future__ import annotations
 
@@ -72,38 +72,37 @@ def test_trials_reuse_actors(search) -> None:
 def test_optuna_learns_only_complete_schedules(search) -> None:
     """A trial that ran its whole schedule is COMPLETE with its final value; one ASHA stopped
     mid-cycle is PRUNED at the step it reached (TPE ranks it below every complete trial), so no
-    mid-cycle accuracy is learnt as if it were a final one."""
+    mid-cycle accuracy is learnt as if it were a final one. The study is the experiment's own
+    (optuna.journal), read with Optuna's public API."""
     import optuna
+    from conftest import optuna_study
     from ray.tune import ExperimentAnalysis
-    from ray.tune.search.optuna import OptunaSearch
 
     exp, _ = search
-    searcher = OptunaSearch()
-    searcher.restore_from_dir(str(exp))
-    trials = searcher._ot_study.trials
+    trials = optuna_study(exp, "exp").trials
     assert len(trials) == 6
     analysis = ExperimentAnalysis(str(exp))
-    finals = sorted(
-        float(df["val_accuracy"].iloc[-1]) for df in analysis.trial_dataframes.values() if df["epoch"].iloc[-1] == 3
-    )
+    finals = {
+        t.trial_id: float(analysis.trial_dataframes[t.trial_id]["val_accuracy"].iloc[-1])
+        for t in analysis.trials
+        if analysis.trial_dataframes[t.trial_id]["epoch"].iloc[-1] == 3
+    }
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
     assert len(complete) + len(pruned) == 6 and complete and pruned
-    assert sorted(t.value for t in complete) == pytest.approx(finals)
+    assert {t.user_attrs["tune_trial_id"]: t.value for t in complete} == pytest.approx(finals)
     assert all(t.last_step < 3 for t in pruned)
     assert trials[0].params["max_lr"] == 0.4
 
 
-def test_tuner_restore_reads_it(search) -> None:
-    from ray import tune
-
-    from s9tune.search.trainable import train_trial
+def test_ray_reads_it(search) -> None:
+    from ray.tune import ExperimentAnalysis
 
     exp, _ = search
-    grid = tune.Tuner.restore(str(exp), trainable=train_trial).get_results()
-    assert len(grid) == 6 and grid.num_errors == 0
-    best = grid.get_best_result(metric="val_accuracy", mode="max", scope="last")
-    assert best.checkpoint is not None
+    analysis = ExperimentAnalysis(str(exp), default_metric="val_accuracy", default_mode="max")
+    assert len(analysis.trials) == 6 and all(t.status == "TERMINATED" for t in analysis.trials)
+    best = analysis.get_best_trial(scope="last")
+    assert analysis.get_best_checkpoint(best) is not None
 
 
 def test_tensorboard_shows_every_trial_with_hparams(search) -> None:

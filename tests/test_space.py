@@ -64,17 +64,17 @@ def test_smoke_space_is_cpu_sized() -> None:
     assert s.fixed.width == 16 and s.fixed.epochs <= 6 and s.fixed.train_subset and s.gpus_per_trial == 0
 
 
-def test_good_space_maps_to_tune_domains(tmp_path: Path) -> None:
-    from ray.tune.search.sample import Categorical, Float, Integer
+def test_good_space_maps_to_optuna_distributions(tmp_path: Path) -> None:
+    """The searcher asks Optuna with these distributions (bounds as written: high inclusive)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     space = load_space(write(tmp_path, GOOD))
-    doms = space.param_space()
-    assert isinstance(doms["max_lr"], Float) and (doms["max_lr"].lower, doms["max_lr"].upper) == (0.05, 2.0)
-    assert type(doms["max_lr"].sampler).__name__.lstrip("_") == "LogUniform"
-    assert type(doms["pct_start"].sampler).__name__.lstrip("_") == "Uniform"
-    assert type(doms["aug_strength"].sampler).__name__.lstrip("_") == "Quantized"
-    assert isinstance(doms["batch_size"], Categorical) and doms["batch_size"].categories == [128, 256]
-    assert isinstance(doms["seed"], Integer) and (doms["seed"].lower, doms["seed"].upper) == (0, 4)  # high inclusive
+    dists = {d.key: d.optuna_distribution() for d in space.dists}
+    assert dists["max_lr"] == FloatDistribution(0.05, 2.0, log=True)
+    assert dists["pct_start"] == FloatDistribution(0.1, 0.5)
+    assert dists["aug_strength"] == FloatDistribution(0.0, 2.0, step=0.25)
+    assert dists["batch_size"] == CategoricalDistribution([128, 256])
+    assert dists["seed"] == IntDistribution(0, 3)
     assert space.max_t == 3 and space.gpus_per_trial == 0.25
     # the baseline defaults to TrainConfig's values for the searched keys, moved into the range
     assert space.baseline == {"max_lr": 0.4, "pct_start": 5 / 24, "aug_strength": 1.0, "batch_size": 128, "seed": 0}

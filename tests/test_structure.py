@@ -1,4 +1,4 @@
-"""The shape the code keeps (issue 1/5): no import cycle among s9tune's modules, counting the
+"""The shape the code keeps: no import cycle among s9tune's modules, counting the
 imports inside functions too (a lazy import still ties two modules together), and no function
 or module long enough to hide several jobs."""
 

@@ -85,9 +85,7 @@ def _plot_curves(figs: _Figures, rows: Sequence[Mapping[str, Any]], cfg: TrainCo
 def _plot_test_set(figs: _Figures, ev: M.TestEvaluation, test_x: np.ndarray, n_gallery: int) -> list[int]:
     """Per-class accuracy, confusion matrix and the gallery of confident mistakes; returns the gallery."""
     cm = ev.cm
-    P.plot_per_class_accuracy(
-        ev.classes, M.per_class_accuracy(cm), figs.path("per_class_accuracy"), overall=M.overall_accuracy(cm)
-    )
+    P.plot_per_class_accuracy(ev.classes, ev.per_class_accuracy, figs.path("per_class_accuracy"), overall=ev.accuracy)
     figs.add(
         "per_class_accuracy", "Test set", "Test accuracy per class; orange bars are below the overall.", wide=False
     )
@@ -190,18 +188,18 @@ def _analysis_record(
     extra: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """What analysis.json holds."""
-    cm = ev.cm
-    acc_c, counts = M.per_class_accuracy(cm), M.class_counts(cm)
     return {
-        "test_accuracy": _finite_or_none(M.overall_accuracy(cm)),
+        "test_accuracy": _finite_or_none(ev.accuracy),
         "test_loss": _finite_or_none(ev.loss),
         "test_correct": ev.correct,
         "test_images": ev.total,
         "classes": list(ev.classes),
-        "per_class_accuracy": {c: _finite_or_none(float(a)) for c, a in zip(ev.classes, acc_c, strict=True)},
-        "per_class_counts": {c: int(n) for c, n in zip(ev.classes, counts, strict=True)},
-        "per_class_correct": {c: int(n) for c, n in zip(ev.classes, np.diag(cm), strict=True)},
-        "confusion_matrix": cm.tolist(),
+        "per_class_accuracy": {
+            c: _finite_or_none(float(a)) for c, a in zip(ev.classes, ev.per_class_accuracy, strict=True)
+        },
+        "per_class_counts": {c: int(n) for c, n in zip(ev.classes, ev.class_counts, strict=True)},
+        "per_class_correct": {c: int(n) for c, n in zip(ev.classes, ev.per_class_correct, strict=True)},
+        "confusion_matrix": ev.cm.tolist(),
         "misclassified": len(ev.wrong),
         "misclassified_shown": shown,
         "gradcam_target_layer": layer,
@@ -236,14 +234,13 @@ def _write_report(
         summary.append(("final train accuracy", last.get("train_accuracy")))
     summary += [("misclassified", f"{len(ev.wrong)} of {total}"), ("GradCAM layer", layer), ("width", cfg.width)]
     summary += [(key, extra[key]) for key in ("checkpoint", "status") if extra and key in extra]
-    cm = ev.cm
     data = ReportData(
         title=title or "s9tune analysis",
         test_line=M.seed_test_line(ev.loss, ev.correct, total) if total else None,
         classes=ev.classes,
-        per_class_accuracy=[_finite_or_none(float(a)) for a in M.per_class_accuracy(cm)],
-        per_class_counts=[int(n) for n in M.class_counts(cm)],
-        per_class_correct=[int(n) for n in np.diag(cm)],
+        per_class_accuracy=[_finite_or_none(float(a)) for a in ev.per_class_accuracy],
+        per_class_counts=[int(n) for n in ev.class_counts],
+        per_class_correct=[int(n) for n in ev.per_class_correct],
         config=cfg.to_dict(),
         summary=summary,
         figures=figs.figures,

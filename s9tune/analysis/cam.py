@@ -18,12 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from s9tune.analysis import DEFAULT_TARGET_LAYER
 from s9tune.augment import CIFAR10_MEAN, CIFAR10_STD
 from s9tune.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TARGET_LAYER = "r2"
 
 
 def layer_names(model: nn.Module) -> list[str]:

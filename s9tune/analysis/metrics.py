@@ -143,6 +143,22 @@ class TestEvaluation:
     def cm(self) -> np.ndarray:
         return confusion_matrix(self.y_true, self.y_pred, len(self.classes))
 
+    @cached_property
+    def per_class_accuracy(self) -> np.ndarray:
+        return per_class_accuracy(self.cm)
+
+    @cached_property
+    def class_counts(self) -> np.ndarray:
+        return class_counts(self.cm)
+
+    @cached_property
+    def per_class_correct(self) -> np.ndarray:
+        return np.diag(self.cm)
+
+    @property
+    def accuracy(self) -> float:
+        return overall_accuracy(self.cm)
+
     @property
     def total(self) -> int:
         return len(self.y_true)

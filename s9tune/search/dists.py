@@ -1,5 +1,5 @@
-"""Search-space distributions: parsed from the YAML, turned into Tune domains (for the Tuner),
-Optuna distributions (for importance) and plain records (for the experiment on storage)."""
+"""Search-space distributions: parsed from the YAML, turned into Optuna distributions (what the
+searcher asks TPE with, and importance) and plain records (for the experiment on storage)."""
 
 from __future__ import annotations
 
@@ -33,21 +33,6 @@ class Dist:
         if self.type == "choice":
             return v in self.values
         return isinstance(v, (int, float)) and not isinstance(v, bool) and self.low <= v <= self.high  # type: ignore[operator]
-
-    def tune_domain(self):
-        from ray import tune
-
-        if self.type == "uniform":
-            return tune.uniform(self.low, self.high)
-        if self.type == "loguniform":
-            return tune.loguniform(self.low, self.high)
-        if self.type == "quniform":
-            return tune.quniform(self.low, self.high, self.q)
-        if self.type == "randint":
-            return tune.randint(int(self.low), int(self.high) + 1)  # inclusive high, as written in the file
-        if self.type == "lograndint":
-            return tune.lograndint(int(self.low), int(self.high) + 1)
-        return tune.choice(list(self.values))
 
     def to_record(self) -> dict[str, Any]:
         return {

@@ -69,7 +69,7 @@ def trial_rows(exp: Experiment) -> list[dict[str, Any]]:
     """One row per Tune trial (trials.csv): a config under ASHA, a run under halving."""
     rows = []
     for r in exp.ranked():
-        run = {"config": r.config_id, "budget": r.budget} if exp.halving else {}
+        run = {"config": r.config_id, "budget": r.budget, "replaces": r.replaces} if exp.halving else {}
         rows.append(
             {
                 "trial": r.trial_id,
@@ -120,6 +120,7 @@ def export_experiment(experiment: str) -> Experiment:
     board = {
         "scope": exp.scope,
         "rows": leaderboard_rows(exp),
+        "replacements": exp.replacements(),
         "importance": imp,
         "importance_basis": basis,
         **exp.compute_hours(),
@@ -176,6 +177,7 @@ def format_results(exp: Experiment) -> str:
     out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines]
     out.append("")
     out.append(f"Ranked by {exp.scope.split(':')[0]}. {'Runs' if exp.halving else 'Trials'}: {exp.status_counts()}.")
+    out += [f"{line[0].upper()}{line[1:]}." for line in exp.replacements()]
     imp, basis = importance(exp)
     if imp:
         out.append(f"Parameter importance ({basis}):")

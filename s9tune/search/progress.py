@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from ray.tune import Callback
 
-from s9tune.search.space import BUDGET_KEY, METRIC
+from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC, REPLACES_KEY
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,14 @@ def _params(trial: Any, plan: Plan) -> str:
         f"{k} {trial.config[k]:.3g}" if isinstance(trial.config.get(k), float) else f"{k} {trial.config.get(k)}"
         for k in plan.searched
     ]
-    budget = trial.config.get(BUDGET_KEY)
-    return ", ".join(parts) + (f" ({budget}-epoch schedule)" if budget else "")
+    budget, cid, replaces = (trial.config.get(k) for k in (BUDGET_KEY, CONFIG_KEY, REPLACES_KEY))
+    run = f" ({budget}-epoch schedule, config {cid})" if budget else ""
+    if replaces:
+        run += f", promoted in place of config {replaces}, whose {budget}-epoch run failed"
+    return ", ".join(parts) + run
 
 
-def outcome(trial: Any, plan: Plan) -> str:
+def outcome(trial: Any, plan: Plan) -> Literal["completed", "stopped", "diverged"]:
     """completed | stopped | diverged, from a finished trial's last result."""
     last = trial.last_result or {}
     if last.get("diverged"):
@@ -117,8 +120,8 @@ class SearchProgress(Callback):
             self._live = Live(console=self._console, refresh_per_second=2, transient=False)
 
     def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles its run config into the experiment; a console belongs to one process, so
-        # the stored copy is silent and a resumed search attaches its own
+        # a pickled copy (tune.run pickles its arguments when it runs on a remote driver) must
+        # not write to this process's console
         return {"plan": self.plan, "stream": None, "started": self.started, "_live": None}
 
     # -- Tune's hooks ----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Search-space YAML files: parse and validate before Ray starts, then build Tune domains.
+"""Search-space YAML files: parse and validate before Ray starts.
 
 A file looks like this (every section but `space` optional)::
 
@@ -40,7 +40,9 @@ SEARCHER_KEYS = {"type", "seed"}
 RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial"}
 METRIC, MODE = "val_accuracy", "max"
 BUDGET_KEY = "budget"  # in a halving run's trial config: the epochs of its complete schedule
-CONFIG_KEY = "config_id"  # in a halving run's trial config: the trial id of the config's first run
+CONFIG_KEY = "config_id"  # in a halving run's trial config: the config it runs (shared by its runs)
+REPLACES_KEY = "replaces"  # in a promoted run's trial config, if it took the place of that config's failed run
+RUN_KEYS = (BUDGET_KEY, CONFIG_KEY, REPLACES_KEY)  # what a halving run's config adds to the searched values
 MAX_NUM_SAMPLES = 10_000  # configs in one search; each is at least one trial folder
 DATA_KEYS = ("val_size", "train_subset")  # the driver loads the splits once for all trials
 
@@ -107,9 +109,6 @@ class SearchSpace:
     @property
     def max_t(self) -> int:
         return self.fixed.epochs
-
-    def param_space(self) -> dict[str, Any]:
-        return {d.key: d.tune_domain() for d in self.dists}
 
     def to_record(self) -> dict[str, Any]:
         """The space as the experiment stores it (search/experiment.py), for resume and results."""

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from s9tune.errors import S9Error
-from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC
-from s9tune.search.trials import TrialRow
+from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC, REPLACES_KEY, RUN_KEYS
+from s9tune.search.trials import RunStatus, TrialRow
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def read_trials(files: Files) -> list[TrialFiles]:
     return sorted(trials, key=lambda t: t.index)
 
 
-def trial_status(t: TrialFiles, budget: int, max_failures: int) -> str:
+def trial_status(t: TrialFiles, budget: int, max_failures: int) -> RunStatus:
     """completed | stopped | diverged | error | unfinished, from the trial's files alone.
 
     diverged: a row says diverged=1. completed: it reported the last epoch of its schedule.
@@ -124,6 +124,7 @@ def trial_row(t: TrialFiles, searched: list[str], max_t: int, max_failures: int)
         history=hist,
         config_id=str(t.params.get(CONFIG_KEY, t.trial_id)),
         budget=budget,
+        replaces=str(t.params.get(REPLACES_KEY) or ""),
     )
 
 
@@ -215,11 +216,15 @@ def check_resumable(files: Files, record: dict[str, Any], searched: set[str]) ->
             raise S9Error(f"{files.path}: a trial in Tune's state is not an s9tune trial")
         configs.append(trial.get("config"))
     configs += [t.params for t in read_trials(files)]
-    extra = {BUDGET_KEY, CONFIG_KEY} if record.get("scheduler", {}).get("type") == "halving" else set()
+    halving = record.get("scheduler", {}).get("type") == "halving"
+    # a halving run's config adds its budget and config id (and, for a stand-in, whom it replaces)
+    needed, allowed = (
+        (searched | {BUDGET_KEY, CONFIG_KEY}, searched | set(RUN_KEYS)) if halving else (searched, searched)
+    )
     for config in configs:
-        if not isinstance(config, dict) or set(config) != searched | extra:
+        if not isinstance(config, dict) or not needed <= set(config) <= allowed:
             keys = sorted(config) if isinstance(config, dict) else config
             raise S9Error(
                 f"{files.path}: a trial's parameters {keys} do not match s9tune's record "
-                f"({sorted(searched | extra)}); not resuming a search the record does not describe"
+                f"({sorted(needed)}); not resuming a search the record does not describe"
             )
