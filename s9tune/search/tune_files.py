@@ -1,6 +1,6 @@
 """A Tune experiment read from its trial folders' plain files, executing nothing.
 
-Tune keeps its own state (experiment_state-*.json, tuner.pkl, searcher-state-*.pkl, each
+Tune keeps its own state (the entries of experiment_state-*.json, tuner.pkl, each
 trial's params.pkl and error.pkl) as cloudpickled objects, so loading it runs whatever code the
 files name: opening an experiment someone else wrote would run theirs. This module reads only
 what Tune writes for people to read, in each trial folder:
@@ -189,7 +189,7 @@ def _failures(files: Files, relpath: str) -> tuple[int, str]:
 def check_resumable(files: Files, record: dict[str, Any], searched: set[str]) -> None:
     """Refuse to resume unless Tune's state and s9tune's record describe the same search.
 
-    Resuming means Tune.restore, which unpickles Tune's state: that is why s9tune resumes only
+    Resuming means tune.run(resume=...), which unpickles Tune's state: that is why s9tune resumes only
     experiments the user trusts (README, --help). This check catches the honest mistakes: a
     folder that is not an s9tune search, a record from another search copied in, Tune's state
     missing. It reads Tune's newest experiment_state-*.json as plain JSON (its pickled entries
@@ -197,8 +197,8 @@ def check_resumable(files: Files, record: dict[str, Any], searched: set[str]) ->
     searches, the s9tune trainable, and exactly the record's searched keys in every trial.
     """
     states = sorted(n for n in files.list_files() if n.startswith("experiment_state-") and n.endswith(".json"))
-    if not states or "tuner.pkl" not in files.list_files():
-        raise S9Error(f"{files.path}: holds no Tune state to resume (experiment_state-*.json, tuner.pkl)")
+    if not states:
+        raise S9Error(f"{files.path}: holds no Tune state to resume (experiment_state-*.json)")
     state = _json(files, states[-1])
     runner = state.get("runner_data") if isinstance(state, dict) else None
     trials = state.get("trial_data") if isinstance(state, dict) else None
