@@ -238,9 +238,8 @@ def test_embedded_ray_is_private_and_its_dashboard_local(monkeypatch) -> None:
     the dashboard off; --dashboard binds it to 127.0.0.1 only, and says what to install without
     ray[default]. With $RAY_ADDRESS (what `ray job submit` sets) that cluster is joined."""
     import ray
-    import ray._private.utils as ray_utils
 
-    from s9tune.search import cluster
+    from s9tune.search import cluster, ray_compat
 
     calls: list[dict] = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
@@ -249,10 +248,10 @@ def test_embedded_ray_is_private_and_its_dashboard_local(monkeypatch) -> None:
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     cluster.init_ray(None)
     assert calls[-1]["address"] == "local" and calls[-1]["include_dashboard"] is False
-    monkeypatch.setattr(ray_utils, "get_dashboard_dependency_error", lambda: None)
+    monkeypatch.setattr(ray_compat, "dashboard_missing", lambda: None)
     cluster.init_ray(None, dashboard=True)
     assert calls[-1]["include_dashboard"] is True and calls[-1]["dashboard_host"] == "127.0.0.1"
-    monkeypatch.setattr(ray_utils, "get_dashboard_dependency_error", lambda: ImportError("No module named 'aiohttp'"))
+    monkeypatch.setattr(ray_compat, "dashboard_missing", lambda: ImportError("No module named 'aiohttp'"))
     with pytest.raises(
         cluster.ClusterError, match=r"--dashboard needs Ray's dashboard packages: pip install 'ray\[default\]'"
     ):
@@ -267,11 +266,10 @@ def test_embedded_ray_is_private_and_its_dashboard_local(monkeypatch) -> None:
 def test_dashboard_refusal_leaves_nothing_behind(
     tmp_path: Path, tiny_cifar: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from ray._private.utils import get_dashboard_dependency_error
-
     from s9tune.cli import main
+    from s9tune.search.ray_compat import dashboard_missing
 
-    if get_dashboard_dependency_error() is None:
+    if dashboard_missing() is None:
         pytest.skip("ray[default] is installed here: the dashboard would start")
     p = write(tmp_path, with_change(["fixed", "device"], "cpu"))
     args = [

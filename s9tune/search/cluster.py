@@ -54,9 +54,9 @@ def init_ray(address: str | None, dashboard: bool = False) -> None:
         )
     options: dict[str, Any] = {"include_dashboard": False}
     if dashboard:
-        from ray._private.utils import get_dashboard_dependency_error
+        from s9tune.search.ray_compat import dashboard_missing
 
-        if get_dashboard_dependency_error() is not None:
+        if dashboard_missing() is not None:
             raise ClusterError("--dashboard needs Ray's dashboard packages: pip install 'ray[default]'")
         if ray.is_initialized():
             raise ClusterError("--dashboard: Ray already runs in this process, started without s9tune's dashboard")
@@ -179,17 +179,11 @@ def check_reachable(address: str) -> None:
             f"{address} accepts connections but did not answer as a Ray cluster within {HANDSHAKE_S:g} s "
             "(no gRPC handshake); check the host and port of the head"
         )
-    try:
-        from ray._raylet import GcsClient
-        from ray.exceptions import AuthenticationError
-    except ImportError:
-        return  # another Ray: ray.init and connect_error still say what failed
-    try:
-        GcsClient(address=address)
-    except AuthenticationError as exc:
-        raise ClusterError(connect_error(address, exc)) from None
-    except Exception:  # noqa: BLE001 - anything else: let ray.init try and report it
-        return
+    from s9tune.search.ray_compat import gcs_auth_error
+
+    refused = gcs_auth_error(address)
+    if refused is not None:
+        raise ClusterError(connect_error(address, refused))
 
 
 def _alive_nodes() -> list[dict[str, Any]]:
