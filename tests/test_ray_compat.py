@@ -5,7 +5,6 @@ the module uses, so that a Ray upgrade is a decision and not a surprise."""
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -37,22 +36,10 @@ def test_what_the_compat_module_uses_is_still_there() -> None:
     assert missing is None or isinstance(missing, ImportError)
 
 
-def test_the_auth_probe_answers_none_where_no_cluster_refuses_a_token() -> None:
-    """Nothing listening is not a refused token: the probe must not invent one (ray.init then
-    reports the real failure)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        address = f"127.0.0.1:{s.getsockname()[1]}"  # bound, never listening: refuses at once
-        code = "import sys; from s9tune.search.ray_compat import gcs_auth_error; print(gcs_auth_error(sys.argv[1]))"
-        res = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.strip().splitlines()[-1] == "None"
-
-
 @pytest.mark.slow
 def test_the_auth_probe_names_a_refused_token_on_a_real_cluster() -> None:
     """Against a token cluster, without the opt-in, Ray's GCS client refuses at once (ray.init
-    would retry for ~20 s and then say only "Failed to connect")."""
+    would retry for ~20 s and then say only "Failed to connect"); with the token it answers None."""
     from ray_cluster import running_cluster
 
     code = (
