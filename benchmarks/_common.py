@@ -1,16 +1,13 @@
-"""What every benchmark script shares: the package on sys.path (so a script runs without an
-install), where the mini slice lives, a device sync for timing, and the shipped search spaces
-and defaults, read through s9tune rather than copied."""
+"""What every benchmark script shares: where the mini slice lives, a device sync for timing, and
+the shipped search spaces and defaults, read through s9tune rather than copied. The scripts
+import s9tune as an installed package (`pip install -e .`, or PYTHONPATH on the GPU machine)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 MINI_DIR = REPO.parent / "shared" / "data" / "cifar10-mini"
 SPACES_DIR = REPO / "search_spaces"
@@ -21,7 +18,7 @@ if TYPE_CHECKING:
     from s9tune.search.space import SearchSpace
 
 
-def sync(device: "torch.device") -> None:
+def sync(device: torch.device) -> None:
     """Wait for queued GPU work, so a timer reads when the work ended, not when it was queued."""
     import torch
 
@@ -29,7 +26,7 @@ def sync(device: "torch.device") -> None:
         torch.cuda.synchronize(device)
 
 
-def shipped_space(name: str = "default") -> "SearchSpace":
+def shipped_space(name: str = "default") -> SearchSpace:
     from s9tune.search.space import load_space
 
     return load_space(SPACES_DIR / f"{name}.yaml")

@@ -37,17 +37,16 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
-from _common import MINI_DIR, sync  # noqa: E402  (puts the package on sys.path)
+import numpy as np
+import torch
+from _common import MINI_DIR, sync
+from torch import nn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from s9tune.augment import (  # noqa: E402
+from s9tune.augment import (
     AlbumentationsLoader,
     TensorAugment,
     TensorLoader,
@@ -55,12 +54,12 @@ from s9tune.augment import (  # noqa: E402
     make_loaders,
     normalize_uint8,
 )
-from s9tune.config import TrainConfig  # noqa: E402
-from s9tune.data import Splits, load_splits  # noqa: E402
-from s9tune.engine import fit, resolve_device  # noqa: E402
-from s9tune.errors import S9Error  # noqa: E402
-from s9tune.model import CustomResNet, build_model  # noqa: E402
-from s9tune.optim import make_optimizer, make_scheduler  # noqa: E402
+from s9tune.config import TrainConfig
+from s9tune.data import Splits, load_splits
+from s9tune.engine import fit, resolve_device
+from s9tune.errors import S9Error
+from s9tune.model import CustomResNet, build_model
+from s9tune.optim import make_optimizer, make_scheduler
 
 DEFAULT_DATA = MINI_DIR
 TABLE_HEADER = (
@@ -297,38 +296,48 @@ def load_data(args: argparse.Namespace) -> tuple[Splits, str]:
     return splits, f"{n_full} train images"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    try:
-        base = TrainConfig(
-            width=args.width, batch_size=args.batch_size, device=args.device, val_size=0.0, seed=args.seed
-        )
-        device = resolve_device(base)
-        splits, data_note = load_data(args)
-    except S9Error as exc:
-        print(f"bench_fit: error: {exc}", file=sys.stderr)
-        return 2
-    n_train = len(splits.train_y)
-    steps_per_epoch = math.ceil(n_train / args.batch_size)
+@dataclass
+class Bench:
+    """What every timed run shares: the arguments, the data, the device and the two configs."""
+
+    args: argparse.Namespace
+    splits: Splits
+    device: torch.device
+    base: TrainConfig
+    cfg_tensor: TrainConfig
+    cfg_albu: TrainConfig
+    steps_per_epoch: int
+    epochs: int
+
+    @property
+    def n_train(self) -> int:
+        return len(self.splits.train_y)
+
+
+def setup(args: argparse.Namespace) -> tuple[Bench, str]:
+    """The benchmark's data and configs; raises S9Error for a bad data dir or device."""
+    base = TrainConfig(width=args.width, batch_size=args.batch_size, device=args.device, val_size=0.0, seed=args.seed)
+    device = resolve_device(base)
+    splits, data_note = load_data(args)
+    steps_per_epoch = math.ceil(len(splits.train_y) / args.batch_size)
     epochs = max(1, math.ceil(args.steps / steps_per_epoch))
-    cfg_tensor = base.with_overrides({"epochs": epochs, "data_path": "tensor"})
-    cfg_albu = base.with_overrides({"epochs": epochs, "data_path": "albumentations"})
-    steps = epochs * steps_per_epoch
-
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
-    print(
-        f"bench_fit: torch {torch.__version__}, device {device} ({gpu}), {torch.get_num_threads()} CPU threads, "
-        f"{platform.processor() or platform.machine()}"
+    bench = Bench(
+        args,
+        splits,
+        device,
+        base,
+        cfg_tensor=base.with_overrides({"epochs": epochs, "data_path": "tensor"}),
+        cfg_albu=base.with_overrides({"epochs": epochs, "data_path": "albumentations"}),
+        steps_per_epoch=steps_per_epoch,
+        epochs=epochs,
     )
-    print(
-        f"width {args.width}, batch {args.batch_size}, {epochs} epoch(s) x {steps_per_epoch} steps = {steps} "
-        f"steps per run, {data_note}, repeats {args.repeats}"
-    )
-    shapes = sorted({args.batch_size if n_train >= args.batch_size else n_train, n_train % args.batch_size} - {0})
-    warm_up(base, shapes, device, args.warmup_steps)
+    return bench, data_note
 
+
+def timed_runs(b: Bench) -> tuple[dict[str, Timed], str, str]:
+    """fit() and the bare loop on the same batches, repeated ABBA; returns the runs and the load
+    average before and after."""
+    args, splits, device = b.args, b.splits, b.device
     runs = {
         "fit_tensor": Timed("fit()", 'data_path="tensor" (TensorLoader)'),
         "fit_albu": Timed("fit()", 'data_path="albumentations" (workers=0)'),
@@ -341,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     premade_y = torch.as_tensor(splits.train_y, dtype=torch.long, device=device)
     premade = [
         (premade_x[i : i + args.batch_size], premade_y[i : i + args.batch_size])
-        for i in range(0, n_train, args.batch_size)
+        for i in range(0, b.n_train, args.batch_size)
     ]
 
     def run_fit(key: str, cfg: TrainConfig) -> None:
@@ -352,24 +361,24 @@ def main(argv: list[str] | None = None) -> int:
         runs[key].add(res.train_images, res.train_s, clock)  # wall = FitResult.train_images_per_s
 
     def run_bare_tensor() -> None:
-        clock = StepClock(TensorLoader(splits.train_x, splits.train_y, cfg_tensor, device))
+        clock = StepClock(TensorLoader(splits.train_x, splits.train_y, b.cfg_tensor, device))
 
         def epoch_batches(epoch: int) -> StepClock:
             clock.set_epoch(epoch)
             return clock
 
-        images, seconds, _ = bare_loop(cfg_tensor, epoch_batches, steps_per_epoch, device)
+        images, seconds, _ = bare_loop(b.cfg_tensor, epoch_batches, b.steps_per_epoch, device)
         runs["bare_tensor"].add(images, seconds, clock)
 
     def run_bare_premade() -> None:
         clock = StepClock(premade)
-        images, seconds, _ = bare_loop(cfg_tensor, lambda _epoch: clock, steps_per_epoch, device)
+        images, seconds, _ = bare_loop(b.cfg_tensor, lambda _epoch: clock, b.steps_per_epoch, device)
         runs["bare_premade"].add(images, seconds, clock)
 
     order: list[Callable[[], None]] = [
-        lambda: run_fit("fit_tensor", cfg_tensor),
+        lambda: run_fit("fit_tensor", b.cfg_tensor),
         run_bare_tensor,
-        lambda: run_fit("fit_albu", cfg_albu),
+        lambda: run_fit("fit_albu", b.cfg_albu),
         run_bare_premade,
     ]
     load_before = load_average()
@@ -378,54 +387,84 @@ def main(argv: list[str] | None = None) -> int:
         # rises or falls during the benchmark does not favour one side
         for job in order if rep % 2 == 0 else order[::-1]:
             job()
-    load_after = load_average()
+    return runs, load_before, load_average()
 
-    # augmentation throughput
-    x_aug = splits.train_x[: args.aug_images]
-    aug = {
-        "albumentations pipeline, per image, 1 process (1 worker)": time_albumentations_per_image(
-            x_aug, base.pad_mode, args.seed
-        ),
+
+def augmentation_speeds(b: Bench) -> dict[str, float]:
+    x_aug = b.splits.train_x[: b.args.aug_images]
+    y_aug = b.splits.train_y[: len(x_aug)]
+    device, pad, seed, bs = b.device, b.base.pad_mode, b.args.seed, b.args.batch_size
+    return {
+        "albumentations pipeline, per image, 1 process (1 worker)": time_albumentations_per_image(x_aug, pad, seed),
         "AlbumentationsLoader epoch, workers=0 (incl. collate)": time_epoch(
-            AlbumentationsLoader(x_aug, splits.train_y[: len(x_aug)], cfg_albu, device), device
+            AlbumentationsLoader(x_aug, y_aug, b.cfg_albu, device), device
         ),
-        f"TensorAugment on {device.type}, batch {args.batch_size}": time_tensor_augment(
-            x_aug, args.batch_size, base.pad_mode, device, args.seed
-        ),
+        f"TensorAugment on {device.type}, batch {bs}": time_tensor_augment(x_aug, bs, pad, device, seed),
         f"TensorLoader epoch on {device.type} (shuffle+gather+aug)": time_epoch(
-            TensorLoader(x_aug, splits.train_y[: len(x_aug)], cfg_tensor, device), device
+            TensorLoader(x_aug, y_aug, b.cfg_tensor, device), device
         ),
     }
 
-    print(f"load average (1, 5, 15 min): before {load_before}, after {load_after}")
+
+def fit_ratios(runs: dict[str, Timed]) -> dict[str, tuple[float, float]]:
+    def ratio(a: str, b: str) -> tuple[float, float]:
+        return runs[a].wall / runs[b].wall, runs[a].median_step / runs[b].median_step
+
+    return {
+        "fit/bare, same TensorLoader batches": ratio("fit_tensor", "bare_tensor"),
+        "fit(tensor)/bare(pre-made, no aug)": ratio("fit_tensor", "bare_premade"),
+        "fit(albumentations)/bare(pre-made, no aug)": ratio("fit_albu", "bare_premade"),
+    }
+
+
+def print_tables(runs: dict[str, Timed], ratios: dict[str, tuple[float, float]], aug: dict[str, float]) -> None:
     print()
     print(TABLE_HEADER)
     print("-" * len(TABLE_HEADER))
     for r in runs.values():
         print(f"{r.name:<20} {r.data:<40} {r.wall:>12,.1f} {r.median_step:>20,.1f} {r.sps:>16.3f}{r.spread()}")
-
-    def ratio(a: str, b: str) -> tuple[float, float]:
-        return runs[a].wall / runs[b].wall, runs[a].median_step / runs[b].median_step
-
-    ratios = {
-        "fit/bare, same TensorLoader batches": ratio("fit_tensor", "bare_tensor"),
-        "fit(tensor)/bare(pre-made, no aug)": ratio("fit_tensor", "bare_premade"),
-        "fit(albumentations)/bare(pre-made, no aug)": ratio("fit_albu", "bare_premade"),
-    }
     print()
     print(f"{'ratio (1.0 = as fast)':<46} {'wall':>6} {'median step':>12}")
     for name, (w, m) in ratios.items():
         print(f"{name:<46} {w:>6.3f} {m:>12.3f}")
     w, m = ratios["fit/bare, same TensorLoader batches"]
-    print(
-        f"fit() within 15% of the bare loop: wall {'yes' if w >= 0.85 else 'NO'}, median step {'yes' if m >= 0.85 else 'NO'}"
-    )
+    wall_ok, step_ok = ("yes" if v >= 0.85 else "NO" for v in (w, m))
+    print(f"fit() within 15% of the bare loop: wall {wall_ok}, median step {step_ok}")
     print()
     print(AUG_HEADER)
     print("-" * len(AUG_HEADER))
     for name, ips in aug.items():
         print(f"{name:<60} {ips:>12,.0f}")
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        b, data_note = setup(args)
+    except S9Error as exc:
+        print(f"bench_fit: error: {exc}", file=sys.stderr)
+        return 2
+    device = b.device
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
+    steps = b.epochs * b.steps_per_epoch
+    print(
+        f"bench_fit: torch {torch.__version__}, device {device} ({gpu}), {torch.get_num_threads()} CPU threads, "
+        f"{platform.processor() or platform.machine()}"
+    )
+    print(
+        f"width {args.width}, batch {args.batch_size}, {b.epochs} epoch(s) x {b.steps_per_epoch} steps = {steps} "
+        f"steps per run, {data_note}, repeats {args.repeats}"
+    )
+    n_train = b.n_train
+    shapes = sorted({args.batch_size if n_train >= args.batch_size else n_train, n_train % args.batch_size} - {0})
+    warm_up(b.base, shapes, device, args.warmup_steps)
+    runs, load_before, load_after = timed_runs(b)
+    aug = augmentation_speeds(b)
+    ratios = fit_ratios(runs)
+    print(f"load average (1, 5, 15 min): before {load_before}, after {load_after}")
+    print_tables(runs, ratios, aug)
     if args.json is not None:
         out = {
             "device": str(device),
@@ -434,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": torch.get_num_threads(),
             "width": args.width,
             "batch_size": args.batch_size,
-            "epochs": epochs,
+            "epochs": b.epochs,
             "steps_per_run": steps,
             "train_images": n_train,
             "repeats": args.repeats,

@@ -3,7 +3,7 @@ ramp-up, and how the data set reaches trials (object store vs reading the files 
 
     python benchmarks/bench_tune.py [--width 16] [--epochs 3] [--train-subset 2048]
 
-Goals (issue 2/4): in-Tune throughput >= 0.9x of plain fit(); startup <= 15 s.
+Goals: in-Tune throughput >= 0.9x of plain fit(); startup <= 15 s.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 
 import yaml
-
-from _common import MINI_DIR  # noqa: E402  (puts the package on sys.path)
+from _common import MINI_DIR
 
 
 def main() -> None:
@@ -40,14 +39,14 @@ def main() -> None:
     from s9tune.search.runner import run_search
     from s9tune.search.space import load_space
 
-    fixed = dict(
-        width=args.width,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        train_subset=args.train_subset,
-        val_size=0.2,
-        device="cpu",
-    )
+    fixed = {
+        "width": args.width,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "train_subset": args.train_subset,
+        "val_size": 0.2,
+        "device": "cpu",
+    }
     cfg = TrainConfig(**fixed)
     t = time.perf_counter()
     splits = load_splits(args.data_dir, val_size=cfg.val_size, seed=cfg.seed, train_subset=cfg.train_subset)
@@ -90,7 +89,7 @@ def main() -> None:
     ref = ray.put(splits)
 
     @ray.remote(num_cpus=1)
-    def fetch(s) -> float:  # noqa: ANN001
+    def fetch(s) -> float:
         return float(s.train_x.nbytes)
 
     @ray.remote(num_cpus=1)

@@ -1,5 +1,5 @@
 """Which search design finds the best config per epoch of compute? A replay of s9tune's shipped
-searchers (HalvingSearch, CompleteScheduleOptuna with TPE) and Ray's ASHA and HyperBand against
+searcher (StudySearch: TPE, and halving inside it) and Ray's ASHA and HyperBand against
 the design table (design_table.py), in simulated epoch-time on asynchronous slots.
 
 Every design runs at several matched totals (in epochs); each replay draws a searcher seed and
@@ -128,36 +128,30 @@ def design_space(base: SearchSpace, design: Design, *, configs: int, seed: int, 
 
 
 def build_search(space: SearchSpace, *, slots: int, sampler: Any = None) -> tuple[Any, Any, int]:
-    """(searcher, scheduler, trials) as s9tune/search/runner.py builds them for `space`: TPE
-    (seeded, the baseline first) alone under ASHA or inside HalvingSearch, behind Tune's
-    ConcurrencyLimiter at one trial per slot. Two additions the shipped spaces cannot express:
-    an Optuna `sampler` (a random sampler, or TPE with another n_startup_trials) and Ray's
-    synchronous HyperBandScheduler in ASHA's place (without the limiter: see below).
+    """(searcher, scheduler, trials) as s9tune/search/runner.py builds them for `space`: one
+    StudySearch (TPE seeded, the baseline first; halving inside it) at one run per slot, with
+    ASHA as Tune's scheduler under `asha`. Two additions the shipped spaces cannot express: an
+    Optuna `sampler` in place of the study's TPE (a random sampler, or TPE with another
+    n_startup_trials) and Ray's synchronous HyperBandScheduler in ASHA's place (with no cap on
+    live runs: see below).
 
-    The one place the replay builds s9tune's searchers: when runner.py's construction changes
+    The one place the replay builds s9tune's searcher: when runner.py's construction changes
     (a new constructor argument), change it here too."""
     from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler
-    from ray.tune.search import ConcurrencyLimiter
 
-    from s9tune.search.searchers import CompleteScheduleOptuna, HalvingSearch
+    from s9tune.search.searchers import StudySearch
 
     sched = space.scheduler
-    chooser = {"sampler": sampler} if sampler is not None else {"seed": space.searcher_seed}
-    tpe = CompleteScheduleOptuna(
-        metric=METRIC,
-        mode=MODE,
-        points_to_evaluate=[space.baseline] if space.baseline else None,
-        max_t=sched.budgets[0] if sched.type == "halving" else space.max_t,
-        **chooser,
-    )
-    if sched.type == "halving":
-        searcher, scheduler, trials = HalvingSearch(tpe, sched, space.num_samples, METRIC, MODE), None, 0
-        trials = searcher.total_runs
-    elif sched.type == "hyperband":
-        searcher, trials = tpe, space.num_samples
+    # HyperBand pauses whole brackets: capped at the slot count no bracket would ever fill
+    # (paused runs count as live), so it runs without a cap
+    searcher = StudySearch(space, max_concurrent=None if sched.type == "hyperband" else slots)
+    if sampler is not None:
+        searcher.studies[0].sampler = sampler  # Optuna's Study.sampler: the one that asks
+    searcher.set_search_properties(METRIC, MODE, {})  # as Tune does
+    scheduler: Any = None
+    if sched.type == "hyperband":
         scheduler = HyperBandScheduler(max_t=space.max_t, reduction_factor=sched.reduction_factor)
-    else:
-        searcher, trials = tpe, space.num_samples
+    elif sched.type == "asha":
         scheduler = ASHAScheduler(
             time_attr="training_iteration",
             max_t=space.max_t,
@@ -165,13 +159,10 @@ def build_search(space: SearchSpace, *, slots: int, sampler: Any = None) -> tupl
             reduction_factor=sched.reduction_factor,
             brackets=sched.brackets,
         )
-    # HyperBand pauses whole brackets: behind a limiter at the slot count no bracket ever fills
-    # (finished trials leave it, so new ones refill the first bracket), so it runs without one
-    limiter = searcher if sched.type == "hyperband" else ConcurrencyLimiter(searcher, max_concurrent=slots)
-    limiter.set_search_properties(METRIC, MODE, space.param_space())  # as the Tuner does
     if scheduler is not None:
         scheduler.set_search_properties(METRIC, MODE)
-    return limiter, scheduler, trials
+    # as runner.py hands tune.run: the searcher says FINISHED before this count is reached
+    return searcher, scheduler, space.num_samples * len(sched.budgets or (space.max_t,))
 
 
 def make_sampler(design: Design, configs: int, seed: int) -> Any:

@@ -9,9 +9,10 @@ Prints, and with --json writes:
   images/s (steady state: epochs after the first), epoch seconds, projected 24-epoch wall time
   at 50k images/epoch, first-epoch overhead (first epoch minus a steady one: with --compile
   that is the compile time, i.e. the first compiled steps, plus the recompile for a short last
-  batch, minus normal steps; without it, cuDNN autotuning and allocator warm-up), peak memory (torch.cuda.max_memory_allocated on CUDA, the process's
-  maxrss on the CPU), the data path's share of step time (one TensorLoader epoch alone:
-  shuffle + gather + TensorAugment, over a training epoch), and a packing table: k copies of
+  batch, minus normal steps; without it, cuDNN autotuning and allocator warm-up), peak memory
+  (torch.cuda.max_memory_allocated on CUDA, the process's maxrss on the CPU), the data path's
+  share of step time (one TensorLoader epoch alone: shuffle + gather + TensorAugment, over a
+  training epoch), and a packing table: k copies of
   this benchmark started together in separate processes, each with --gpu-fraction 1/k
   (torch.cuda.set_per_process_memory_fraction), giving aggregate images/s (all steady epochs
   over one wall window: see aggregate_rate; a lower bound), the sum of per-process steady
@@ -40,24 +41,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import sync  # noqa: E402  (puts the package on sys.path)
+import numpy as np
+import torch
+from _common import sync
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from s9tune.augment import make_loaders
+from s9tune.callbacks import BaseCallback
+from s9tune.checkpoint import Checkpoint
+from s9tune.config import TrainConfig
+from s9tune.data import Splits
+from s9tune.engine import fit, resolve_device
+from s9tune.errors import S9Error
+from s9tune.model import build_model, count_params
+from s9tune.optim import make_optimizer
 
-# importing torch alone raises the CPU high-water mark by most of a GiB; recorded so the CPU
-# peak below can be read against it
+# importing torch (and s9tune, which adds little) raises the CPU high-water mark by most of a
+# GiB; recorded so the CPU peak below can be read against it
 MAXRSS_AFTER_IMPORT = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-from s9tune.augment import make_loaders  # noqa: E402
-from s9tune.callbacks import BaseCallback  # noqa: E402
-from s9tune.checkpoint import Checkpoint  # noqa: E402
-from s9tune.config import TrainConfig  # noqa: E402
-from s9tune.data import Splits  # noqa: E402
-from s9tune.engine import fit, resolve_device  # noqa: E402
-from s9tune.errors import S9Error  # noqa: E402
-from s9tune.model import build_model, count_params  # noqa: E402
-from s9tune.optim import make_optimizer  # noqa: E402
 
 CIFAR_TRAIN = 50_000
 PROJECT_EPOCHS = 24
@@ -414,7 +414,8 @@ def fmt_s(s: float | None) -> str:
 
 def print_report(res: dict[str, Any]) -> None:
     print(
-        f"gpu_speed: torch {res['torch']}, device {res['device']} ({res['device_name']}), {res['threads']} CPU threads; "
+        f"gpu_speed: torch {res['torch']}, device {res['device']} ({res['device_name']}), "
+        f"{res['threads']} CPU threads; "
         f"width {res['width']} ({res['params']:,} params), batch {res['batch_size']}, {res['images']:,} random "
         f"images x {res['epochs']} epochs, compile {res['compile']}"
     )
@@ -451,7 +452,8 @@ def print_report(res: dict[str, Any]) -> None:
             per = f"{min(ips):,.1f}-{max(ips):,.1f}" if ips else "-"
             tot = f"{row['sum_per_proc_images_per_s']:,.1f}" if row["sum_per_proc_images_per_s"] is not None else "-"
             print(
-                f"{row['procs']:>5}  {frac:<12}  {agg:>15}  {tot:>15}  {per:>24}  {fmt_bytes(row['max_peak_memory_bytes']):>26}"
+                f"{row['procs']:>5}  {frac:<12}  {agg:>15}  {tot:>15}  {per:>24}  "
+                f"{fmt_bytes(row['max_peak_memory_bytes']):>26}"
             )
             for err in row["errors"]:
                 print(f"       error: {err}")

@@ -1,7 +1,7 @@
 """Does the fast tensor augmentation path lose accuracy against the albumentations reference?
 
 Trains the same config with `data_path=albumentations` and `data_path=tensor` over several seeds
-on the mini slice and prints test accuracy mean ± std per path (issue 4/4, item 4). On a GPU run
+on the mini slice and prints test accuracy mean ± std per path. On a GPU run
 it at width 64; on the CPU at a small width.
 
     python benchmarks/path_parity.py --width 16 --epochs 5 --batch-size 128 --seeds 3
@@ -15,11 +15,11 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import MINI_DIR  # noqa: E402  (puts the package on sys.path)
+from _common import MINI_DIR
 
-from s9tune.config import TrainConfig  # noqa: E402
-from s9tune.data import load_splits  # noqa: E402
-from s9tune.engine import evaluate, train  # noqa: E402
+from s9tune.config import TrainConfig
+from s9tune.data import load_splits
+from s9tune.engine import score, train
 
 
 def main() -> None:
@@ -48,7 +48,7 @@ def main() -> None:
             )
             t = time.perf_counter()
             run = train(cfg, splits)
-            _, acc = evaluate(run.model, run.loaders.test, run.device)
+            acc = score(run.model, run.loaders.test, run.device).accuracy
             results.setdefault(path, []).append(acc)
             print(
                 f"{path:<15} seed {seed}  test accuracy {100 * acc:6.2f}%  ({time.perf_counter() - t:.1f} s)",

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
-from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray.tune.search import Searcher
 from replay_table import Surrogate, unit_coords
 
 from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC
@@ -114,7 +114,14 @@ class TableController:
     """The part of Tune's TuneController a searcher and a scheduler see, over simulated time."""
 
     def __init__(
-        self, searcher: Searcher, scheduler: TrialScheduler | None, oracle: Oracle, *, slots: int, max_trials: int
+        self,
+        searcher: Searcher,
+        scheduler: TrialScheduler | None,
+        oracle: Oracle,
+        *,
+        slots: int,
+        max_trials: int,
+        max_pending: int | None = None,
     ) -> None:
         self.searcher, self.scheduler = searcher, scheduler or FIFOScheduler()
         self.oracle, self.slots, self.max_trials = oracle, slots, max_trials
@@ -124,8 +131,8 @@ class TableController:
         self.now, self.busy_time, self.epochs = 0.0, 0.0, 0
         self.seq = itertools.count()
         self.searcher_done = False
-        # as TuneController._get_max_pending_trials: a limiter's max_concurrent, else one
-        self.max_pending = searcher.max_concurrent if isinstance(searcher, ConcurrencyLimiter) else 1
+        # s9tune's runner sets TUNE_MAX_PENDING_TRIALS_PG to the slot count
+        self.max_pending = slots if max_pending is None else max_pending
         self.driver_s: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self.suggest_s: list[float] = []  # each suggest call, in order: how its cost grows

@@ -38,14 +38,15 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+from _common import MINI_DIR, shipped_space
 from scipy.stats import spearmanr
-
-from _common import MINI_DIR, shipped_space  # noqa: E402  (puts the package on sys.path)
 
 
 # -- configs and runs ---------------------------------------------------------------------------
@@ -59,7 +60,7 @@ def draw(d: Any, rng: np.random.Generator) -> Any:
         v = rng.uniform(d.low, d.high)
     if d.type == "quniform":
         return float(round(v / d.q) * d.q)
-    return int(round(v)) if d.type in ("randint", "lograndint") else float(v)
+    return round(v) if d.type in ("randint", "lograndint") else float(v)
 
 
 def sample_configs(k: int, seed: int, space_name: str) -> list[dict[str, Any]]:
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, Any] = {}
     if args.resume and out_path is not None and out_path.exists():
         old = json.loads(out_path.read_text())
-        runs = {k: v for k, v in old.get("runs", {}).items()}
+        runs = dict(old.get("runs", {}).items())
         if len(old.get("configs") or []) == K:
             hps = old["configs"]  # re-analysis keeps the configs the stored runs were trained with
 
@@ -350,16 +351,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def analyse(args, hps, runs, shorts, noise_seeds) -> dict[str, Any]:  # noqa: ANN001
-    K, E, seed = args.configs, args.epochs, args.seed
-    rng = np.random.default_rng(12345)
-    long_acc = np.stack([padded_acc(runs[run_key(i, E, seed)], E) for i in range(K)])
-    final = long_acc[:, -1]
-    short_final = {s: np.array([padded_acc(runs[run_key(i, s, seed)], s)[-1] for i in range(K)]) for s in shorts}
-    best = int(np.argmax(final))
-    res: dict[str, Any] = {}
+@dataclass
+class Study:
+    """The trained runs of one study, read into the arrays every part of the analysis uses."""
 
-    # ---- configs ----
+    args: argparse.Namespace
+    hps: list[dict[str, Any]]
+    runs: dict[str, Any]
+    shorts: list[int]
+    noise_seeds: list[int]
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(12345))
+
+    def __post_init__(self) -> None:
+        self.K, self.E, self.seed = self.args.configs, self.args.epochs, self.args.seed
+        self.long_acc = np.stack([padded_acc(self.runs[run_key(i, self.E, self.seed)], self.E) for i in range(self.K)])
+        self.final = self.long_acc[:, -1]
+        self.short_final = {
+            s: np.array([padded_acc(self.runs[run_key(i, s, self.seed)], s)[-1] for i in range(self.K)])
+            for s in self.shorts
+        }
+        self.best = int(np.argmax(self.final))
+
+
+def print_configs(t: Study, res: dict[str, Any]) -> None:
+    args, hps, runs, K, E = t.args, t.hps, t.runs, t.K, t.E
+    seed, long_acc, final, short_final, best, shorts = t.seed, t.long_acc, t.final, t.short_final, t.best, t.shorts
     print(
         f"\nK={K} configs, long schedule E={E} epochs, short schedules {shorts}, width {args.width}, "
         f"batch {args.batch_size}, seed {seed}"
@@ -381,13 +397,16 @@ def analyse(args, hps, runs, shorts, noise_seeds) -> dict[str, Any]:  # noqa: AN
         f"worst {final.min():.4f}, std {final.std(ddof=1):.4f}"
     )
 
-    # ---- seed noise ----
+
+def seed_noise(t: Study, res: dict[str, Any]) -> None:
+    runs, E, seed, long_acc, final = t.runs, t.E, t.seed, t.long_acc, t.final
     noise: dict[str, Any] = {}
+    noise_seeds = t.noise_seeds
     if noise_seeds:
         curves = np.stack([long_acc[0]] + [padded_acc(runs[run_key(0, E, s)], E) for s in noise_seeds])
         sd_e = curves.std(axis=0, ddof=1)
         noise = {
-            "seeds": [seed] + noise_seeds,
+            "seeds": [seed, *noise_seeds],
             "curves": curves.tolist(),
             "std_per_epoch": sd_e.tolist(),
             "final_mean": float(curves[:, -1].mean()),
@@ -399,7 +418,7 @@ def analyse(args, hps, runs, shorts, noise_seeds) -> dict[str, Any]:  # noqa: AN
         noise["reliability"] = float(max(0.0, 1 - sd_e[-1] ** 2 / var_cfg)) if var_cfg > 0 else float("nan")
         print(f"\nseed noise (baseline, seeds {noise['seeds']}):")
         print("  epoch      " + " ".join(f"{e:>6d}" for e in range(1, E + 1)))
-        for s, c in zip(noise["seeds"], curves):
+        for s, c in zip(noise["seeds"], curves, strict=True):
             print(f"  seed {s:<5d} " + " ".join(f"{a:6.3f}" for a in c))
         print("  std        " + " ".join(f"{v:6.3f}" for v in sd_e))
         print(
@@ -409,10 +428,14 @@ def analyse(args, hps, runs, shorts, noise_seeds) -> dict[str, Any]:  # noqa: AN
         )
     res["noise"] = noise
 
-    # ---- per-rung Spearman ----
+
+def per_epoch_spearman(t: Study, res: dict[str, Any]) -> None:
+    args, hps, runs, K, E = t.args, t.hps, t.runs, t.K, t.E
+    seed, rng, long_acc, final, best = t.seed, t.rng, t.long_acc, t.final, t.best
     print(f"\nper-epoch ranking (long schedule, epoch e) vs final (epoch {E}); 95% bootstrap CI over configs")
     print(
-        f"  {'epoch':>5} {'spearman':>8} {'95% CI':>15} {'mean lr/max':>11} {'argmax':>6} {'regret':>7} {'best@rank':>9}"
+        f"  {'epoch':>5} {'spearman':>8} {'95% CI':>15} {'mean lr/max':>11} {'argmax':>6} {'regret':>7} "
+        f"{'best@rank':>9}"
     )
     per_epoch = []
     for e in range(1, E + 1):
@@ -442,14 +465,19 @@ def analyse(args, hps, runs, shorts, noise_seeds) -> dict[str, Any]:  # noqa: AN
             }
         )
         print(
-            f"  {e:>5} {rho:8.3f} [{ci[0]:6.3f},{ci[1]:6.3f}] {lr_frac:11.2f} {pick:>6} {final[best] - final[pick]:7.4f} {rank_of_best:>9}"
+            f"  {e:>5} {rho:8.3f} [{ci[0]:6.3f},{ci[1]:6.3f}] {lr_frac:11.2f} {pick:>6} "
+            f"{final[best] - final[pick]:7.4f} {rank_of_best:>9}"
         )
     res["per_epoch"] = per_epoch
 
-    # ---- short schedules ----
+
+def short_schedules(t: Study, res: dict[str, Any]) -> None:
+    args, K, E, rng = t.args, t.K, t.E, t.rng
+    long_acc, final, short_final, best, shorts = t.long_acc, t.final, t.short_final, t.best, t.shorts
     print(f"\nshort complete schedules: final val acc of the s-epoch schedule vs the {E}-epoch final")
     print(
-        f"  {'s':>3} {'spearman':>8} {'95% CI':>15} {'argmax':>6} {'regret':>7} {'best@rank':>9} {'vs long epoch s':>16}"
+        f"  {'s':>3} {'spearman':>8} {'95% CI':>15} {'argmax':>6} {'regret':>7} {'best@rank':>9} "
+        f"{'vs long epoch s':>16}"
     )
     per_short = []
     for s in shorts:
@@ -466,22 +494,27 @@ def analyse(args, hps, runs, shorts, noise_seeds) -> dict[str, Any]:  # noqa: AN
                 "argmax": pick,
                 "regret": float(final[best] - final[pick]),
                 "rank_of_best": rank_of_best,
-                "long_epoch_same_cost_spearman": per_epoch[s - 1]["spearman"],
+                "long_epoch_same_cost_spearman": res["per_epoch"][s - 1]["spearman"],
                 "mean_acc": float(a.mean()),
                 "mean_long_acc_at_epoch_s": float(long_acc[:, s - 1].mean()),
             }
         )
         print(
-            f"  {s:>3} {rho:8.3f} [{ci[0]:6.3f},{ci[1]:6.3f}] {pick:>6} {final[best] - final[pick]:7.4f} {rank_of_best:>9} "
-            f"{per_epoch[s - 1]['spearman']:16.3f}"
+            f"  {s:>3} {rho:8.3f} [{ci[0]:6.3f},{ci[1]:6.3f}] {pick:>6} {final[best] - final[pick]:7.4f} "
+            f"{rank_of_best:>9} "
+            f"{res['per_epoch'][s - 1]['spearman']:16.3f}"
         )
         print(
-            f"      mean val acc: {a.mean():.4f} after a complete {s}-epoch schedule vs {long_acc[:, s - 1].mean():.4f} "
+            f"      mean val acc: {a.mean():.4f} after a complete {s}-epoch schedule vs "
+            f"{long_acc[:, s - 1].mean():.4f} "
             f"at epoch {s} of the {E}-epoch schedule"
         )
     res["per_short"] = per_short
 
-    # ---- designs on all K ----
+
+def designs_on_all(t: Study, res: dict[str, Any]) -> None:
+    args, K, E, long_acc = t.args, t.K, t.E, t.long_acc
+    final, short_final, best, shorts = t.final, t.short_final, t.best, t.shorts
     ds = designs(args, shorts)
     all_idx = list(range(K))
     print(
@@ -505,7 +538,10 @@ def analyse(args, hps, runs, shorts, noise_seeds) -> dict[str, Any]:  # noqa: AN
         print(f"  {name:<42} {spent:>6} {spent / (K * E):6.2f} {pick:>4} {final[best] - final[pick]:7.4f}")
     res["designs_all"] = table
 
-    # ---- robustness: random subsets of configs ----
+
+def robustness(t: Study, res: dict[str, Any]) -> None:
+    args, K, E, rng = t.args, t.K, t.E, t.rng
+    long_acc, final, short_final, shorts = t.long_acc, t.final, t.short_final, t.shorts
     m = args.subset_size or max(2, (3 * K) // 4)
     if m < K:
         n_sub = min(args.subsets, math.comb(K, m))
@@ -519,6 +555,7 @@ def analyse(args, hps, runs, shorts, noise_seeds) -> dict[str, Any]:  # noqa: AN
         )
         print(f"  {'design':<42} {'epochs':>6} {'x full':>6} {'mean regret':>11} {'p90 regret':>10} {'P(best)':>7}")
         rob = []
+        ds = designs(args, shorts)
         rand_regret = float(np.mean([final[s].max() - final[s].mean() for s in subsets]))
         for fam, name, fn in ds:
             regs, costs, hits = [], [], []
@@ -550,6 +587,14 @@ def analyse(args, hps, runs, shorts, noise_seeds) -> dict[str, Any]:  # noqa: AN
             "random_pick_mean_regret": rand_regret,
             "designs": rob,
         }
+
+
+def analyse(args, hps, runs, shorts, noise_seeds) -> dict[str, Any]:
+    t = Study(args, hps, runs, shorts, noise_seeds)
+    res: dict[str, Any] = {}
+    for part in (print_configs, seed_noise, per_epoch_spearman, short_schedules, designs_on_all, robustness):
+        part(t, res)
+    final, best, short_final = t.final, t.best, t.short_final
     res["final_long"] = final.tolist()
     res["best"] = best
     res["short_final"] = {str(s): v.tolist() for s, v in short_final.items()}

@@ -15,8 +15,8 @@ seed's pipeline exactly (pad 4 -> crop 32, flip, 8x8 cutout), s = 2 pads 8 and c
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -37,8 +37,8 @@ class AugParams:
     cutout: int
 
     @classmethod
-    def from_strength(cls, s: float) -> "AugParams":
-        return cls(pad=int(round(4 * s)), flip_p=0.5 * min(s, 1.0), cutout=int(round(8 * s)))
+    def from_strength(cls, s: float) -> AugParams:
+        return cls(pad=round(4 * s), flip_p=0.5 * min(s, 1.0), cutout=round(8 * s))
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -47,12 +47,12 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 # -- albumentations (reference, CPU) --------------------------------------------------
-def albumentations_pipeline(strength: float, pad_mode: str = "reflect", normalize: bool = True):  # noqa: ANN201
+def albumentations_pipeline(strength: float, pad_mode: str = "reflect", normalize: bool = True):
     import albumentations as A
     import cv2
 
     p = AugParams.from_strength(strength)
-    mean255 = tuple(int(round(255.0 * m)) for m in CIFAR10_MEAN)  # ints: CoarseDropout truncates floats
+    mean255 = tuple(round(255.0 * m) for m in CIFAR10_MEAN)  # ints: CoarseDropout truncates floats
     border = cv2.BORDER_REFLECT_101 if pad_mode == "reflect" else cv2.BORDER_CONSTANT
     ops: list = []
     if p.pad > 0:
@@ -89,7 +89,7 @@ class _AlbuDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), int(self.y[i])
 
 
-def seed_pipeline(transform, seed: int) -> None:  # noqa: ANN001
+def seed_pipeline(transform, seed: int) -> None:
     """Seed an albumentations Compose so that its transforms draw independent streams.
 
     Compose.set_random_seed hands every child the same seed, so RandomCrop and HorizontalFlip
@@ -104,22 +104,31 @@ def _seed_worker(worker_id: int) -> None:
     seed_pipeline(info.dataset.transform, torch.initial_seed() % 2**32)
 
 
-class AlbumentationsLoader:
-    """Per-image albumentations in DataLoader workers; batches land on `device`."""
+class Batches:
+    """What every loader shares: how many images, in batches of what size, for which epoch, and
+    the memory layout a batch takes on the GPU."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, device: torch.device) -> None:
-        self.dataset = _AlbuDataset(x, y, cfg.aug_strength, cfg.pad_mode)
-        self.cfg, self.device, self.epoch = cfg, device, 0
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.dataset)
+    def __init__(self, num_samples: int, batch_size: int, device: torch.device) -> None:
+        self.num_samples, self.batch_size, self.device, self.epoch = num_samples, batch_size, device, 0
 
     def __len__(self) -> int:
-        return math.ceil(len(self.dataset) / self.cfg.batch_size)
+        return math.ceil(self.num_samples / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def on_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
+
+
+class AlbumentationsLoader(Batches):
+    """Per-image albumentations in DataLoader workers; batches land on `device`."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, device: torch.device) -> None:
+        super().__init__(len(y), cfg.batch_size, device)
+        self.dataset = _AlbuDataset(x, y, cfg.aug_strength, cfg.pad_mode)
+        self.cfg = cfg
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         s = epoch_seed(self.cfg.seed, self.epoch)
@@ -136,14 +145,7 @@ class AlbumentationsLoader:
             persistent_workers=False,
         )
         for xb, yb in loader:
-            yield to_device(xb, yb, self.device)
-
-
-def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    x = x.to(device, non_blocking=True)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x, y.to(device, non_blocking=True)
+            yield self.on_device(xb), yb.to(self.device, non_blocking=True)
 
 
 # -- tensor path (fast, GPU) ----------------------------------------------------------
@@ -206,27 +208,18 @@ class TensorAugment:
         return x
 
 
-class TensorLoader:
+class TensorLoader(Batches):
     """The whole split resident on `device` as uint8; each epoch shuffles, then normalises and
     augments batch by batch."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, device: torch.device) -> None:
+        super().__init__(len(y), cfg.batch_size, device)
         # resident as uint8 (a quarter of float32's memory, which matters with 4+ trials per GPU);
         # each batch is normalised after the gather
         self.x = torch.as_tensor(writable(x)).to(device)
         self.y = torch.as_tensor(writable(y), dtype=torch.long, device=device)
         self.aug = TensorAugment(cfg.aug_strength, cfg.pad_mode)
-        self.cfg, self.device, self.epoch = cfg, device, 0
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.y)
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.y) / self.cfg.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.cfg = cfg
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.cfg.seed, self.epoch))
@@ -234,33 +227,20 @@ class TensorLoader:
         bs = self.cfg.batch_size
         for start in range(0, len(order), bs):
             idx = order[start : start + bs]
-            xb = self.aug(normalize_uint8(self.x[idx], self.device), gen)
-            if self.device.type == "cuda":
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            yield xb, self.y[idx]
+            yield self.on_device(self.aug(normalize_uint8(self.x[idx], self.device), gen)), self.y[idx]
 
 
-class EvalBatches:
+class EvalBatches(Batches):
     """Normalised, un-augmented batches in a fixed order."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, device: torch.device) -> None:
+        super().__init__(len(y), batch_size, device)
         self.x = normalize_uint8(x, device)
         self.y = torch.as_tensor(writable(y), dtype=torch.long, device=device)
-        self.batch_size, self.device = batch_size, device
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.y)
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.y) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for start in range(0, len(self.y), self.batch_size):
-            xb = self.x[start : start + self.batch_size]
-            if self.device.type == "cuda":
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            yield xb, self.y[start : start + self.batch_size]
+        for start in range(0, self.num_samples, self.batch_size):
+            yield self.on_device(self.x[start : start + self.batch_size]), self.y[start : start + self.batch_size]
 
 
 @dataclass

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from s9tune.engine import EpochMetrics, FitResult, FitState
+from s9tune.engine import BaseCallback, EpochMetrics, FitResult, FitState
 
 logger = logging.getLogger(__name__)
 
@@ -45,17 +45,6 @@ class CheckpointPacer:
         yield
         self.since = self.clock()
         self.cost = self.since - t0
-
-
-class BaseCallback:
-    def on_fit_start(self, state: FitState) -> None:
-        pass
-
-    def on_epoch_end(self, state: FitState, metrics: EpochMetrics) -> bool | None:
-        return None
-
-    def on_fit_end(self, state: FitState, result: FitResult) -> None:
-        pass
 
 
 class ConsoleLog(BaseCallback):

@@ -18,7 +18,7 @@ from torch import nn
 
 from s9tune import __version__
 from s9tune.config import TrainConfig
-from s9tune.errors import CheckpointError, ConfigError
+from s9tune.errors import CheckpointError, ConfigError, shown
 from s9tune.fileio import atomic_path
 
 FORMAT_VERSION = 1
@@ -44,7 +44,7 @@ class Checkpoint:
             torch.save({"format_version": FORMAT_VERSION, **asdict(self)}, tmp)
 
     @classmethod
-    def load(cls, path: Path, map_location: str | torch.device = "cpu") -> "Checkpoint":
+    def load(cls, path: Path, map_location: str | torch.device = "cpu") -> Checkpoint:
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"{path}: no such checkpoint file")
@@ -57,10 +57,38 @@ class Checkpoint:
             raise CheckpointError(f"{path}: not an s9tune checkpoint (no model_state/config)")
         if raw.get("format_version") != FORMAT_VERSION:
             raise CheckpointError(
-                f"{path}: checkpoint format {raw.get('format_version')!r}, this s9tune reads {FORMAT_VERSION}"
+                f"{path}: checkpoint format {shown(raw.get('format_version'))}, this s9tune reads {FORMAT_VERSION}"
             )
         known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in raw.items() if k in known})
+        ckpt = cls(**{k: v for k, v in raw.items() if k in known})
+        ckpt._check_types(path)
+        return ckpt
+
+    def _check_types(self, path: Path) -> None:
+        """weights_only loading admits any plain container: a payload of the wrong shape would
+        otherwise fail deep inside torch (a list as model_state) or run away (epoch 10**12)."""
+        expected = {
+            "config": dict,
+            "model_state": dict,
+            "epoch": int,
+            "optimizer_state": dict,
+            "scheduler_state": dict,
+            "metrics": list,
+            "versions": dict,
+        }
+        for name, tp in expected.items():
+            value = getattr(self, name)
+            if not isinstance(value, tp) or isinstance(value, bool):
+                raise CheckpointError(f"{path}: {name} is a {type(value).__name__}, not a {tp.__name__}")
+        if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in self.model_state.items()):
+            raise CheckpointError(f"{path}: model_state must map parameter names to tensors")
+        if self.rng_state is not None and not isinstance(self.rng_state, torch.Tensor):
+            raise CheckpointError(f"{path}: rng_state is a {type(self.rng_state).__name__}, not a tensor")
+        epochs = self.config.get("epochs")
+        if not 0 <= self.epoch <= (epochs if isinstance(epochs, int) else 0):
+            raise CheckpointError(
+                f"{path}: epoch {shown(self.epoch)} does not lie within its {shown(epochs)}-epoch run"
+            )
 
     def train_config(self, where: Path | str = "checkpoint") -> TrainConfig:
         try:

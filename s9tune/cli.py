@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from s9tune import __version__
 from s9tune.errors import S9Error
 
 logger = logging.getLogger("s9tune")
+
+MAX_NUM_ITER = 100_000  # lr-find steps
 
 
 # -- shared pieces --------------------------------------------------------------------
@@ -30,17 +33,24 @@ def _add_data_dir(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None, help="YAML file of TrainConfig values")
+    _add_sets(p)
+
+
+def _add_sets(p: argparse.ArgumentParser) -> None:
+    what = "override one TrainConfig value (repeatable), e.g. --set max_lr=0.2"
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help=what)
+
+
+def _add_address(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one TrainConfig value (repeatable), e.g. --set max_lr=0.2",
+        "--address",
+        default=None,
+        help=f"join a running Ray cluster (auto or HOST:PORT); {what}. "
+        "Default: $RAY_ADDRESS, else start Ray in-process",
     )
 
 
-def _load_splits(cfg, data_dir: Path | None):  # noqa: ANN001, ANN202
+def _load_splits(cfg, data_dir: Path | None):
     from s9tune.data import load_splits
 
     return load_splits(data_dir, val_size=cfg.val_size, seed=cfg.seed, train_subset=cfg.train_subset)
@@ -48,11 +58,12 @@ def _load_splits(cfg, data_dir: Path | None):  # noqa: ANN001, ANN202
 
 # -- handlers -------------------------------------------------------------------------
 def cmd_summary(args: argparse.Namespace) -> int:
+    from s9tune.config import LIMITS
     from s9tune.errors import ConfigError
     from s9tune.model import summary_table
 
-    if args.width < 1:
-        raise ConfigError(f"--width {args.width}: must be >= 1")
+    if not 1 <= args.width <= LIMITS["width"]:
+        raise ConfigError(f"--width {args.width}: must lie in [1, {LIMITS['width']}]")
     print(summary_table(args.width))
     return 0
 
@@ -60,11 +71,12 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from s9tune.analysis.metrics import seed_test_line
     from s9tune.config import load_config
-    from s9tune.runs import prepare_out_dir, train_to_dir, write_metrics
+    from s9tune.outdir import prepare_out_dir
+    from s9tune.runs import train_to_dir, write_metrics
 
     cfg = load_config(args.config, args.sets)
     splits = _load_splits(cfg, args.data_dir)  # data errors surface before anything is written
-    out = prepare_out_dir(args.out, force=args.force, resume=args.resume)
+    out = prepare_out_dir(args.out, kind="train", force=args.force, resume=args.resume, protect=(args.data_dir,))
     m = train_to_dir(cfg, splits, out, resume=args.resume).metrics
     write_metrics(out, m)
     if m["status"] == "diverged":
@@ -81,18 +93,19 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     from s9tune.config import load_config
     from s9tune.errors import ConfigError
     from s9tune.lrfind import run_lr_find
-    from s9tune.runs import prepare_out_dir
+    from s9tune.outdir import prepare_out_dir
 
-    if not (0 < args.start_lr < args.end_lr):
-        raise ConfigError(f"--start-lr {args.start_lr} / --end-lr {args.end_lr}: need 0 < start < end")
-    if args.num_iter < 10:
-        raise ConfigError(f"--num-iter {args.num_iter}: need at least 10")
+    if not (0 < args.start_lr < args.end_lr < math.inf):
+        raise ConfigError(f"--start-lr {args.start_lr} / --end-lr {args.end_lr}: need 0 < start < end, both finite")
+    if not 10 <= args.num_iter <= MAX_NUM_ITER:
+        raise ConfigError(f"--num-iter {args.num_iter}: must lie in [10, {MAX_NUM_ITER:,}]")
     cfg = load_config(args.config, args.sets)
     splits = _load_splits(cfg, args.data_dir)
-    out = prepare_out_dir(args.out, force=args.force)
+    out = prepare_out_dir(args.out, kind="lr-find", force=args.force, protect=(args.data_dir,))
     res = run_lr_find(cfg, splits, out, start_lr=args.start_lr, end_lr=args.end_lr, num_iter=args.num_iter)
     print(
-        f"Suggested max LR: {res.suggested_max_lr:.3g} ({res.method.split(':')[0]}); loss is lowest at LR {res.lr_at_min_loss:.3g}"
+        f"Suggested max LR: {res.suggested_max_lr:.3g} ({res.method.split(':')[0]}); "
+        f"loss is lowest at LR {res.lr_at_min_loss:.3g}"
     )
     if res.lr_at_min_loss >= res.lrs[-1]:
         print(f"The loss was still falling at the end of the range: try a larger --end-lr than {args.end_lr:g}.")
@@ -103,17 +116,10 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from s9tune.search.space import check_resources, load_space
 
-    space = load_space(args.space)  # validated before Ray starts
-    if args.num_samples is not None:
-        if args.num_samples < 1:
-            from s9tune.errors import ConfigError
-
-            raise ConfigError(f"--num-samples {args.num_samples}: must be >= 1")
-        from dataclasses import replace
-
-        space = replace(space, num_samples=args.num_samples)
+    space = load_space(args.space).with_num_samples(args.num_samples)  # validated before Ray starts
     space = space.with_resources(args.cpus_per_trial, args.gpus_per_trial)
     check_resources(space.cpus_per_trial, space.gpus_per_trial, where="--cpus-per-trial/--gpus-per-trial")
+    from s9tune.nextsteps import after_search, dashboard_hint, search_resume, tensorboard_hint
     from s9tune.search.export import format_results
     from s9tune.search.runner import run_search
 
@@ -132,30 +138,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(format_results(outcome.result))
     print(f"\nExperiment: {outcome.experiment}")
     print(f"TensorBoard: {tensorboard_hint(outcome.experiment)}")
+    print(f"Optuna dashboard: {dashboard_hint(outcome.experiment)}")
     if outcome.log:
         print(f"Ray's log: {outcome.log}")
     if outcome.interrupted:
-        from s9tune.search.experiment import ExperimentRef
-
-        ref = ExperimentRef.parse(outcome.experiment)
-        print(
-            f"Interrupted. Continue with: s9tune search --space {args.space} --storage {ref.storage} --name {ref.name} --resume"
-        )
+        print(f"Interrupted. Continue with: {search_resume(args.space, outcome.experiment)}")
         return 130
+    print("Next:\n" + "\n".join(f"  {cmd}" for cmd in after_search(outcome.experiment, args.data_dir, args.address)))
     return 0
-
-
-def tensorboard_hint(experiment: str) -> str:
-    if "://" not in experiment:
-        return f"tensorboard --logdir {experiment}"
-    base = experiment.split("?", 1)[0].rstrip("/")
-    name = base.rsplit("/", 1)[-1]
-    if base.startswith("s3://"):
-        # TensorBoard reads s3:// itself only with boto3 installed (S3_ENDPOINT for other servers)
-        return f"aws s3 sync {base} searches/{name} && tensorboard --logdir searches/{name}"
-    if base.startswith("gs://"):
-        return f"gcloud storage rsync --recursive {base} searches/{name} && tensorboard --logdir searches/{name}"
-    return f"copy {base} to a local folder, then: tensorboard --logdir that folder"
 
 
 def cmd_results(args: argparse.Namespace) -> int:
@@ -172,7 +162,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def _register_search(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("search", help="hyperparameter search with Ray Tune (OptunaSearch + ASHA)")
+    p = sub.add_parser("search", help="hyperparameter search with Ray Tune (Optuna TPE; successive halving or ASHA)")
     p.add_argument("--space", type=Path, required=True, help="search-space YAML (see search_spaces/)")
     _add_data_dir(p)
     p.add_argument("--num-samples", type=int, default=None, help="number of trials (overrides the file)")
@@ -180,12 +170,13 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--storage", default=None, help="folder or URI (s3://, gs://) holding experiments (default: ./searches)"
     )
+    _add_address(p, "the trials run there")
     p.add_argument(
-        "--address",
-        default=None,
-        help="join a running Ray cluster (auto or HOST:PORT); default: $RAY_ADDRESS, else start Ray in-process",
+        "--resume",
+        action="store_true",
+        help="continue the interrupted experiment --name. This loads Tune's pickled state, which can run code "
+        "stored in it: resume only experiments you trust (results and retrain read JSON only)",
     )
-    p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")
     p.add_argument(
         "--dashboard",
         action="store_true",
@@ -209,9 +200,10 @@ def _print_seed_style(result: dict) -> None:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from s9tune.retrain import run_retrain
+    from s9tune.nextsteps import retrain_resume
+    from s9tune.retrain import run_retrain, summary_lines
 
-    m = run_retrain(
+    r = run_retrain(
         args.experiment,
         args.data_dir,
         args.out,
@@ -219,24 +211,28 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         sets=args.sets,
         force=args.force,
+        resume=args.resume,
         target_layer=args.target_layer,
+        address=args.address,
+        cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
+        ray_to_console=args.verbose > 0,
+        progress=not args.quiet,
     )
-    if m["status"] == "diverged":
-        print(f"Retrain diverged (non-finite loss) after {m['epochs']} epoch(s); see {args.out}/metrics.jsonl")
-        return 0
-    print(f"EPOCH: {m['epochs']} (best trial {m['best_trial']} of {m['experiment']})")
-    _print_seed_style(m)
-    if len(m["seeds"]) > 1:
-        print(
-            f"Test accuracy over {len(m['seeds'])} seeds: {100 * m['test_accuracy_mean']:.2f}% "
-            f"± {100 * m['test_accuracy_std']:.2f}% (mean ± std)"
-        )
-    print(f"{m['train_images_per_s']:.0f} training images/s. Report: {Path(args.out).resolve() / 'report.html'}")
-    return 0
+    again = retrain_resume(vars(args))
+    if r.interrupted:
+        print(f"\nInterrupted. Continue with: {again}")
+        return 130
+    print("\n" + "\n".join(summary_lines(r)))
+    if r.failed:
+        print(f"{len(r.failed)} seed(s) failed; {again} retries them.")
+    if r.log:
+        print(f"Ray's log: {r.log}")
+    return 1 if r.failed else 0
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from s9tune.analysis.analyze import analyze_checkpoint
+    from s9tune.analysis.from_checkpoint import analyze_checkpoint
 
     result = analyze_checkpoint(
         args.checkpoint, args.data_dir, args.out, force=args.force, target_layer=args.target_layer, width=args.width
@@ -247,24 +243,34 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _register_analysis(sub: argparse._SubParsersAction) -> None:
-    layer_help = "GradCAM target layer (default r2: the last residual block, the deepest 4x4 map)"
+    from s9tune.analysis import DEFAULT_TARGET_LAYER
+
+    layer_help = f"GradCAM target layer (default {DEFAULT_TARGET_LAYER}: the last residual block, the deepest 4x4 map)"
     p = sub.add_parser("retrain", help="retrain a search's best trial on train+val, test it and write a report")
     p.add_argument("experiment", help="STORAGE/NAME of a search (a folder or the storage URI the search used)")
     _add_data_dir(p)
     p.add_argument("--epochs", type=int, default=24, help="epochs of the retrain schedule (default 24)")
     p.add_argument("--seeds", type=int, default=1, help="retrain N seeds and report mean ± std")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="override a value")
-    p.add_argument("--out", type=Path, required=True, help="run folder to create")
+    _add_sets(p)
+    p.add_argument("--out", required=True, help="run folder to create: a local path or a URI (s3://, gs://, file://)")
     p.add_argument("--force", action="store_true", help="replace --out if it holds a previous run")
-    p.add_argument("--target-layer", default="r2", help=layer_help)
+    p.add_argument(
+        "--resume", action="store_true", help="continue the interrupted retrain in --out, each seed from its checkpoint"
+    )
+    p.add_argument("--target-layer", default=DEFAULT_TARGET_LAYER, help=layer_help)
+    _add_address(p, "the seeds run there")
+    p.add_argument("--cpus-per-run", type=float, default=None, help="CPUs per seed (default: a GPU's share)")
+    p.add_argument("--gpus-per-run", type=float, default=None, help="GPUs per seed (default: 1 if there are GPUs)")
     p.set_defaults(func=cmd_retrain)
 
     p = sub.add_parser("analyze", help="analysis and report for any saved checkpoint, without retraining")
-    p.add_argument("checkpoint", type=Path, help="a .pt file written by train, retrain or a search trial")
+    p.add_argument(
+        "checkpoint", help="a .pt file written by train, retrain or a search trial: a path or a URI (s3://, gs://)"
+    )
     _add_data_dir(p)
     p.add_argument("--out", type=Path, required=True, help="folder for plots and report")
     p.add_argument("--force", action="store_true", help="replace --out if it holds files")
-    p.add_argument("--target-layer", default="r2", help=layer_help)
+    p.add_argument("--target-layer", default=DEFAULT_TARGET_LAYER, help=layer_help)
     p.add_argument("--width", type=int, default=None, help="fail unless the checkpoint has this width")
     p.set_defaults(func=cmd_analyze)
 
@@ -273,7 +279,8 @@ def _register_analysis(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="s9tune",
-        description="Train, search (Ray Tune + Optuna, successive halving or ASHA), retrain and analyse the S9 ResNet on CIFAR-10.",
+        description="Train, search (Ray Tune + Optuna, successive halving or ASHA), retrain and analyse "
+        "the S9 ResNet on CIFAR-10.",
     )
     parser.add_argument("--version", action="version", version=f"s9tune {__version__}")
     parser.add_argument(

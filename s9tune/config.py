@@ -8,21 +8,36 @@ cross-entropy, pad-4 crop, flip, 8x8 cutout). Only stdlib and PyYAML here: no to
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
-from s9tune.errors import ConfigError
+from s9tune import safeyaml
+from s9tune.errors import ConfigError, shown
 
 DEVICES = ("auto", "cpu", "cuda")
 DATA_PATHS = ("auto", "tensor", "albumentations")
 ANNEAL = ("linear", "cos")
 PAD_MODES = ("reflect", "constant")
 AUG_STRENGTH_MAX = 2.0
+# Upper bounds, checked before anything is allocated: far beyond any CIFAR-10 run (width 512 is
+# 8x the seed's net, 420M parameters; 1,000 epochs is 40x its schedule), yet small enough that
+# a typo such as width 10**6 (72 TB of weights) is one line, not an allocation or a week's run.
+LIMITS = {
+    "width": 512,
+    "epochs": 1000,
+    "batch_size": 65536,
+    "eval_batch_size": 65536,
+    "num_workers": 256,
+    "train_subset": 10**9,
+    "seed": 2**31 - 1,
+}
 
 
 @dataclass(frozen=True)
@@ -67,7 +82,14 @@ class TrainConfig:
 
         def need(ok: bool, key: str, what: str) -> None:
             if not ok:
-                raise ConfigError(f"{key}={getattr(self, key)!r}: {what}")
+                raise ConfigError(f"{key}={shown(getattr(self, key))}: {what}")
+
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float):
+                need(math.isfinite(value), f.name, "must be a finite number")
+            if f.name in LIMITS and value is not None:
+                need(value <= LIMITS[f.name], f.name, f"must be <= {LIMITS[f.name]:,}")
 
         need(self.width >= 1, "width", "must be >= 1")
         need(self.logit_scale > 0, "logit_scale", "must be > 0")
@@ -103,7 +125,7 @@ class TrainConfig:
 
     # -- construction -------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], base: "TrainConfig | None" = None) -> "TrainConfig":
+    def from_dict(cls, data: Mapping[str, Any], base: TrainConfig | None = None) -> TrainConfig:
         """Strict: unknown keys and wrong types raise ConfigError."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"a config must be a mapping of key: value, got {type(data).__name__}")
@@ -111,15 +133,15 @@ class TrainConfig:
         values = dataclasses.asdict(base) if base is not None else {}
         for key, value in data.items():
             if key not in known:
-                raise ConfigError(f"unknown config key {key!r} (known: {', '.join(sorted(known))})")
+                raise ConfigError(f"unknown config key {shown(key)} (known: {', '.join(sorted(known))})")
             values[key] = coerce(key, value, known[key])
         return cls(**values)
 
     @classmethod
-    def from_yaml(cls, path: Path) -> "TrainConfig":
+    def from_yaml(cls, path: Path) -> TrainConfig:
         return cls.from_dict(read_yaml_mapping(path))
 
-    def with_overrides(self, overrides: Mapping[str, Any]) -> "TrainConfig":
+    def with_overrides(self, overrides: Mapping[str, Any]) -> TrainConfig:
         return TrainConfig.from_dict(overrides, base=self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,10 +187,9 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     elif inner is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-    elif inner is str:
-        if isinstance(value, str):
-            return value
-    raise ConfigError(f"{key}={value!r}: expected {inner.__name__}, got {type(value).__name__}")
+    elif inner is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{key}={shown(value)}: expected {inner.__name__}, got {type(value).__name__}")
 
 
 def parse_set_args(items: list[str] | None) -> dict[str, Any]:
@@ -177,28 +198,37 @@ def parse_set_args(items: list[str] | None) -> dict[str, Any]:
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected key=value")
+            raise ConfigError(f"--set {shown(item)}: expected key=value")
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+            out[key.strip()] = safeyaml.load(raw) if raw.strip() else None
         except yaml.YAMLError:
             out[key.strip()] = raw
+        except safeyaml.YAMLLimitError as exc:
+            raise ConfigError(f"--set {shown(key.strip())}: refused: {exc}") from None
     return out
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            raw = fh.read(safeyaml.YAML_MAX_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    try:
+        data = safeyaml.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
+    except safeyaml.YAMLLimitError as exc:
+        raise ConfigError(f"{path}: refused: {exc} (a config or search space is a few lines)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from filelock import FileLock
@@ -36,6 +37,7 @@ TEST_FILE = "test_batch"
 META_FILE = "batches.meta"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 ENV_DATA_DIR = "S9TUNE_DATA_DIR"
+MAX_CLASS_NAME = 64
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,12 @@ class Splits:
     @property
     def has_val(self) -> bool:
         return len(self.val_y) > 0
+
+    def without_test(self) -> Splits:
+        """The same splits with an empty test set: what a search's trials get (none may see it)."""
+        from dataclasses import replace
+
+        return replace(self, test_x=self.test_x[:0], test_y=self.test_y[:0])
 
     def mean(self) -> tuple[float, float, float]:
         """Per-channel mean of the training images on the 0-255 scale (the cutout fill)."""
@@ -184,15 +192,17 @@ def ensure_cifar10(
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """The CIFAR pickles hold dicts, lists, bytes and numpy arrays; allow nothing else."""
 
-    ALLOWED = {
-        ("_codecs", "encode"),  # how protocol-2 pickles spell bytes
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-    }
+    ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {
+            ("_codecs", "encode"),  # how protocol-2 pickles spell bytes
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+        }
+    )
 
     def find_class(self, module: str, name: str):  # type: ignore[no-untyped-def]
         if (module, name) in self.ALLOWED:
@@ -208,9 +218,11 @@ def _load_pickle(path: Path) -> dict:
             f"{path}: missing; point --data-dir at a complete CIFAR-10 folder or delete "
             f"{path.parent} to download it anew"
         ) from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it as a CIFAR-10 batch file ({exc.strerror})") from None
     try:
         obj = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
-    except Exception as exc:  # any unpickling failure means the same thing to the user
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing to the user
         raise DataError(
             f"{path}: truncated or corrupt ({type(exc).__name__}); delete {path.parent} to download it anew"
         ) from None
@@ -227,7 +239,10 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: not a CIFAR-10 batch (no 'data' array or 'labels')")
     if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
         raise DataError(f"{path}: 'data' has shape {data.shape} {data.dtype}, expected (N, 3072) uint8")
-    y = np.asarray(labels, dtype=np.int64)
+    try:
+        y = np.asarray(labels, dtype=np.int64)
+    except (ValueError, TypeError, OverflowError):
+        raise DataError(f"{path}: labels are not integers 0-9") from None
     if y.shape != (data.shape[0],) or (y.size and (y.min() < 0 or y.max() > 9)):
         raise DataError(f"{path}: labels do not match the images (count or range)")
     x = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
@@ -241,7 +256,14 @@ def read_classes(folder: Path) -> tuple[str, ...]:
     names = _load_pickle(path).get("label_names")
     if not isinstance(names, list) or len(names) != 10:
         raise DataError(f"{path}: no list of 10 label_names")
-    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    try:
+        out = tuple(n.decode("utf-8") if isinstance(n, bytes) else n for n in names)
+    except UnicodeDecodeError:
+        out = (None,)
+    # names go into plots, tables and HTML: short printable text only
+    if not all(isinstance(n, str) and 0 < len(n) <= MAX_CLASS_NAME and n.isprintable() for n in out):
+        raise DataError(f"{path}: label_names must be {MAX_CLASS_NAME} or fewer printable characters each")
+    return out
 
 
 def read_cifar10(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
@@ -256,6 +278,10 @@ def read_cifar10(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     train_x = np.concatenate([p[0] for p in parts])
     train_y = np.concatenate([p[1] for p in parts])
     test_x, test_y = read_batch(folder / TEST_FILE)
+    if not len(train_y):
+        raise DataError(f"{folder}: the data_batch_* files hold no images")
+    if not len(test_y):
+        raise DataError(f"{folder / TEST_FILE}: holds no images; the test set cannot be empty")
     return train_x, train_y, test_x, test_y, read_classes(folder)
 
 
@@ -267,7 +293,7 @@ def stratified_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         idx = idx[rng.permutation(len(idx))]
-        n = int(round(fraction * len(idx)))
+        n = round(fraction * len(idx))
         taken.append(idx[:n])
         kept.append(idx[n:])
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(taken))
@@ -303,6 +329,8 @@ def make_splits(
         tr, va = np.arange(len(train_y)), np.arange(0)
     if train_subset is not None:
         tr = tr[subset_indices(train_y[tr], train_subset, seed + 1)]
+    if not len(tr):
+        raise DataError(f"no training images left after val_size={val_size} of {len(train_y)}; lower val_size")
     return Splits(train_x[tr], train_y[tr], train_x[va], train_y[va], test_x, test_y, classes)
 
 

@@ -9,8 +9,9 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -57,7 +58,7 @@ class Predictions:
 
     @property
     def total(self) -> int:
-        return int(len(self.labels))
+        return len(self.labels)
 
     @property
     def correct(self) -> int:
@@ -72,9 +73,12 @@ class Predictions:
         return float(nn.functional.cross_entropy(self.logits, self.labels).item()) if self.total else float("nan")
 
 
+FitStatus = Literal["completed", "diverged", "stopped"]  # stopped: a callback ended it early
+
+
 @dataclass
 class FitResult:
-    status: str  # "completed", "diverged" or "stopped"
+    status: FitStatus
     history: list[EpochMetrics] = field(default_factory=list)
     wall_s: float = 0.0
     train_images: int = 0
@@ -123,13 +127,18 @@ class FitState:
             torch.set_rng_state(ckpt.rng_state.cpu())
 
 
-class Callback(Protocol):
-    def on_fit_start(self, state: FitState) -> None: ...
+class BaseCallback:
+    """Per-epoch hooks of `fit()`; s9tune.callbacks holds the ones train, search and retrain use."""
+
+    def on_fit_start(self, state: FitState) -> None:
+        pass
 
     def on_epoch_end(self, state: FitState, metrics: EpochMetrics) -> bool | None:
         """Return True to stop training after this epoch."""
+        return None
 
-    def on_fit_end(self, state: FitState, result: FitResult) -> None: ...
+    def on_fit_end(self, state: FitState, result: FitResult) -> None:
+        pass
 
 
 def resolve_device(cfg: TrainConfig) -> torch.device:
@@ -145,25 +154,14 @@ def gpu_peak_memory(device: torch.device) -> int | None:
     return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
 
 
-def _autocast(device: torch.device):  # noqa: ANN202
+def _autocast(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def score(model: nn.Module, batches: EvalBatches | Iterable, device: torch.device) -> Predictions:
-    return Predictions(*predict(model, batches, device))
-
-
-def evaluate(model: nn.Module, batches: EvalBatches | Iterable, device: torch.device) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy, in eval mode, without gradients."""
-    p = score(model, batches, device)
-    return p.loss, p.accuracy
-
-
 @torch.inference_mode()
-def predict(
-    model: nn.Module, batches: EvalBatches | Iterable, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float32 logits and labels of every batch, on the CPU."""
+def score(model: nn.Module, batches: EvalBatches | Iterable, device: torch.device) -> Predictions:
+    """One pass over an eval split in eval mode, without gradients: its logits and labels, from
+    which the loss and accuracy follow."""
     was_training = model.training
     model.eval()
     outs, ys = [], []
@@ -172,7 +170,7 @@ def predict(
             outs.append(model(x).float())
         ys.append(y)
     model.train(was_training)
-    return torch.cat(outs).cpu(), torch.cat(ys).cpu()
+    return Predictions(torch.cat(outs).cpu(), torch.cat(ys).cpu())
 
 
 def _progress(iterable: Iterable, total: int, desc: str) -> Iterable:
@@ -237,7 +235,7 @@ def fit(
     model: nn.Module,
     loaders: Loaders,
     device: torch.device,
-    callbacks: Sequence[Callback] = (),
+    callbacks: Sequence[BaseCallback] = (),
     resume: Checkpoint | None = None,
 ) -> FitResult:
     """Train `model` with SGD + OneCycleLR for cfg.epochs, evaluating after every epoch.
@@ -317,7 +315,7 @@ class TrainRun:
 def train(
     cfg: TrainConfig,
     splits: Splits,
-    callbacks: Sequence[Callback] = (),
+    callbacks: Sequence[BaseCallback] = (),
     resume: Checkpoint | None = None,
 ) -> TrainRun:
     """Build model and loaders from `cfg`, then `fit()`."""

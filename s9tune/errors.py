@@ -23,3 +23,14 @@ class CheckpointError(S9Error):
 
 class OutputExistsError(S9Error):
     """An output directory already holds a previous run."""
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """repr() for an error message, bounded in length and in the work it does: a value from a
+    user's file can be huge or nested (an expanded YAML alias bomb) and is echoed in one line."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxother, r.maxlong = 3, limit, limit, limit
+    text = r.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

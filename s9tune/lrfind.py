@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from s9tune.fileio import atomic_write_json
 from s9tune.config import TrainConfig
 from s9tune.data import Splits
+from s9tune.fileio import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -3,20 +3,37 @@ schedule, evaluated on the test set every epoch, then analysed (plots, GradCAM, 
 
 Best trial = highest validation accuracy at the last epoch of a complete schedule
 (search/experiment.py, Experiment.scope), taken from the loaded experiment (a folder or a storage URI).
+
+The seeds run on Ray (search/seeds.py): on the cluster at `--address`, or on a Ray started
+in-process, in parallel as far as the resources allow. OUT (a folder or a URI) then holds seed
+0's run at its top and the others under seeds/seed-N/; the analysis runs once, here, on the
+driver, from the checkpoint the report names. Until every seed has finished, OUT/tune holds
+Tune's experiment, which `--resume` continues.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import statistics
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from s9tune.analysis import DEFAULT_TARGET_LAYER
 from s9tune.config import TrainConfig, parse_set_args
 from s9tune.errors import ConfigError, OutputExistsError
+from s9tune.storage import Folder
 
 logger = logging.getLogger(__name__)
+
+RECORD = "s9tune_retrain.json"  # what was started: resume continues exactly that
+LOG = "retrain.log"
+TUNE_DIR = "tune"  # Tune's experiment (search/seeds.py), until every seed has finished
+MAX_SEEDS = 100  # each is a full retrain
 
 
 def retrain_config(best: TrainConfig, epochs: int, sets: list[str] | None) -> TrainConfig:
@@ -27,95 +44,264 @@ def retrain_config(best: TrainConfig, epochs: int, sets: list[str] | None) -> Tr
     return cfg.with_overrides(parse_set_args(sets))
 
 
-def _check_out(out: Path, experiment: str) -> Path:
-    out = Path(out).expanduser().resolve()
-    if "://" not in experiment:
-        exp_path = Path(experiment)
-        if out == exp_path or exp_path in out.parents or out in exp_path.parents:
-            raise OutputExistsError(f"{out}: overlaps the experiment {exp_path}; choose another --out")
-    return out
+def seed_dir(k: int, seed: int) -> str:
+    """Where seed number k (0-based) of a retrain lives in OUT."""
+    return "" if k == 0 else f"seeds/seed-{seed}"
 
 
-def _seed_summary(runs: list[tuple[Path, Any]], started: float) -> dict[str, Any]:
-    per_seed = [
-        {
-            "seed": o.run.cfg.seed,
-            "status": o.metrics["status"],
-            "test_accuracy": o.metrics["test_accuracy"],
-            "test_loss": o.metrics["test_loss"],
-            "run": str(run_dir),
-        }
-        for run_dir, o in runs
-    ]
+@dataclass
+class Retrain:
+    """A retrain's outcome; `metrics` is what OUT/metrics.json holds once it finished."""
+
+    out: Folder
+    metrics: dict[str, Any] = field(default_factory=dict)
+    seeds: list[Any] = field(default_factory=list)  # search.seeds.SeedResult, one per seed
+    log: str | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        return any(s.status == "unfinished" for s in self.seeds)
+
+    @property
+    def failed(self) -> list[Any]:
+        return [s for s in self.seeds if s.status == "error"]
+
+
+def _check_out(out: str, experiment: str, *, force: bool, resume: bool, data_dir: Any = None) -> Folder:
+    """OUT as given, refused before any work if it overlaps the experiment, cannot be written,
+    holds something (unless --force, and then only a retrain s9tune wrote: outdir.py), or has
+    nothing to resume (with --resume)."""
+    dest = Folder.parse(out)
+    exp = Folder.parse(experiment)
+    if dest.contains(exp) or exp.contains(dest):
+        raise OutputExistsError(f"{dest}: overlaps the experiment {exp}; choose another --out")
+    dest.check_writable()
+    if resume:
+        if dest.read_text(RECORD) is None:
+            raise ConfigError(f"{dest}: nothing to resume (no retrain was started there)")
+        if not dest.exists(TUNE_DIR):
+            raise ConfigError(f"{dest}: nothing to resume (this retrain has finished)")
+    elif dest.files() and not force:
+        raise OutputExistsError(
+            f"{dest}: already holds a previous run; pass --force to replace it or choose another --out"
+        )
+    _make_out(dest, out, force=force, resume=resume, data_dir=data_dir, check_only=True)
+    return dest
+
+
+def _make_out(dest: Folder, out: str, *, force: bool, resume: bool, data_dir: Any, check_only: bool = False) -> None:
+    """Create OUT (or, with --force, replace what s9tune retrain wrote there). Locally through
+    outdir.prepare_out_dir with OUT as the user gave it, so that a symbolic link is refused."""
+    from s9tune.outdir import MARKER, check_listing, marker_kind_of, marker_text, prepare_out_dir
+
+    if dest.is_local:
+        prepare_out_dir(out, kind="retrain", force=force, resume=resume, protect=(data_dir,), check_only=check_only)
+        return
+    if force and not resume and dest.files():
+        entries = sorted({f.split("/", 1)[0] for f in dest.files()})
+        check_listing(str(dest), "retrain", marker_kind_of(dest.read_text(MARKER)), entries)
+        if not check_only:
+            dest.delete()
+    if not check_only and not resume:
+        dest.write_text(MARKER, marker_text("retrain") + "\n")
+
+
+def _record(cfg: TrainConfig, seeds: list[int], exp_path: str, best_trial: str) -> dict[str, Any]:
+    return {"experiment": exp_path, "best_trial": best_trial, "seeds": seeds, "config": cfg.to_dict()}
+
+
+def _resumed_seeds(dest: Folder, cfg: TrainConfig) -> list[int]:
+    """The seeds of the retrain in OUT, whose config today's arguments must ask for again."""
+    rec = json.loads(dest.read_text(RECORD) or "{}")
+    if rec.get("config") != cfg.to_dict():
+        raise ConfigError(
+            f"{dest}: was started with another config (--epochs, --set or the experiment's best trial "
+            "differ); resume with the same arguments, or use a new --out"
+        )
+    return [int(s) for s in rec["seeds"]]
+
+
+def _log_path(dest: Folder) -> Path:
+    """Ray's output: a local file while Ray runs (OUT may be a URI, or replaced by --force),
+    copied into OUT afterwards; in a private folder (mkdtemp: 0700, a name nobody can guess),
+    so no one can plant a link where it is written."""
+    return Path(tempfile.mkdtemp(prefix="s9tune-log-")) / f"retrain-{dest.name}.log"
+
+
+def _per_seed(results: list[Any], stage: Path) -> list[dict[str, Any]]:
+    rows = []
+    for k, r in enumerate(results):
+        rel = seed_dir(k, r.seed)
+        m = json.loads((stage / rel / "metrics.json").read_text()) if r.finished else {}
+        rows.append(
+            {
+                "seed": r.seed,
+                "status": r.status,
+                "test_accuracy": m.get("test_accuracy"),
+                "test_loss": m.get("test_loss"),
+                "run": rel or ".",
+                **({"error": r.error} if r.error else {}),
+            }
+        )
+    return rows
+
+
+def _seed_summary(per_seed: list[dict[str, Any]], wall_s: float) -> dict[str, Any]:
     accs = [s["test_accuracy"] for s in per_seed if s["test_accuracy"] is not None]
     return {
         "seeds": [s["seed"] for s in per_seed],
         "per_seed": per_seed,
         "test_accuracy_mean": statistics.mean(accs) if accs else None,
         "test_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0 if accs else None,
-        "wall_s_all_seeds": time.perf_counter() - started,
+        "wall_s_all_seeds": wall_s,
     }
 
 
 def run_retrain(
     experiment: str,
     data_dir: str | Path | None,
-    out: Path,
+    out: str | Path,
     *,
     epochs: int = 24,
     seeds: int = 1,
     sets: list[str] | None = None,
     force: bool = False,
-    target_layer: str = "r2",
-) -> dict[str, Any]:
-    from s9tune.analysis.analyze import analyze_model
+    resume: bool = False,
+    target_layer: str = DEFAULT_TARGET_LAYER,
+    address: str | None = None,
+    cpus_per_run: float | None = None,
+    gpus_per_run: float | None = None,
+    ray_to_console: bool = False,
+    progress: bool = True,
+) -> Retrain:
+    """Retrain (or continue retraining) EXPERIMENT's best trial into OUT; see the module doc."""
     from s9tune.analysis.cam import resolve_target_layer
     from s9tune.data import load_splits
     from s9tune.model import build_model
-    from s9tune.runs import prepare_out_dir, train_to_dir, write_metrics
     from s9tune.search.experiment import load_experiment
-    from s9tune.search.export import leaderboard_rows
+    from s9tune.search.logfile import ray_output_to
+    from s9tune.search.space import check_resources
 
-    if seeds < 1:
-        raise ConfigError(f"--seeds {seeds}: must be >= 1")
+    if not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError(f"--seeds {seeds}: must lie in [1, {MAX_SEEDS}]")
+    if cpus_per_run is not None or gpus_per_run is not None:
+        check_resources(cpus_per_run or 1, gpus_per_run or 0, where="--cpus-per-run/--gpus-per-run", unit="run")
     exp = load_experiment(experiment)
     best = exp.best()  # raises if no trial finished its schedule
     logger.info("best trial %s of %s (%s)", best.trial_id, exp.path, exp.scope.split(":")[0])
     cfg = retrain_config(best.config, epochs, sets)
     resolve_target_layer(build_model(cfg.with_overrides({"width": 1})), target_layer)  # typo -> error now
-    out = _check_out(out, exp.path)
+    dest = _check_out(str(out), exp.path, force=force, resume=resume, data_dir=data_dir)
+    seed_list = _resumed_seeds(dest, cfg) if resume else [cfg.seed + k for k in range(seeds)]
     splits = load_splits(data_dir, val_size=cfg.val_size, seed=cfg.seed, train_subset=cfg.train_subset)
-    out = prepare_out_dir(out, force=force)
 
+    from s9tune.search import seeds as ray_seeds
+
+    log = None if ray_to_console else _log_path(dest)
     started = time.perf_counter()
+    result = Retrain(dest, log=str(log) if log else None)
     extra = {"experiment": exp.path, "best_trial": best.trial_id}
-    runs = []
-    for k in range(seeds):
-        c = cfg.with_overrides({"seed": cfg.seed + k})
-        run_dir = out if k == 0 else out / "seeds" / f"seed-{c.seed}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        logger.info("retrain seed %d (%d of %d) -> %s", c.seed, k + 1, seeds, run_dir)
-        outcome = train_to_dir(c, splits, run_dir, extra=extra)
-        if k > 0:
-            write_metrics(run_dir, outcome.metrics)  # the first seed's file is written below, once
-        runs.append((run_dir, outcome))
-    first = runs[0][1]
-    metrics: dict[str, Any] = {**first.metrics, **_seed_summary(runs, started)}
-    if first.test is not None:
-        analysis = analyze_model(
-            first.run.model,
-            cfg,
-            splits,
-            out,
-            predictions=first.test,
-            history_rows=[m.to_dict() for m in first.run.result.history],
-            leaderboard=leaderboard_rows(exp),
-            target_layer=target_layer,
-            device=first.run.device,
-            title=f"s9tune retrain of {exp.path} (trial {best.trial_id})",
-            extra={**extra, **{k: metrics[k] for k in ("seeds", "test_accuracy_mean", "test_accuracy_std")}},
-        )
-        metrics["per_class_accuracy"] = analysis["per_class_accuracy"]
-        metrics["report"] = "report.html"
-    write_metrics(out, metrics)
+    try:
+        with ray_output_to(log) as console, ray_seeds.ray_session(address):
+            cpus, gpus, slots = ray_seeds.plan_resources(cpus_per_run, gpus_per_run, dest)
+            logger.info(
+                "retrain %s: %d seed(s), %d at once, %g CPUs and %g GPUs each", dest, len(seed_list), slots, cpus, gpus
+            )
+            _make_out(dest, str(out), force=force, resume=resume, data_dir=data_dir)
+            if not resume:
+                dest.write_text(RECORD, json.dumps(_record(cfg, seed_list, exp.path, best.trial_id), indent=2))
+            runs = ray_seeds.SeedRuns(cfg, seed_list, dest.child(TUNE_DIR), extra, cpus, gpus)
+            result.seeds = ray_seeds.fit_seeds(runs, splits, resume=resume, console=console if progress else None)
+    finally:
+        if log is not None and log.exists() and dest.exists(RECORD):
+            old = dest.read_text(LOG) or ""
+            dest.write_text(LOG, old + log.read_text(encoding="utf-8", errors="replace"))
+            result.log = f"{dest.child(LOG)}"
+    if not result.interrupted:
+        result.metrics = _finish(result, splits, exp, target_layer, time.perf_counter() - started)
+    return result
+
+
+def _finish(result: Retrain, splits: Any, exp: Any, target_layer: str, wall_s: float) -> dict:
+    """The finished seeds' run folders into OUT, the analysis of the first, and metrics.json."""
+    dest = result.out
+    stage = Path(dest.base) if dest.is_local else Path(tempfile.mkdtemp(prefix="s9tune-retrain-"))
+    try:
+        for k, r in enumerate(result.seeds):
+            if r.finished:
+                r.fetch(stage / seed_dir(k, r.seed))
+        per_seed = _per_seed(result.seeds, stage)
+        first = next((row for row in per_seed if row["status"] in ("completed", "diverged")), None)
+        metrics: dict[str, Any] = {}
+        if first is not None:
+            metrics = json.loads((stage / first["run"] / "metrics.json").read_text())
+        metrics.update(_seed_summary(per_seed, wall_s))
+        if first is not None and first["test_accuracy"] is not None:
+            metrics.update(_analyse(stage, first["run"], splits, exp, target_layer, metrics))
+        from s9tune.fileio import atomic_write_json
+
+        atomic_write_json(stage / "metrics.json", metrics)
+        if not dest.is_local:
+            dest.upload(stage)
+    finally:
+        if not dest.is_local:
+            shutil.rmtree(stage, ignore_errors=True)
+    if not result.failed:
+        dest.child(TUNE_DIR).delete()  # every seed finished: nothing left to resume
     return metrics
+
+
+def _analyse(stage: Path, run: str, splits: Any, exp: Any, target_layer: str, metrics: dict[str, Any]) -> dict:
+    """The analysis of one seed's final checkpoint, on this machine, into OUT's top."""
+    from s9tune.analysis.analyze import analyze_model
+    from s9tune.callbacks import read_metrics_jsonl
+    from s9tune.checkpoint import Checkpoint
+    from s9tune.search.export import leaderboard_rows
+
+    rel = str(Path(run) / "checkpoints" / "last.pt")
+    ckpt = Checkpoint.load(stage / rel)
+    keys = ("seeds", "test_accuracy_mean", "test_accuracy_std")
+    analysis = analyze_model(
+        ckpt.build_model(stage / rel),
+        ckpt.train_config(stage / rel),
+        splits,
+        stage,
+        history_rows=read_metrics_jsonl(stage / run / "metrics.jsonl"),
+        leaderboard=leaderboard_rows(exp),
+        target_layer=target_layer,
+        title=f"s9tune retrain of {exp.path} (trial {metrics.get('best_trial')})",
+        extra={"experiment": exp.path, "checkpoint": rel, **{k: metrics[k] for k in keys}},
+    )
+    if analysis.get("test_accuracy") != metrics.get("test_accuracy"):
+        logger.warning(
+            "the analysis scored %s here, the run %s on its own device (another device or precision "
+            "can flip a few predictions); report.html shows the analysis",
+            analysis.get("test_accuracy"),
+            metrics.get("test_accuracy"),
+        )
+    return {"per_class_accuracy": analysis["per_class_accuracy"], "report": "report.html", "analysed_checkpoint": rel}
+
+
+def summary_lines(r: Retrain) -> list[str]:
+    """What the console shows at the end: the seed's test lines for the analysed run, a line per
+    seed (when there are several, or failures) with mean ± std, and the report."""
+    from s9tune.analysis.analyze import seed_style_lines
+
+    m, lines = r.metrics, []
+    if m.get("status") == "diverged":
+        lines.append(f"Retrain diverged (non-finite loss) after {m['epochs']} epoch(s); see {r.out}/metrics.jsonl")
+    elif "status" in m:
+        lines += [f"EPOCH: {m['epochs']} (best trial {m['best_trial']} of {m['experiment']})", *seed_style_lines(m)]
+    if len(m["per_seed"]) > 1 or r.failed:
+        for s in m["per_seed"]:
+            acc = "-" if s["test_accuracy"] is None else f"{100 * s['test_accuracy']:.2f}%"
+            lines.append(f"seed {s['seed']:>3}  {s['status']:<9} {acc:>7}  {s['run']}  {s.get('error', '')}".rstrip())
+    if m["test_accuracy_mean"] is not None and len(m["per_seed"]) > 1:
+        n = sum(s["test_accuracy"] is not None for s in m["per_seed"])
+        lines.append(
+            f"Test accuracy over {n} seeds: {100 * m['test_accuracy_mean']:.2f}% "
+            f"± {100 * m['test_accuracy_std']:.2f}% (mean ± std)"
+        )
+    if "report" in m:
+        lines.append(f"{m['train_images_per_s']:.0f} training images/s. Report: {r.out.child('report.html')}")
+    return lines

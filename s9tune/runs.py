@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from s9tune.checkpoint import Checkpoint, versions
 from s9tune.config import TrainConfig
 from s9tune.data import Splits
 from s9tune.engine import Predictions, TrainRun, gpu_peak_memory, score, train
-from s9tune.errors import CheckpointError, OutputExistsError
+from s9tune.errors import CheckpointError
 from s9tune.fileio import atomic_write_json, atomic_write_text
 
 METRICS_JSON = "metrics.json"
@@ -32,25 +31,11 @@ METRICS_JSON = "metrics.json"
 logger = logging.getLogger(__name__)
 
 
-def prepare_out_dir(out: Path, force: bool = False, resume: bool = False) -> Path:
-    """Refuse to write into a folder that holds something, unless --force (or --resume)."""
-    out = Path(out).expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not resume:
-        if not force:
-            raise OutputExistsError(
-                f"{out}: already holds a previous run; pass --force to replace it or choose another --out"
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def git_sha() -> str | None:
     try:
         res = subprocess.run(
             ["git", "rev-parse", "HEAD"],
+            check=False,  # no git, or not a checkout: the sha is simply unknown
             cwd=Path(__file__).resolve().parent,
             capture_output=True,
             text=True,
@@ -93,8 +78,11 @@ def train_to_dir(
     *,
     resume: bool = False,
     extra: dict[str, Any] | None = None,
+    checkpointer: Checkpointer | None = None,
 ) -> RunOutcome:
-    """Train one config into `out` (already prepared); metrics.json is left to the caller."""
+    """Train one config into `out` (already prepared); metrics.json is left to the caller.
+    `checkpointer`: one that writes `out/checkpoints/last.pt` and may also hand the folder on
+    (a retrain seed gives it to Ray Tune's storage)."""
     ckpt_dir = out / "checkpoints"
     ckpt = None
     if resume and (ckpt_dir / "last.pt").exists():
@@ -107,7 +95,7 @@ def train_to_dir(
         ConsoleLog(),
         MetricsFile(out / "metrics.jsonl"),
         TensorBoardLog(out / "tb", hparams=_hparams(cfg)),
-        Checkpointer(ckpt_dir),
+        checkpointer or Checkpointer(ckpt_dir),
     ]
     run = train(cfg, splits, callbacks, resume=ckpt)
     test = _test_predictions(run)
@@ -136,14 +124,14 @@ def _run_metrics(
         "test_accuracy": test.accuracy if test else None,
         "test_loss": test.loss if test else None,
         "test_correct": test.correct if test else None,
-        "test_images": int(len(splits.test_y)),
+        "test_images": len(splits.test_y),
         "val_accuracy": last.eval_accuracy if on_val else None,
         "val_loss": last.eval_loss if on_val else None,
         "epochs": res.epochs,
         "wall_s": res.wall_s,
         "train_images_per_s": res.train_images_per_s,
-        "train_images": int(len(splits.train_y)),
-        "val_images": int(len(splits.val_y)),
+        "train_images": len(splits.train_y),
+        "val_images": len(splits.val_y),
         "device": device_name(run.device),
         "gpu_peak_memory_bytes": gpu_peak_memory(run.device),
         "config": cfg.to_dict(),

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import pickle
 import re
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +61,28 @@ def make_tarball(src_root: Path, dest: Path) -> str:
     return hashlib.md5(buf.getvalue()).hexdigest()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_ray_temp_dir() -> Iterator[Path]:
+    """Every Ray this test session starts (in-process, or in an s9tune subprocess, which
+    inherits the variable) keeps its sessions, sockets and address file in a folder of its own,
+    not in the machine's shared /tmp/ray. Short, under /tmp: Ray's socket paths have a length
+    limit. Multi-node tests still give each node its own --temp-dir."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="s9r", dir="/tmp"))
+    before = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if before is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = before
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture
 def tiny_cifar(tmp_path: Path) -> Path:
     """A data dir holding a tiny CIFAR-10 (5 x 40 training images, 30 test images)."""
@@ -84,7 +108,7 @@ def driver_tree(pid: int) -> list:
     return list(procs.values())
 
 
-def kill_driver(proc) -> None:  # noqa: ANN001 - a subprocess.Popen
+def kill_driver(proc) -> None:
     """SIGKILL a search driver and the Ray it started, as a crash would leave them."""
     import psutil
 
@@ -153,9 +177,35 @@ def assert_resumed_not_restarted(epochs: list[int], last: int | None = None, *, 
     uploaded are gone, so the rows may begin after epoch 1. `last`: the epoch it must end at."""
     assert rows_lost or epochs[0] == 1, epochs
     assert 1 not in epochs[1:], epochs
-    assert all(b == a + 1 or 1 < b <= a for a, b in zip(epochs, epochs[1:])), epochs
+    assert all(b == a + 1 or 1 < b <= a for a, b in itertools.pairwise(epochs)), epochs
     if last is not None:
         assert epochs[-1] == last, epochs
+
+
+def optuna_study(exp: Path, name: str):
+    """A study of the experiment's Optuna journal, read through Optuna's public API alone."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(exp / "optuna.journal")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def trial_runs(exp: Path) -> dict[str, dict]:
+    """Trial folder -> its params (budget, config_id, searched values) and result rows."""
+    out = {}
+    for d in sorted(exp.glob("train_trial_*")):
+        if not (d / "params.json").exists():
+            continue  # Tune is still creating it
+        rows = []
+        for line in (d / "result.json").read_text().splitlines() if (d / "result.json").exists() else []:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line Tune is still writing (or was, when the driver was killed)
+        out[d.name] = {"params": json.loads((d / "params.json").read_text()), "rows": rows}
+    return out
 
 
 def result_lines(exp: Path) -> dict[str, list[str]]:
@@ -163,9 +213,21 @@ def result_lines(exp: Path) -> dict[str, list[str]]:
     return {f.parent.name: f.read_text().splitlines() for f in exp.glob("train_trial_*/result.json")}
 
 
+def tune_rows(out: Path) -> dict[str, list[dict]]:
+    """The rows of each trial of a retrain's Tune experiment (OUT/tune), as far as written."""
+    rows: dict[str, list[dict]] = {}
+    for f in out.glob("tune/*/result.json"):
+        for line in f.read_text().splitlines():
+            try:
+                rows.setdefault(f.parent.name, []).append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # still being written
+    return rows
+
+
 @pytest.fixture(scope="session")
 def search_experiment(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
-    """A real OptunaSearch + ASHA search on the mini slice through the CLI, stopped with Ctrl-C
+    """A real TPE + ASHA search on the mini slice through the CLI, stopped with Ctrl-C
     once the driver reports the first trial ended, then continued with --resume: the
     experiment every search test reads has been through an interrupt. Returns (experiment,
     space file); beside them: console-1.txt / console-2.txt (stdout of both runs, not a tty),
@@ -241,7 +303,8 @@ def failed_search(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixt
     tmp = tmp_path_factory.mktemp("failed")
     (tmp / "s.yaml").write_text(yaml.safe_dump(FAILING_SPACE))
     try:
-        out = run_search(load_space(tmp / "s.yaml"), mini, storage=str(tmp / "st"), name="bad", max_failures=0)
+        # one retry: every raising trial fails twice, then is that trial's error (FailureConfig)
+        out = run_search(load_space(tmp / "s.yaml"), mini, storage=str(tmp / "st"), name="bad", max_failures=1)
     finally:
         ray.shutdown()
     assert out.total == 4

@@ -13,13 +13,14 @@ import torch
 from torch import nn
 
 from s9tune.analysis import metrics as M
+from s9tune.analysis.analyze import seed_style_lines
 from s9tune.analysis.cam import compute_gradcam, gradcam_maps, prepare_cam_model
-from s9tune.analysis.analyze import analyze_checkpoint, seed_style_lines
+from s9tune.analysis.from_checkpoint import analyze_checkpoint
 from s9tune.augment import EvalBatches, normalize_uint8
 from s9tune.checkpoint import Checkpoint
 from s9tune.config import TrainConfig
 from s9tune.data import Splits, load_splits
-from s9tune.engine import predict
+from s9tune.engine import score
 from s9tune.errors import CheckpointError, ConfigError, OutputExistsError
 from s9tune.model import CustomResNet, build_model
 
@@ -232,7 +233,8 @@ def test_analyze_checkpoint_writes_consistent_report(
 
     # predictions agree with an independent evaluation; the gallery shows only mistakes
     cpu = torch.device("cpu")
-    logits, labels = predict(trained, EvalBatches(splits.test_x, splits.test_y, 256, cpu), cpu)
+    p = score(trained, EvalBatches(splits.test_x, splits.test_y, 256, cpu), cpu)
+    logits, labels = p.logits, p.labels
     pred = logits.argmax(1).numpy()
     assert int((pred == labels.numpy()).sum()) == res["test_correct"]
     assert res["misclassified"] == int((pred != labels.numpy()).sum()) > 0
@@ -322,5 +324,12 @@ def test_existing_out_dir_needs_force(tmp_path: Path, tiny_cifar: Path, run_chec
     with pytest.raises(OutputExistsError):
         analyze_checkpoint(run_checkpoint, tiny_cifar, run_checkpoint.parent.parent, force=True)
     assert run_checkpoint.exists()
-    res = analyze_checkpoint(run_checkpoint, tiny_cifar, out, force=True)
-    assert not (out / "keep.txt").exists() and (out / "report.html").exists() and res["test_images"] > 0
+    # --force replaces only an analysis s9tune wrote, not a folder of someone else's files
+    with pytest.raises(OutputExistsError, match=r"s9tune\.json missing"):
+        analyze_checkpoint(run_checkpoint, tiny_cifar, out, force=True)
+    assert (out / "keep.txt").read_text() == "previous"
+    done = tmp_path / "done"
+    analyze_checkpoint(run_checkpoint, tiny_cifar, done)
+    (done / "report.html").write_text("old")
+    res = analyze_checkpoint(run_checkpoint, tiny_cifar, done, force=True)
+    assert (done / "report.html").read_text() != "old" and res["test_images"] > 0

@@ -33,7 +33,7 @@ CPU = torch.device("cpu")
 SIZE = 32
 CODE0 = 10  # coordinate codes start here, well away from the fill colour (125, 123, 114)
 DRAWS = 2000
-FILL255 = tuple(int(round(255 * m)) for m in CIFAR10_MEAN)  # (125, 123, 114)
+FILL255 = tuple(round(255 * m) for m in CIFAR10_MEAN)  # (125, 123, 114)
 PATHS = ("albumentations", "tensor")
 
 
@@ -384,13 +384,13 @@ def solid_images(n: int) -> np.ndarray:
     return np.broadcast_to(colours[:, None, None, :], (n, SIZE, SIZE, 3)).copy()
 
 
-def make_loader(kind: str, x: np.ndarray, strength: float, seed: int = 3, pad_mode: str = "reflect"):  # noqa: ANN201
+def make_loader(kind: str, x: np.ndarray, strength: float, seed: int = 3, pad_mode: str = "reflect"):
     cfg = TrainConfig(width=8, batch_size=64, device="cpu", seed=seed, aug_strength=strength, pad_mode=pad_mode)
     # labels are the image indices, so a label names exactly one source image
     return LOADERS[kind](x, np.arange(len(x), dtype=np.int64), cfg, CPU)
 
 
-def collect(loader, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:  # noqa: ANN001
+def collect(loader, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     loader.set_epoch(epoch)
     return list(loader)
 
@@ -457,7 +457,7 @@ def test_loader_same_seed_and_epoch_replays(kind: str) -> None:
 
 # -- real images ---------------------------------------------------------------------------
 @pytest.mark.realdata
-def test_real_images_paths_agree(mini) -> None:  # noqa: ANN001
+def test_real_images_paths_agree(mini) -> None:
     from s9tune.data import load_splits
 
     splits = load_splits(mini, val_size=0.0, seed=0, download=False)

@@ -1,5 +1,5 @@
-"""Per-epoch checkpoints cost at most CHECKPOINT_MAX_SHARE of a run's time (the GPU issue found
-12-24% when written every epoch); the first and last epoch are always saved, and the trial and
+"""Per-epoch checkpoints cost at most CHECKPOINT_MAX_SHARE of a run's time (written every epoch
+they took 12-24% of a GPU run, benchmarks/RESULTS.md); the first and last epoch are always saved, and the trial and
 CLI callbacks both follow the pacer."""
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_engine import StopAfter, tiny_cfg
 
-from s9tune.callbacks import CHECKPOINT_MAX_SHARE, BaseCallback, CheckpointPacer, Checkpointer
+from s9tune.callbacks import CHECKPOINT_MAX_SHARE, BaseCallback, Checkpointer, CheckpointPacer
 from s9tune.checkpoint import Checkpoint
 from s9tune.config import TrainConfig
 from s9tune.data import load_splits
 from s9tune.engine import train
-from test_engine import StopAfter, tiny_cfg
 
 
 class FakeClock:
@@ -79,6 +79,9 @@ def test_trial_reports_every_epoch_and_checkpoints_when_due(tiny_cifar: Path, mo
         reports.append((metrics["epoch"], checkpoint is not None))
 
     monkeypatch.setattr(trainable.tune, "report", fake_report)
+    # outside a trial, asking Ray for the node would start a Ray in this process, which later
+    # tests would then find running
+    monkeypatch.setattr(trainable, "_node_id", lambda: "node")
     cfg = tiny_cfg(epochs=3)
     splits = load_splits(tiny_cifar, val_size=cfg.val_size, seed=cfg.seed)
     train(cfg, splits, [trainable.TuneReport(CheckpointPacer(max_share=0.0))])
@@ -91,12 +94,31 @@ def test_trial_reports_every_epoch_and_checkpoints_when_due(tiny_cifar: Path, mo
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_memory_cap_on_a_bare_cuda_device(tiny_cifar: Path) -> None:
-    """A trial's GPU share becomes a memory cap; torch refuses torch.device('cuda') without an
-    index there (torch 2.11 on the H200), which failed every packed trial before the fix."""
-    cfg = tiny_cfg(device="cuda", epochs=1, gpu_memory_fraction=0.25)
-    run = train(cfg, load_splits(tiny_cifar, val_size=cfg.val_size, seed=cfg.seed))
+    """A trial's GPU share becomes a memory cap that binds: a run that needs more than its cap
+    fails with CUDA's OOM (the trial's own error), and the same run uncapped needs more than
+    that cap. torch refuses torch.device('cuda') without an index there (torch 2.11 on the
+    H200), which failed every packed trial before the fix."""
+    import numpy as np
+
+    from s9tune.data import Splits
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (1024, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 1024)
+    splits = Splits(x, y, x[:0], y[:0], x[:256], y[:256])
+    total = torch.cuda.get_device_properties(0).total_memory
+    cap = 96 * 2**20  # far below what width 64 at batch 512 needs (1.3 GiB on the H200)
+    cfg = TrainConfig(device="cuda", epochs=1, val_size=0.0, data_path="tensor", gpu_memory_fraction=cap / total)
+    torch.cuda.empty_cache()
+    try:
+        with pytest.raises(torch.cuda.OutOfMemoryError):
+            train(cfg, splits)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, 0)  # the cap is per process: lift it for what follows
+        torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    run = train(cfg.with_overrides({"gpu_memory_fraction": None}), splits)
     assert run.result.status == "completed"
-    assert torch.cuda.max_memory_allocated() <= 0.25 * torch.cuda.get_device_properties(0).total_memory
+    assert torch.cuda.max_memory_allocated() > cap  # so the cap, not chance, stopped the capped run
 
 
 @pytest.mark.gpu
@@ -136,24 +158,16 @@ def test_pacer_skips_epochs_where_a_checkpoint_is_dear(tmp_path: Path) -> None:
 def test_a_restored_trials_repeated_epochs_count_once() -> None:
     """A trial restored from a checkpoint older than its last report reports those epochs again
     (same training_iteration): the leaderboard keeps the later row of each epoch."""
-    from types import SimpleNamespace
+    from s9tune.search.tune_files import TrialFiles, trial_row
 
-    import pandas as pd
-
-    from s9tune.search.experiment import _trial_row
-
-    df = pd.DataFrame(
-        {
-            "training_iteration": [1, 2, 3, 2, 3, 4],  # checkpoint after epoch 1, killed after 3
-            "val_accuracy": [0.1, 0.2, 0.3, 0.25, 0.35, 0.4],
-            "time_total_s": [1.0, 2.0, 3.0, 2.5, 3.5, 4.5],
-        }
-    )
-    trial = SimpleNamespace(trial_id="t", config={"max_lr": 0.4}, status="TERMINATED")
-    row = _trial_row(trial, df, ["max_lr"], 4)
+    iters, vals = [1, 2, 3, 2, 3, 4], [0.1, 0.2, 0.3, 0.25, 0.35, 0.4]  # checkpoint after epoch 1, killed after 3
+    rows = [
+        {"training_iteration": i, "val_accuracy": v, "time_total_s": t}
+        for i, v, t in zip(iters, vals, [1.0, 2.0, 3.0, 2.5, 3.5, 4.5], strict=True)
+    ]
+    row = trial_row(TrialFiles("t", 1, {"max_lr": 0.4}, rows), ["max_lr"], 4, 2)
     assert row.history == [0.1, 0.25, 0.35, 0.4]
     assert row.epochs == 4 and row.status == "completed" and row.last_val_accuracy == 0.4
     # killed before the driver uploaded epoch 1's row (cloud storage): the epoch reached counts
-    lost = df.iloc[3:]  # epochs 2, 3, 4 after the restore from epoch 1's checkpoint
-    row = _trial_row(trial, lost, ["max_lr"], 4)
+    row = trial_row(TrialFiles("t", 1, {"max_lr": 0.4}, rows[3:]), ["max_lr"], 4, 2)
     assert row.epochs == 4 and row.status == "completed" and row.history == [0.25, 0.35, 0.4]

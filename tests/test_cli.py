@@ -96,11 +96,43 @@ def test_train_without_val_split(tiny_cifar: Path, tmp_path: Path) -> None:
     assert "test_accuracy" in json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
 
 
-def test_train_resume_continues(tiny_cifar: Path, tmp_path: Path) -> None:
+def test_train_resume_continues(
+    tiny_cifar: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C after epoch 1 of 3, then --resume through the CLI: the run goes on from epoch 2
+    (epoch 1 is not trained again) and ends with the weights of an uninterrupted run (on the
+    CPU every random draw of an epoch derives from (seed, epoch))."""
+    import torch
+
+    from s9tune.callbacks import Checkpointer
+    from s9tune.checkpoint import Checkpoint
+
+    args = ["train", "--data-dir", str(tiny_cifar), *TINY, "--set", "epochs=3"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    real = Checkpointer.on_epoch_end
+    trained: list[int] = []
+
+    def interrupt_after_epoch_1(self, state, m) -> None:
+        trained.append(m.epoch)
+        real(self, state, m)
+        if m.epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpointer, "on_epoch_end", interrupt_after_epoch_1)
     out = tmp_path / "run"
-    assert main(["train", "--data-dir", str(tiny_cifar), *TINY, "--out", str(out)]) == 0
-    assert main(["train", "--data-dir", str(tiny_cifar), *TINY, "--out", str(out), "--resume"]) == 0
-    assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+    assert main([*args, "--out", str(out)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert Checkpoint.load(out / "checkpoints" / "last.pt").epoch == 1 and trained == [1]
+    first_row = (out / "metrics.jsonl").read_text().splitlines()[0]
+    assert main([*args, "--out", str(out), "--resume"]) == 0
+    assert trained == [1, 2, 3]  # the resumed process trained epochs 2 and 3 only
+    rows = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 3 and rows[0] == first_row  # epoch 1's row (its timings too) is the first run's
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 3
+    resumed = Checkpoint.load(out / "checkpoints" / "last.pt").model_state
+    whole = Checkpoint.load(tmp_path / "whole" / "checkpoints" / "last.pt").model_state
+    assert resumed.keys() == whole.keys()
+    assert all(torch.equal(resumed[k], whole[k]) for k in whole), "resumed weights differ from an uninterrupted run"
 
 
 @pytest.mark.parametrize(
@@ -137,8 +169,14 @@ def test_existing_run_is_not_overwritten(tiny_cifar: Path, tmp_path: Path, capsy
     assert main(["train", "--data-dir", str(tiny_cifar), *TINY, "--out", str(out)]) == 2
     assert "already holds a previous run" in capsys.readouterr().err
     assert (out / "precious.txt").read_text() == "keep me"
-    assert main(["train", "--data-dir", str(tiny_cifar), *TINY, "--out", str(out), "--force"]) == 0
-    assert not (out / "precious.txt").exists()
+    # --force replaces only a run s9tune wrote (tests/test_outdir.py has every other case)
+    assert main(["train", "--data-dir", str(tiny_cifar), *TINY, "--out", str(out), "--force"]) == 2
+    assert (out / "precious.txt").read_text() == "keep me"
+    run = tmp_path / "run2"
+    assert main(["train", "--data-dir", str(tiny_cifar), *TINY, "--out", str(run)]) == 0
+    first = (run / "run.json").read_bytes()
+    assert main(["train", "--data-dir", str(tiny_cifar), *TINY, "--out", str(run), "--force"]) == 0
+    assert (run / "run.json").read_bytes() != first
 
 
 def test_summary_and_help_are_fast_and_light() -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_tarball, write_cifar_dir
+
 from s9tune import data
 from s9tune.errors import DataError
 
@@ -18,7 +18,7 @@ from s9tune.errors import DataError
 # -- reading --------------------------------------------------------------------------
 def test_reads_official_layout(tiny_cifar: Path) -> None:
     folder = data.ensure_cifar10(tiny_cifar, download=False)
-    train_x, train_y, test_x, test_y, classes = data.read_cifar10(folder)
+    train_x, train_y, test_x, _test_y, classes = data.read_cifar10(folder)
     assert train_x.shape == (200, 32, 32, 3) and train_x.dtype == np.uint8
     assert train_y.dtype == np.int64 and set(train_y) == set(range(10))
     assert test_x.shape == (30, 32, 32, 3)
@@ -89,7 +89,7 @@ class _Server:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 outer.hits += 1
                 if self.path != "/cifar-10-python.tar.gz":
                     self.send_error(404)
@@ -145,15 +145,15 @@ def test_download_bad_md5(tmp_path: Path, served) -> None:
 
 def test_download_failure_is_one_clear_error(tmp_path: Path, served) -> None:
     server, md5 = served
-    with pytest.raises(DataError, match="download of .* failed"):
+    with pytest.raises(DataError, match=r"download of .* failed"):
         data.ensure_cifar10(tmp_path / "dl", url=server.url.replace("cifar-10", "nope"), md5=md5)
     assert not list((tmp_path / "dl").glob("*.part"))
 
 
-def _worker(root: str, url: str, md5: str, q) -> None:  # noqa: ANN001
+def _worker(root: str, url: str, md5: str, q) -> None:
     try:
         q.put(str(data.ensure_cifar10(Path(root), url=url, md5=md5)))
-    except Exception as exc:  # pragma: no cover - reported to the parent
+    except Exception as exc:  # noqa: BLE001 - whatever the child hits is reported to the parent
         q.put(f"ERROR {exc!r}")
 
 

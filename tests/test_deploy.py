@@ -217,7 +217,9 @@ def _list_map_keys(
             continue
         key = tuple(item.get(k, props.get(k, {}).get("default")) for k in keys)
         if key in seen:
-            yield jsonschema.ValidationError(f"duplicate entry {dict(zip(keys, key))}: items {seen[key]} and {i}")
+            yield jsonschema.ValidationError(
+                f"duplicate entry {dict(zip(keys, key, strict=True))}: items {seen[key]} and {i}"
+            )
         seen.setdefault(key, i)
 
 
@@ -389,6 +391,17 @@ def test_rayjob_gives_every_pod_the_storage_credentials(job: dict[str, Any]) -> 
             assert "secretKeyRef" in env.get(var, {}).get("valueFrom", {}), (container["name"], var)
 
 
+def test_rayjob_retrains_what_it_searched_where_every_pod_writes(job: dict[str, Any]) -> None:
+    search, retrain = (exact_parser().parse_args(a) for a in s9tune_argvs(job["spec"]["entrypoint"]))
+    assert (search.command, retrain.command) == ("search", "retrain")
+    assert retrain.experiment == f"{search.storage}/{search.name}" and retrain.address == "auto"
+    assert retrain.out.startswith(f"{search.storage}/"), "the seeds on the workers write to --out themselves"
+    groups = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    limits = [g["template"]["spec"]["containers"][0]["resources"]["limits"] for g in groups]
+    gpus = sum(g["replicas"] * int(lim.get("nvidia.com/gpu", 0)) for g, lim in zip(groups, limits, strict=True))
+    assert retrain.seeds <= gpus, "the seeds run at once, one GPU each"
+
+
 def cpu_quantity(q: int | str) -> float:
     return float(q[:-1]) / 1000 if isinstance(q, str) and q.endswith("m") else float(q)
 
@@ -417,14 +430,16 @@ def s9tune_argvs(shell: str) -> list[list[str]]:
     found = []
     for line in shell.replace("\\\n", " ").splitlines():
         words = shlex.split(line, comments=True)
-        for i, word in enumerate(words):
-            if word == "s9tune":
+        i = 0
+        while i < len(words):
+            if words[i] == "s9tune":  # up to the next separator; another command may follow it
                 rest = words[i + 1 :]
-                ends = [j for j, w in enumerate(rest) if w in ("&&", "||", ";", "|")]
-                found.append(rest[: ends[0]] if ends else rest)
-                break
-            if word.startswith("s9tune "):
-                found += s9tune_argvs(word)
+                end = next((j for j, w in enumerate(rest) if w in ("&&", "||", ";", "|")), len(rest))
+                found.append(rest[:end])
+                i += end + 1
+            elif words[i].startswith("s9tune "):
+                found += s9tune_argvs(words[i])
+            i += 1
     return found
 
 
@@ -524,3 +539,34 @@ def test_readme_lists_every_placeholder() -> None:
         used |= set(re.findall(r"YOUR-[A-Z0-9]+(?:-[A-Z0-9]+)*", (DEPLOY / name).read_text()))
     listed = set(re.findall(r"`(YOUR-[A-Z0-9-]+)`", (DEPLOY / "README.md").read_text()))
     assert used and used <= listed, used - listed
+
+
+# -- who can reach the cluster ----------------------------------------------------------------
+def test_cluster_yaml_turns_token_authentication_on(cluster: dict[str, Any]) -> None:
+    """The token goes to every node, and every `ray start` runs with it required."""
+    assert cluster["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token"
+    starts = [c for c in cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"] if "ray start" in c]
+    assert len(starts) == 2
+    for command in starts:
+        assert re.search(r"export RAY_AUTH_MODE=token;.*ray start", command), command
+
+
+def test_cluster_yaml_keeps_the_dashboard_off_other_interfaces(cluster: dict[str, Any]) -> None:
+    commands = " ".join(cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"])
+    # Ray's default is localhost; `ray dashboard` reaches it over SSH
+    assert "--dashboard-host" not in commands and "0.0.0.0" not in commands, commands
+
+
+def test_rayjob_turns_token_authentication_on(job: dict[str, Any]) -> None:
+    assert job["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
+
+
+def test_a_dashboard_on_all_interfaces_comes_with_its_firewall(job: dict[str, Any]) -> None:
+    """KubeRay binds the head's dashboard to 0.0.0.0 in the pod unless rayStartParams say
+    otherwise (its submitter needs it): then the README must say what keeps it in the cluster."""
+    host = job["spec"]["rayClusterSpec"]["headGroupSpec"]["rayStartParams"].get("dashboard-host", "0.0.0.0")
+    if host in ("0.0.0.0", "::"):
+        text = (DEPLOY / "README.md").read_text(encoding="utf-8")
+        section = text.split("## Who can reach the cluster", 1)[1].split("\n## ", 1)[0]
+        for needed in ("ClusterIP", "LoadBalancer", "NetworkPolicy", "0.0.0.0"):
+            assert needed in section, needed

@@ -10,17 +10,17 @@ from s9tune.callbacks import BaseCallback, Checkpointer, MetricsFile
 from s9tune.checkpoint import Checkpoint
 from s9tune.config import TrainConfig
 from s9tune.data import load_splits
-from s9tune.engine import evaluate, train
+from s9tune.engine import score, train
 from s9tune.errors import CheckpointError
 
 
 def tiny_cfg(**kw) -> TrainConfig:
-    base = dict(width=4, epochs=3, batch_size=32, max_lr=0.2, device="cpu", val_size=0.1, seed=7)
+    base = {"width": 4, "epochs": 3, "batch_size": 32, "max_lr": 0.2, "device": "cpu", "val_size": 0.1, "seed": 7}
     return TrainConfig(**{**base, **kw})
 
 
 def weights_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
 class StopAfter(BaseCallback):
@@ -82,9 +82,8 @@ def test_metrics_file_and_checkpoint_roundtrip(tiny_cifar: Path, tmp_path: Path)
     assert TrainConfig.from_dict(ckpt.config) == cfg
     model = ckpt.build_model()
     assert weights_equal(model, run.model.cpu())
-    assert evaluate(model, run.loaders.eval, torch.device("cpu")) == evaluate(
-        run.model, run.loaders.eval, torch.device("cpu")
-    )
+    a, b = (score(m, run.loaders.eval, torch.device("cpu")) for m in (model, run.model))
+    assert (a.loss, a.accuracy) == (b.loss, b.accuracy)
 
 
 def test_bad_checkpoints(tmp_path: Path) -> None:
@@ -114,7 +113,7 @@ def test_learns_on_real_images(mini: Path) -> None:
     cfg = TrainConfig(width=16, epochs=5, batch_size=128, device="cpu", val_size=0.0, seed=0)
     splits = load_splits(mini, val_size=0.0, seed=0)
     run = train(cfg, splits)
-    _, acc = evaluate(run.model, run.loaders.test, run.device)
+    acc = score(run.model, run.loaders.test, run.device).accuracy
     assert acc >= 0.40, acc
 
 
@@ -125,7 +124,7 @@ def test_compiled_fit_matches_eager(tiny_cifar: Path, tmp_path: Path) -> None:
     splits = load_splits(tiny_cifar, val_size=0.1, seed=0)
     eager = train(tiny_cfg(epochs=2), splits)
     compiled = train(tiny_cfg(epochs=2, compile=True), splits, [Checkpointer(tmp_path / "ck")])
-    for a, b in zip(eager.result.history, compiled.result.history):
+    for a, b in zip(eager.result.history, compiled.result.history, strict=True):
         assert abs(a.train_loss - b.train_loss) < 1e-2
     keys = Checkpoint.load(tmp_path / "ck" / "last.pt").model_state.keys()
     assert not any(k.startswith("_orig_mod") for k in keys)

@@ -1,29 +1,45 @@
-"""The searchers on their own, driven the way Tune drives them (suggest, per-epoch results,
-completion) but with made-up values and arrival orders, so every interleaving can be tried in
-milliseconds. test_halving_search.py runs the real thing."""
+"""The searcher on its own, driven the way Tune drives it (suggest, per-epoch results,
+completion) but with made-up values, arrival orders and failures, so every interleaving can be
+tried in milliseconds. test_halving_search.py and test_search_faults.py run the real thing."""
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 import optuna
 import pytest
-from ray import tune
 from ray.tune.search import Searcher
 
-from s9tune.search.searchers import CompleteScheduleOptuna, HalvingSearch
-from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, SchedulerSpec
+from s9tune.config import TrainConfig
+from s9tune.search.dists import Dist
+from s9tune.search.experiment import ExperimentRef
+from s9tune.search.searchers import StudySearch, TrialView
+from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, REPLACES_KEY, SchedulerSpec, SearchSpace
+from s9tune.search.study import StudyStore
 
-METRIC, MODE = "val_accuracy", "max"
+METRIC = "val_accuracy"
+COMPLETE, PRUNED, FAIL = (
+    optuna.trial.TrialState.COMPLETE,
+    optuna.trial.TrialState.PRUNED,
+    optuna.trial.TrialState.FAIL,
+)
 
 
-def make(budgets: tuple[int, ...], keep: float, n: int, seed: int = 0) -> HalvingSearch:
-    tpe = CompleteScheduleOptuna(metric=METRIC, mode=MODE, seed=seed, max_t=budgets[0])
-    h = HalvingSearch(tpe, SchedulerSpec("halving", budgets=budgets, keep=keep), n, METRIC, MODE)
-    assert h.set_search_properties(METRIC, MODE, {"x": tune.uniform(0.0, 1.0)})
-    return h
+def space(budgets: tuple[int, ...], keep: float, n: int, seed: int = 0, asha: bool = False) -> SearchSpace:
+    sched = SchedulerSpec("asha") if asha else SchedulerSpec("halving", budgets=budgets, keep=keep)
+    return SearchSpace(
+        Path("t.yaml"), n, TrainConfig(epochs=budgets[-1]), (Dist("x", "uniform", 0.0, 1.0),), None, sched, seed, 1, 0
+    )
+
+
+def make(budgets: tuple[int, ...], keep: float, n: int, seed: int = 0, store: StudyStore | None = None) -> StudySearch:
+    return StudySearch(space(budgets, keep, n, seed), store=store, name="t")
+
+
+def journal(tmp_path: Path) -> StudyStore:
+    (tmp_path / "e").mkdir(exist_ok=True)
+    return StudyStore(ExperimentRef(str(tmp_path), "e"))
 
 
 def value(config: dict, budget: int) -> float:
@@ -32,22 +48,29 @@ def value(config: dict, budget: int) -> float:
     return config["x"] * (1 + budget / 10) + 0.05 * ((hash(config[CONFIG_KEY]) % 7) - 3)
 
 
-def drive(
-    h: Searcher,
-    slots: int,
-    order_seed: int,
-    fail: set[int] = frozenset(),
-    stop_after: int | None = None,
-    first_id: int = 0,
-):
+def finish(h: Searcher, tid: str, cfg: dict, fails: set[tuple[str, int]] = frozenset()) -> None:
+    """Tune's calls for one run: a result per epoch, then its completion (or, if the run is
+    in `fails`, a failure part-way: Tune passes no result with error=True)."""
+    budget = cfg[BUDGET_KEY]
+    failing = (cfg[CONFIG_KEY], budget) in fails
+    for epoch in range(1, (budget // 2 if failing else budget) + 1):
+        h.on_trial_result(tid, {METRIC: value(cfg, budget) * epoch / budget, "training_iteration": epoch})
+    if failing:
+        h.on_trial_complete(tid, None, error=True)
+    else:
+        h.on_trial_complete(tid, {METRIC: value(cfg, budget), "training_iteration": budget})
+
+
+def drive(h: Searcher, slots: int, order_seed: int, fails=frozenset(), stop_after=None, first_id=0, live=None):
     """Run the searcher to FINISHED with `slots` parallel trials ending in a random order.
     Returns every started run as (trial id, config) in start order, and whether it finished;
     `h.overlaps` counts promotions started while a run of the budget below was still live."""
     rng = random.Random(order_seed)
-    live: dict[str, dict] = {}
+    live = dict(live or {})
     started: list[tuple[str, dict]] = []
     n, completed = first_id, 0
     while True:
+        cfg = None
         while len(live) < slots:
             tid = f"t{n:03d}"
             cfg = h.suggest(tid)
@@ -63,14 +86,7 @@ def drive(
             return started, True
         assert live, "the searcher waits although nothing runs: it would hang Tune"
         tid = rng.choice(sorted(live))
-        cfg = live.pop(tid)
-        budget = cfg[BUDGET_KEY]
-        if int(tid[1:]) in fail:
-            h.on_trial_complete(tid, None, error=True)
-        else:
-            for epoch in range(1, budget + 1):
-                h.on_trial_result(tid, {METRIC: value(cfg, budget) * epoch / budget, "training_iteration": epoch})
-            h.on_trial_complete(tid, {METRIC: value(cfg, budget), "training_iteration": budget})
+        finish(h, tid, live.pop(tid), fails)
         completed += 1
         if stop_after is not None and completed >= stop_after:
             return started, False
@@ -80,9 +96,24 @@ def rungs(started: list[tuple[str, dict]], budgets: tuple[int, ...]) -> list[lis
     return [[c[CONFIG_KEY] for _, c in started if c[BUDGET_KEY] == b] for b in budgets]
 
 
-def top(started: list[tuple[str, dict]], budget: int, k: int) -> set[str]:
-    vals = {c[CONFIG_KEY]: value(c, budget) for _, c in started if c[BUDGET_KEY] == budget}
-    return set(sorted(vals, key=vals.get, reverse=True)[:k])
+def synchronous(started: list[tuple[str, dict]], budgets: tuple[int, ...], sizes: list[int], fails=frozenset()):
+    """The configs each budget runs under the synchronous rule: rank the configs that finished
+    the budget below, take them in order until `size` of them finish (a failed one's place goes
+    to the next in line). Ties go to the earlier config."""
+    first = [c for _, c in started if c[BUDGET_KEY] == budgets[0]]
+    order = {c[CONFIG_KEY]: i for i, c in enumerate(first)}
+    out = [[c[CONFIG_KEY] for c in first]]
+    for r in range(1, len(budgets)):
+        done = [c for c in first if c[CONFIG_KEY] in out[r - 1] and (c[CONFIG_KEY], budgets[r - 1]) not in fails]
+        done.sort(key=lambda c: (-value(c, budgets[r - 1]), order[c[CONFIG_KEY]]))
+        took, ok = [], 0
+        for c in done:
+            if ok == sizes[r]:
+                break
+            took.append(c[CONFIG_KEY])
+            ok += (c[CONFIG_KEY], budgets[r]) not in fails
+        out.append(took)
+    return out
 
 
 def test_rung_sizes() -> None:
@@ -101,8 +132,7 @@ def test_promotes_exactly_the_top_of_each_budget_in_any_order(slots: int, order:
     ids = rungs(started, budgets)
     assert [len(r) for r in ids] == [8, 4, 2]
     assert all(len(set(r)) == len(r) for r in ids), "a config was promoted twice"
-    assert set(ids[1]) == top(started, 2, 4)
-    assert set(ids[2]) == top(started, 4, 2)
+    assert [set(r) for r in ids] == [set(r) for r in synchronous(started, budgets, [8, 4, 2])]
     # a promoted run trains the config it promotes: same searched values, a longer budget
     first = {c[CONFIG_KEY]: c["x"] for _, c in started if c[BUDGET_KEY] == 2}
     assert all(c["x"] == first[c[CONFIG_KEY]] for _, c in started)
@@ -116,61 +146,198 @@ def test_promotion_starts_before_the_rung_ends() -> None:
     assert getattr(h, "overlaps", 0) >= 1
 
 
-def test_optuna_learns_only_first_budget_values() -> None:
-    h = make((2, 8), 0.5, 6)
+def test_concurrency_is_capped_by_the_searcher() -> None:
+    h = StudySearch(space((2, 8), 0.5, 8), name="t", max_concurrent=3)
+    assert [h.suggest(f"t{i}") is not None for i in range(5)] == [True, True, True, False, False]
+    finish(h, "t0", {**h.params["c0"], BUDGET_KEY: 2, CONFIG_KEY: "c0"})
+    assert h.suggest("t5") is not None
+
+
+def test_optuna_learns_only_first_budget_values(tmp_path: Path) -> None:
+    """The first budget's study holds one COMPLETE trial per config with its first-budget value
+    (read back with optuna.load_study from the journal); longer budgets have studies of their own."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    h = make((2, 8), 0.5, 6, store=journal(tmp_path))
     started, _ = drive(h, 2, 5)
-    trials = h.inner._ot_study.trials
-    assert len(trials) == 6
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    by_x = {round(c["x"], 12): value(c, 2) for _, c in started if c[BUDGET_KEY] == 2}
-    assert sorted(t.value for t in trials) == pytest.approx(sorted(by_x.values()))
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "e" / "optuna.journal")))
+    trials = optuna.load_study(study_name="t", storage=storage).trials
+    assert len(trials) == 6 and all(t.state == COMPLETE for t in trials)
+    by_id = {c[CONFIG_KEY]: value(c, 2) for _, c in started if c[BUDGET_KEY] == 2}
+    assert {t.user_attrs["config_id"]: t.value for t in trials} == pytest.approx(by_id)
+    longer = optuna.load_study(study_name="t@8", storage=storage).trials
+    assert sorted(t.user_attrs["config_id"] for t in longer) == sorted(rungs(started, (2, 8))[1])
+    assert all(t.state == COMPLETE and t.intermediate_values for t in longer)
 
 
-def test_failed_configs_are_never_promoted_and_the_search_still_ends() -> None:
-    h = make((2, 8), 0.5, 6)
-    started, finished = drive(h, 2, 0, fail={0, 1, 2, 3})
+@pytest.mark.parametrize("order", [0, 1, 2, 3])
+def test_failed_runs_leave_the_ranking_and_their_places_go_to_the_next_in_line(order: int) -> None:
+    """A config whose run fails is left out of that budget's ranking; a promoted run that fails
+    gives its place to the next config in line (named in the new run's `replaces`). The search
+    still ends, with exactly the configs the synchronous rule would run."""
+    budgets, sizes = (2, 4, 8), [8, 4, 2]
+    probe = make(budgets, 0.5, 8)
+    ranked = [c[CONFIG_KEY] for _, c in sorted(drive(probe, 8, 0)[0][:8], key=lambda tc: -value(tc[1], 2))]
+    top = [cid for cid in ranked if cid != "c1"]  # the same seed draws the same 8 configs
+    fails = {("c1", 2), (top[0], 4), (top[1], 4)}
+    h = make(budgets, 0.5, 8)
+    started, finished = drive(h, 3, order, fails=fails)
     assert finished
-    promoted = rungs(started, (2, 8))[1]
-    failed = {c[CONFIG_KEY] for i, (_, c) in enumerate(started) if i in {0, 1, 2, 3}}
-    assert promoted and not set(promoted) & failed
+    ids = rungs(started, budgets)
+    assert [set(r) for r in ids] == [set(r) for r in synchronous(started, budgets, sizes, fails)]
+    assert "c1" not in ids[1] and len(ids[1]) == 4 + 2  # two failed in rung 2: two more promoted
+    assert sorted(c.get(REPLACES_KEY) for _, c in started if REPLACES_KEY in c) == sorted(
+        cid for cid, b in fails if b == 4
+    )
 
 
-def test_state_survives_save_and_restore(tmp_path: Path) -> None:
-    """Resume: a searcher restored from its saved state repeats no promotion and loses no run."""
-    budgets = (2, 4)
-    h = make(budgets, 0.5, 6)
-    before, finished = drive(h, 2, 7, stop_after=5)
-    assert not finished
-    h.save(str(tmp_path / "s.pkl"))
-    restored = make(budgets, 0.5, 6, seed=99)
-    restored.restore(str(tmp_path / "s.pkl"))
-    assert restored.runs == h.runs and restored.values == h.values
-    live = [t for t, (cid, r) in restored.runs.items() if cid not in restored.values[r]]
-    for tid in live:  # Tune requeues the unfinished runs under their own ids
-        cid, r = restored.runs[tid]
-        restored.on_trial_complete(tid, {METRIC: 0.5 + 0.01 * r, "training_iteration": budgets[r]})
-    after, finished = drive(restored, 2, 8, first_id=100)
+@pytest.mark.parametrize("seed", range(24))
+def test_random_plans_orders_and_failures_end_with_the_synchronous_rule(seed: int) -> None:
+    rng = random.Random(seed)
+    budgets = rng.choice([(2, 4), (2, 4, 8), (1, 2, 4, 8)])
+    keep, n = rng.choice([0.34, 0.5, 0.7]), rng.randint(3, 10)
+    fails = {(f"c{rng.randrange(n)}", rng.choice(budgets)) for _ in range(rng.randint(0, 4))}
+    h = make(budgets, keep, n, seed=seed)
+    started, finished = drive(h, rng.randint(1, 5), seed, fails=fails)
     assert finished
-    ids = rungs(before + after, budgets)
-    assert [len(r) for r in ids] == [6, 3] and all(len(set(r)) == len(r) for r in ids)
+    ids = rungs(started, budgets)
+    assert all(len(set(r)) == len(r) for r in ids)
+    sizes = SchedulerSpec("halving", budgets=budgets, keep=keep).rung_sizes(n)
+    assert [set(r) for r in ids] == [set(r) for r in synchronous(started, budgets, sizes, fails)]
+
+
+def test_diverged_run_is_a_finished_run_valued_zero_and_a_partial_result_with_an_error_is_no_value() -> None:
+    h = make((2, 4), 0.5, 3)
+    a, _, c = (h.suggest(t) for t in "abc")
+    h.on_trial_complete("a", {METRIC: 0.0, "training_iteration": 1, "diverged": 1})
+    h.on_trial_complete("b", {METRIC: 0.9, "training_iteration": 2}, error=True)  # a result, then it failed
+    h.on_trial_complete("c", {METRIC: 0.5, "training_iteration": 2})
+    trials = h.studies[0].trials
+    assert [(t.state, t.value) for t in trials] == [(COMPLETE, 0.0), (FAIL, None), (COMPLETE, 0.5)]
+    assert h.rungs[0].values == {a[CONFIG_KEY]: 0.0, c[CONFIG_KEY]: 0.5}
 
 
 def test_asha_stopped_trials_reach_optuna_as_pruned() -> None:
-    tpe = CompleteScheduleOptuna(metric=METRIC, mode=MODE, seed=0, max_t=4)
-    tpe.set_search_properties(METRIC, MODE, {"x": tune.uniform(0.0, 1.0)})
+    tpe = StudySearch(space((4,), 1.0, 3, asha=True), name="a")
     for tid, last, diverged in (("done", 4, 0), ("stopped", 2, 0), ("nan", 1, 1)):
-        tpe.suggest(tid)
+        assert BUDGET_KEY not in tpe.suggest(tid)  # an ASHA trial's config is its searched values
         # as Tune does: the result on which ASHA stops a trial reaches only on_trial_complete
         for epoch in range(1, last + (1 if tid == "done" else 0)):
             tpe.on_trial_result(tid, {METRIC: 0.1 * epoch, "training_iteration": epoch})
         tpe.on_trial_complete(
             tid, {METRIC: 0.0 if diverged else 0.1 * last, "training_iteration": last, "diverged": diverged}
         )
-    done, stopped, nan = tpe._ot_study.trials
-    assert done.state == optuna.trial.TrialState.COMPLETE and done.value == pytest.approx(0.4)
-    assert stopped.state == optuna.trial.TrialState.PRUNED and stopped.last_step == 2
+    done, stopped, nan = tpe.studies[0].trials
+    assert done.state == COMPLETE and done.value == pytest.approx(0.4)
+    assert stopped.state == PRUNED and stopped.last_step == 2
     assert stopped.value == pytest.approx(0.2)  # its value at the rung where it stopped
-    assert nan.state == optuna.trial.TrialState.COMPLETE and nan.value == 0.0  # diverged: a verdict, scored worst
+    assert nan.state == COMPLETE and nan.value == 0.0  # diverged: a verdict, scored worst
+    assert tpe.suggest("more") == Searcher.FINISHED
+
+
+def test_a_restarted_searcher_rebuilds_its_rungs_from_the_journal(tmp_path: Path) -> None:
+    """After a SIGKILL: a new searcher on the same journal, told which trials Tune restored
+    (the unfinished ones pending again), repeats no promotion and loses no run."""
+    budgets = (2, 4)
+    h = make(budgets, 0.5, 6, store=journal(tmp_path))
+    before, finished = drive(h, 2, 7, stop_after=5)
+    assert not finished
+    restored = make(budgets, 0.5, 6, seed=99, store=journal(tmp_path))
+    assert restored.runs == h.runs and restored.rungs[0].values == h.rungs[0].values
+    assert restored.params == h.params
+    live = {tid: cfg for tid, cfg in before if tid in h.open}
+    restored.reconcile([TrialView(t, c, "TERMINATED" if t not in live else "PENDING", {}) for t, c in before])
+    after, finished = drive(restored, 2, 8, first_id=100, live=live)
+    assert finished
+    ids = rungs(before + after, budgets)
+    assert [len(r) for r in ids] == [6, 3] and all(len(set(r)) == len(r) for r in ids)
+    assert [set(r) for r in ids] == [set(r) for r in synchronous(before + after, budgets, [6, 3])]
+    assert len({c["x"] for _, c in before + after}) == 6  # TPE, reseeded, drew no config twice
+
+
+def test_resume_reconciles_the_searcher_with_the_trials_tune_restores(tmp_path: Path) -> None:
+    """The journal and Tune's state are written at different moments (for an s3:// experiment
+    the journal is copied up between Tune's uploads), so a crash can leave either a step
+    ahead. The searcher drops a run Tune lost and adopts a run it never heard of, so nothing
+    is run twice and no promotion is repeated or missed."""
+    budgets = (2, 4)
+    h = make(budgets, 0.5, 4, store=journal(tmp_path))
+    started = [(f"t{i}", h.suggest(f"t{i}")) for i in range(4)]  # 4 first-budget runs; 3 finish
+    for tid, cfg in started[:3]:
+        finish(h, tid, cfg)
+    best = max(started[:3], key=lambda tc: value(tc[1], 2))[1]
+    t5 = h.suggest("t5")  # a promotion Tune never saved
+    assert t5[CONFIG_KEY] == best[CONFIG_KEY]
+    # Tune's state: t3 finished (the journal missed it), t4 runs the same promotion under its own id
+    t4 = {**best, BUDGET_KEY: 4}
+    view = [TrialView(t, c, "TERMINATED", {METRIC: value(c, 2), "training_iteration": 2}) for t, c in started]
+    view.append(TrialView("t4", t4, "PENDING", {METRIC: 0.1, "training_iteration": 1}))
+    restored = make(budgets, 0.5, 4, seed=3, store=journal(tmp_path))
+    restored.reconcile(view)
+    assert restored.runs["t4"] == (best[CONFIG_KEY], 1) and "t5" not in restored.runs
+    assert restored.rungs[0].values[started[3][1][CONFIG_KEY]] == pytest.approx(value(started[3][1], 2))
+    assert restored.rungs[1].started == [best[CONFIG_KEY]]  # adopted: not promoted a second time
+    finish(restored, "t4", t4)
+    after, finished = drive(restored, 2, 1, first_id=10)
+    assert finished
+    ids = rungs([*started, ("t4", t4), *after], budgets)
+    assert [len(r) for r in ids] == [4, 2] and len(set(ids[1])) == 2
+    assert [set(r) for r in ids] == [set(r) for r in synchronous(started, budgets, [4, 2])]
+    # the first budget's study: every first-budget run once, all complete
+    assert [t.state for t in restored.studies[0].trials].count(COMPLETE) == 4
+    lost = [t for t in restored.studies[1].trials if t.user_attrs.get("lost")]
+    assert [t.user_attrs["tune_trial_id"] for t in lost] == ["t5"] and lost[0].state == FAIL
+
+
+def test_a_rerun_of_a_failed_run_is_pending_again(tmp_path: Path) -> None:
+    """A resume reruns errored trials: until the rerun ends, no promotion may count on the
+    failure (it could still finish at the top), and its value then enters the ranking."""
+    budgets = (2, 4)
+    h = make(budgets, 0.5, 4, store=journal(tmp_path))
+    started = [(f"t{i}", h.suggest(f"t{i}")) for i in range(4)]
+    best = max(started, key=lambda tc: value(tc[1], 2))
+    for tid, cfg in started:
+        finish(h, tid, cfg, fails={(best[1][CONFIG_KEY], 2)})
+    assert h.rungs[0].failed == {best[1][CONFIG_KEY]}
+    restored = make(budgets, 0.5, 4, store=journal(tmp_path))
+    view = [TrialView(t, c, "PENDING" if t == best[0] else "TERMINATED", {}) for t, c in started]
+    restored.reconcile(view)
+    assert restored.rungs.pending(0) == 1
+    # the second-best is certain (only one value can still beat it); the third is not
+    second = restored.suggest("t9")
+    assert restored.suggest("t10") is None
+    finish(restored, best[0], best[1])
+    third = restored.suggest("t11")
+    assert {second[CONFIG_KEY], third[CONFIG_KEY]} == set(synchronous(started, budgets, [4, 2])[1])
+    assert best[1][CONFIG_KEY] in {second[CONFIG_KEY], third[CONFIG_KEY]}
+    trials = [t for t in restored.studies[0].trials if t.user_attrs["config_id"] == best[1][CONFIG_KEY]]
+    assert [t.state for t in trials] == [FAIL, COMPLETE]  # the failure kept, the rerun's value added
+
+
+def test_a_rerun_that_finishes_inside_the_cut_is_promoted_too(tmp_path: Path) -> None:
+    """The first run of the search relied on a failure (it promoted the best of the others and
+    ended); --resume reruns the failed run and it finishes first. Its config is then promoted as
+    well: the synchronous rule replayed over these events takes it too."""
+    budgets = (2, 4)
+    h = make(budgets, 0.5, 4, store=journal(tmp_path))
+    started = [(f"t{i}", h.suggest(f"t{i}")) for i in range(4)]
+    best = max(started, key=lambda tc: value(tc[1], 2))
+    for tid, cfg in started:
+        finish(h, tid, cfg, fails={(best[1][CONFIG_KEY], 2)})
+    first_run, finished = drive(h, 2, 0, first_id=10)
+    assert finished and len(first_run) == 2 and best[1][CONFIG_KEY] not in rungs(first_run, budgets)[1]
+    restored = make(budgets, 0.5, 4, store=journal(tmp_path))
+    restored.reconcile(
+        [TrialView(t, c, "PENDING" if t == best[0] else "TERMINATED", {}) for t, c in started + first_run]
+    )
+    assert restored.suggest("t20") is None and not restored.is_finished()  # waits for the rerun
+    finish(restored, best[0], best[1])
+    after, finished = drive(restored, 2, 0, first_id=30)
+    assert finished and rungs(after, budgets)[1] == [best[1][CONFIG_KEY]]
+    without = [tc for tc in started if tc[0] != best[0]]
+    expected = set(synchronous(without, budgets, [3, 2])[1]) | set(synchronous(started, budgets, [4, 2])[1])
+    assert set(rungs(first_run + after, budgets)[1]) == expected and len(expected) == 3
 
 
 def test_importance_needs_enough_values_of_one_budget(tmp_path: Path) -> None:
@@ -178,9 +345,9 @@ def test_importance_needs_enough_values_of_one_budget(tmp_path: Path) -> None:
     import numpy as np
     import yaml
 
-    from s9tune.search.trials import Experiment, TrialRow
     from s9tune.search.export import importance
     from s9tune.search.space import load_space
+    from s9tune.search.trials import Experiment, TrialRow
 
     doc = {
         "num_samples": 12,
@@ -192,7 +359,7 @@ def test_importance_needs_enough_values_of_one_budget(tmp_path: Path) -> None:
         "scheduler": {"type": "halving", "budgets": [2, 4], "keep": 0.5},
     }
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
-    space = load_space(tmp_path / "s.yaml")
+    sp = load_space(tmp_path / "s.yaml")
     rng = np.random.default_rng(0)
 
     def row(i: int, budget: int, lr: float, aug: float) -> TrialRow:
@@ -204,89 +371,8 @@ def test_importance_needs_enough_values_of_one_budget(tmp_path: Path) -> None:
     points = [(float(rng.uniform(0.05, 2.0)), float(rng.uniform(0.0, 2.0))) for _ in range(12)]
     rows = [row(i, 2, lr, aug) for i, (lr, aug) in enumerate(points)]
     rows += [row(i, 4, 0.5, 0.0) for i in range(6)]  # a second budget: must not enter the same fit
-    imp, basis = importance(Experiment(str(tmp_path / "x"), space, rows))
+    imp, basis = importance(Experiment(str(tmp_path / "x"), sp, rows))
     assert "12 configs' values at the first budget (2-epoch schedules)" in basis
     assert set(imp) == {"max_lr", "aug_strength"} and imp["aug_strength"] > 0.8
-    few, why = importance(Experiment(str(tmp_path / "x"), space, rows[:9]))
+    few, why = importance(Experiment(str(tmp_path / "x"), sp, rows[:9]))
     assert few == {} and why.startswith("n/a: 9 ") and "needs at least 10" in why
-
-
-def write_experiment_state(folder: Path, trials: list[tuple[str, dict, str, dict]]) -> None:
-    """An experiment_state file as Tune's controller writes it, holding these trials."""
-    from ray.tune import PlacementGroupFactory
-    from ray.tune.experiment.trial import Trial
-    from ray.tune.utils.serialization import TuneFunctionEncoder
-
-    data = []
-    for tid, config, status, result in trials:
-        t = Trial(
-            "train_trial",
-            config=config,
-            trial_id=tid,
-            stub=True,
-            placement_group_factory=PlacementGroupFactory([{"CPU": 1}]),
-        )
-        t.create_placement_group_factory()
-        t.set_status(status)
-        t.run_metadata.last_result = result
-        data.append(t.get_json_state())
-    state = {"trial_data": data, "runner_data": {}, "stats": {}}
-    (folder / "experiment_state-2026-11-25_00-00-00.json").write_text(json.dumps(state, cls=TuneFunctionEncoder))
-
-
-def test_resume_reconciles_the_searcher_with_the_trials_tune_restores(tmp_path: Path) -> None:
-    """The searcher's file and the trials' file are written one after the other, so a kill can
-    leave them from different moments. On restore the searcher drops a run Tune lost and adopts
-    a run it never heard of, so nothing is run twice and no promotion is repeated or missed."""
-    budgets = (2, 4)
-    h = make(budgets, 0.5, 4)
-    started = []
-    for i in range(4):  # 4 first-budget runs; 3 finish
-        cfg = h.suggest(f"t{i}")
-        started.append((f"t{i}", cfg))
-    for tid, cfg in started[:3]:
-        h.on_trial_complete(tid, {METRIC: value(cfg, 2), "training_iteration": 2})
-    h.save_to_dir(str(tmp_path), "s")
-    # what Tune saved a moment later: t3 finished too, and t4 (a promotion the saved searcher
-    # never made) was running; the searcher's later run t5 is not in it at all
-    promoted = max(started[:3], key=lambda tc: value(tc[1], 2))[1]
-    t4 = {**promoted, BUDGET_KEY: 4}
-    trials = [(tid, cfg, "TERMINATED", {METRIC: value(cfg, 2), "training_iteration": 2}) for tid, cfg in started]
-    trials.append(("t4", t4, "RUNNING", {METRIC: 0.1, "training_iteration": 1}))
-    write_experiment_state(tmp_path, trials)
-    restored = make(budgets, 0.5, 4, seed=3)
-    restored.restore_from_dir(str(tmp_path))
-    assert restored.runs["t4"] == (promoted[CONFIG_KEY], 1)
-    assert restored.values[0][started[3][1][CONFIG_KEY]] == pytest.approx(value(started[3][1], 2))
-    assert restored.started[1] == [promoted[CONFIG_KEY]]  # adopted: not promoted a second time
-    restored.on_trial_complete("t4", {METRIC: value(t4, 4), "training_iteration": 4})
-    after, finished = drive(restored, 2, 1, first_id=10)
-    assert finished
-    ids = rungs(started + [("t4", t4)] + after, budgets)
-    assert [len(r) for r in ids] == [4, 2] and len(set(ids[1])) == 2
-    assert set(ids[1]) == top(started, 2, 2)
-    # the inner TPE study: every first-budget run once, all complete
-    assert [t.state for t in restored.inner._ot_study.trials].count(optuna.trial.TrialState.COMPLETE) == 4
-
-
-def test_resume_reconciles_optuna_under_asha(tmp_path: Path) -> None:
-    tpe = CompleteScheduleOptuna(metric=METRIC, mode=MODE, seed=0, max_t=3)
-    tpe.set_search_properties(METRIC, MODE, {"x": tune.uniform(0.0, 1.0)})
-    a, b = tpe.suggest("a"), tpe.suggest("b")
-    tpe.save_to_dir(str(tmp_path), "s")
-    write_experiment_state(
-        tmp_path,
-        [
-            ("a", a, "TERMINATED", {METRIC: 0.5, "training_iteration": 3}),  # finished after the searcher's save
-            ("c", {"x": 0.25}, "RUNNING", {METRIC: 0.2, "training_iteration": 1}),  # started after it
-        ],
-    )  # and b, which the searcher started, never made it into Tune's state
-    restored = CompleteScheduleOptuna(metric=METRIC, mode=MODE, seed=0, max_t=3)
-    restored.set_search_properties(METRIC, MODE, {"x": tune.uniform(0.0, 1.0)})
-    restored.restore_from_dir(str(tmp_path))
-    restored.on_trial_result("c", {METRIC: 0.3, "training_iteration": 2})  # a trial it adopted: no KeyError
-    restored.on_trial_complete("c", {METRIC: 0.4, "training_iteration": 3})
-    states = {t.params["x"]: (t.state, t.value) for t in restored._ot_study.trials}
-    assert states[a["x"]] == (optuna.trial.TrialState.COMPLETE, 0.5)
-    assert states[b["x"]][0] == optuna.trial.TrialState.FAIL
-    assert states[0.25] == (optuna.trial.TrialState.COMPLETE, 0.4)

@@ -12,28 +12,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import SEARCH_SPACE, _require_mini, assert_resumed_not_restarted
+from conftest import trial_runs as runs
 
 pytestmark = pytest.mark.slow
 
 HALVING = {**SEARCH_SPACE, "num_samples": 4, "scheduler": {"type": "halving", "budgets": [1, 3], "keep": 0.5}}
-
-
-def runs(exp: Path) -> dict[str, dict]:
-    """Trial folder -> its params (budget, config_id, searched values) and result rows."""
-    out = {}
-    for d in sorted(exp.glob("train_trial_*")):
-        if not (d / "params.json").exists():
-            continue  # Tune is still creating it
-        rows = []
-        for line in (d / "result.json").read_text().splitlines() if (d / "result.json").exists() else []:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line Tune is still writing
-        out[d.name] = {"params": json.loads((d / "params.json").read_text()), "rows": rows}
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -65,20 +49,26 @@ def killed_and_resumed(tmp_path_factory: pytest.TempPathFactory, request: pytest
     deadline = time.time() + 300
     try:
         while time.time() < deadline:
-            time.sleep(0.5)
+            time.sleep(0.2)  # polling for the event below, not waiting in its place
             now = runs(exp) if exp.exists() else {}
-            if any(r["params"]["budget"] == 3 and 0 < len(r["rows"]) < 3 for r in now.values()):
+            # a promoted run part-way with a checkpoint on disk: the kill interrupts a run that
+            # resume can continue rather than restart
+            if any(
+                r["params"]["budget"] == 3 and 0 < len(r["rows"]) < 3 and any((exp / name).glob("checkpoint_*"))
+                for name, r in now.items()
+            ):
                 break
             assert proc.poll() is None, "search ended before it could be killed"
         else:
             pytest.fail("no promoted run started in time")
-        time.sleep(1.0)
     finally:
         kill_driver(proc)
-    done = {k: r["rows"] for k, r in runs(exp).items() if r["rows"] and len(r["rows"]) == r["params"]["budget"]}
+    at_kill = runs(exp)
+    done = {k: r["rows"] for k, r in at_kill.items() if r["rows"] and len(r["rows"]) == r["params"]["budget"]}
+    cut = {k: r["rows"] for k, r in at_kill.items() if len(r["rows"]) < r["params"]["budget"]}
     res = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    return {"exp": exp, "done_before_kill": done}
+    return {"exp": exp, "done_before_kill": done, "cut_by_kill": cut}
 
 
 @pytest.fixture(scope="module")
@@ -109,19 +99,31 @@ def test_every_run_ends_its_own_complete_schedule(halving: Path) -> None:
 
 
 def test_optuna_learns_only_complete_first_budget_schedules(halving: Path) -> None:
+    """The experiment holds its Optuna storage: `optuna.load_study` reads one COMPLETE trial per
+    config at the first budget, holding that budget's value, and the 3-epoch runs in a study of
+    their own, each trial naming its config and the Tune trial that ran it."""
     import optuna
+    from conftest import optuna_study
 
-    from s9tune.search.searchers import HalvingSearch
-
-    state = sorted(halving.glob("searcher-state-*.pkl"))
-    assert state, sorted(p.name for p in halving.iterdir())
-    searcher = HalvingSearch.__new__(HalvingSearch)
-    searcher.restore(str(state[-1]))
-    trials = searcher.inner._ot_study.trials
-    assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    finals = sorted(r["rows"][-1]["val_accuracy"] for r in runs(halving).values() if r["params"]["budget"] == 1)
-    assert sorted(t.value for t in trials) == pytest.approx(finals)
+    trials = optuna_study(halving, "h").trials
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4 and len({t.user_attrs["config_id"] for t in complete}) == 4
+    # a run the SIGKILL caught may have left a trial marked lost: it never ran, nothing else may
+    assert all(t.state == optuna.trial.TrialState.COMPLETE or t.user_attrs.get("lost") for t in trials)
+    first = {
+        r["params"]["config_id"]: r["rows"][-1]["val_accuracy"]
+        for r in runs(halving).values()
+        if r["params"]["budget"] == 1
+    }
+    assert {t.user_attrs["config_id"]: t.value for t in complete} == pytest.approx(first)
     assert trials[0].params["max_lr"] == 0.4  # the baseline first
+    longer = [t for t in optuna_study(halving, "h@3").trials if t.state == optuna.trial.TrialState.COMPLETE]
+    third = {
+        r["params"]["config_id"]: r["rows"][-1]["val_accuracy"]
+        for r in runs(halving).values()
+        if r["params"]["budget"] == 3
+    }
+    assert {t.user_attrs["config_id"]: t.value for t in longer} == pytest.approx(third) and len(third) == 2
 
 
 def test_tensorboard_has_a_run_per_run_with_its_budget(halving: Path) -> None:
@@ -171,14 +173,19 @@ def test_retrain_takes_the_best_config(halving: Path, mini: Path, tmp_path: Path
 def test_resume_after_sigkill_continued_the_rungs(killed_and_resumed: dict) -> None:
     """No finished run lost or rerun, no promotion repeated, and the plan (4 + 2 runs) complete."""
     exp, done_before = killed_and_resumed["exp"], killed_and_resumed["done_before_kill"]
+    cut = killed_and_resumed["cut_by_kill"]
     assert done_before
+    # the kill interrupted something: a promoted run part-way through its schedule
+    assert any(rows and len(rows) < 3 for rows in cut.values()), cut
     final = runs(exp)
     pairs = [(r["params"]["config_id"], r["params"]["budget"]) for r in final.values()]
     assert len(pairs) == len(set(pairs)) == 6, pairs  # no run twice, no promotion repeated
     assert sorted(b for _, b in pairs) == [1, 1, 1, 1, 3, 3]
     for name, rows in done_before.items():
         assert final[name]["rows"] == rows, f"{name} was rerun or changed"
-    for name, r in final.items():
+    for r in final.values():
         # each run from epoch 1 to its budget; the run the SIGKILL caught goes on from its last
         # checkpoint (CheckpointPacer may have skipped some), so it may repeat epochs, never epoch 1
         assert_resumed_not_restarted([row["epoch"] for row in r["rows"]], r["params"]["budget"])
+    for name, rows in cut.items():  # each run the kill cut short went on from where it was
+        assert final[name]["rows"][: len(rows)] == rows and len(final[name]["rows"]) > len(rows), name

@@ -82,7 +82,7 @@ def test_build_model_is_seeded_and_leaves_global_rng() -> None:
     b = build_model(TrainConfig(width=4, seed=1))
     c = build_model(TrainConfig(width=4, seed=2))
     assert torch.equal(torch.get_rng_state(), before)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     assert not torch.equal(a.prep[0].weight, c.prep[0].weight)
 
 

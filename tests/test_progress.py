@@ -81,7 +81,7 @@ def test_live_view_shows_counts_epochs_best_and_eta(tmp_path) -> None:
 
 
 def test_a_pickled_copy_is_silent() -> None:
-    """Tune pickles its callbacks into the experiment; the copy must not hold this console."""
+    """tune.run pickles its arguments for a remote driver; the copy must not hold this console."""
     import pickle
 
     out = io.StringIO()

@@ -50,12 +50,14 @@ def test_checkpoint_reproduces_metrics_exactly(retrained: Path, mini: Path) -> N
     from s9tune.augment import EvalBatches
     from s9tune.checkpoint import Checkpoint
     from s9tune.data import load_splits
-    from s9tune.engine import evaluate
+    from s9tune.engine import score
 
     m = json.loads((retrained / "metrics.json").read_text())
     model = Checkpoint.load(retrained / "checkpoints" / "last.pt").build_model()  # weights_only=True inside
     splits = load_splits(mini, val_size=0.0, seed=0)
-    _, acc = evaluate(model, EvalBatches(splits.test_x, splits.test_y, 512, torch.device("cpu")), torch.device("cpu"))
+    acc = score(
+        model, EvalBatches(splits.test_x, splits.test_y, 512, torch.device("cpu")), torch.device("cpu")
+    ).accuracy
     assert acc == m["test_accuracy"]
     # class accuracies weighted by class counts give the overall accuracy
     counts = np.bincount(splits.test_y, minlength=10)
@@ -68,17 +70,15 @@ def test_gallery_shows_only_misclassified(retrained: Path, mini: Path) -> None:
     from s9tune.augment import EvalBatches
     from s9tune.checkpoint import Checkpoint
     from s9tune.data import load_splits
-    from s9tune.engine import predict
+    from s9tune.engine import score
 
     info = json.loads((retrained / "analysis.json").read_text())
     shown = info["misclassified_shown"]
     assert shown
     model = Checkpoint.load(retrained / "checkpoints" / "last.pt").build_model()
     splits = load_splits(mini, val_size=0.0, seed=0)
-    logits, labels = predict(
-        model, EvalBatches(splits.test_x, splits.test_y, 512, torch.device("cpu")), torch.device("cpu")
-    )
-    wrong = (logits.argmax(1) != labels).numpy()
+    p = score(model, EvalBatches(splits.test_x, splits.test_y, 512, torch.device("cpu")), torch.device("cpu"))
+    wrong = (p.logits.argmax(1) != p.labels).numpy()
     assert all(wrong[i] for i in shown)
 
 
@@ -135,7 +135,7 @@ def test_bad_inputs(
     assert main(["analyze", str(ckpt), "--data-dir", str(mini), "--out", str(retrained)]) == 2
     assert "holds the checkpoint" in _one_error(capsys)
     prev = tmp_path / "prev"
-    prev.mkdir()
+    assert main(["analyze", str(ckpt), "--data-dir", str(mini), "--out", str(prev)]) == 0
     (prev / "report.html").write_text("old")
     assert main(["analyze", str(ckpt), "--data-dir", str(mini), "--out", str(prev)]) == 2
     assert "already holds a previous run" in _one_error(capsys)
@@ -156,7 +156,54 @@ def test_bad_inputs(
 def test_retrain_accepts_the_storage_uri(search_experiment, mini: Path, tmp_path: Path) -> None:
     exp, _ = search_experiment
     out = tmp_path / "uri"
-    args = ["retrain", f"file://{exp}", "--data-dir", str(mini), "--epochs", "1", "--set", "width=4", "--out", str(out)]
+    args = ["retrain", f"file://{exp}", "--data-dir", str(mini), "--epochs", "1", "--set", "width=4"]
+    args += ["--set", "train_subset=512", "--out", str(out)]  # the URI matters here, not the training
     assert main(args) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["epochs"] == 1 and m["experiment"] == f"file://{exp}"
+
+
+def test_a_killed_retrain_resumes_each_seed_from_its_checkpoint(search_experiment, mini: Path, tmp_path: Path) -> None:
+    """SIGKILL to the driver (and its Ray) while seed 1 trains, seed 0 done; `--resume` then
+    continues seed 1 after its checkpoint and leaves seed 0 alone."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import kill_driver, tune_rows
+
+    exp, _ = search_experiment
+    out = tmp_path / "rt"
+    small = ["--set", "width=4", "--set", "batch_size=256", "--set", "train_subset=1024", "--cpus-per-run", "2"]
+    cmd = [
+        sys.executable, "-m", "s9tune", "retrain", str(exp), "--data-dir", str(mini), "--epochs", "3", "--seeds", "2",
+    ]  # fmt: skip
+    cmd += [*small, "--out", str(out)]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seed0: dict = {}
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            done = list(out.glob("tune/*seed=0*/checkpoint_*/run.json"))  # its last folder: finished
+            rows = [r for trial, rs in tune_rows(out).items() if "seed=1" in trial for r in rs]
+            if done and any(1 <= r.get("epoch", 0) < 3 and "eval_accuracy" in r for r in rows):
+                try:
+                    seed0 = json.loads(done[0].read_text())
+                    break
+                except json.JSONDecodeError:
+                    pass  # Tune is still copying the folder
+            time.sleep(0.2)
+    finally:
+        kill_driver(proc)
+    assert seed0, "seed 1 was not caught between its first and last epoch"
+    res = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.splitlines()
+    assert not any("seed 0 started" in line for line in lines), lines  # finished: not rerun
+    start = next(line for line in lines if "seed 1 started" in line)
+    assert 1 <= int(start.rsplit("continuing after epoch ", 1)[1]) < 3, lines
+    assert json.loads((out / "run.json").read_text()) == seed0  # seed 0's run, as it was before the kill
+    m = json.loads((out / "metrics.json").read_text())
+    assert [s["status"] for s in m["per_seed"]] == ["completed", "completed"] and not (out / "tune").exists()
+    rows = (out / "seeds" / "seed-1" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3]

@@ -5,23 +5,19 @@ with request signing checked): a search killed with SIGKILL and resumed from the
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
-
 from conftest import SEARCH_SPACE, assert_resumed_not_restarted, kill_driver
+from moto_s3 import BUCKET, moto_server
 
 pytestmark = pytest.mark.slow
 
-BUCKET = "s9-bucket"
 # 4 trials x 3 epochs on 2 slots, no early stopping: a trial can be caught complete while two
 # are yet to finish (trials reuse actors, so a third alone would race the kill)
 SPACE = {
@@ -32,62 +28,10 @@ SPACE = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A moto S3 server that checks signatures; yields the environment a user would set."""
-    import boto3
-
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    # the first 4 requests (creating a user, its key and policy, and the bucket) go unchecked;
-    # every later one must be signed with that key
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"}
-    with open(log, "w") as fh:
-        server = subprocess.Popen(
-            [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.time() < deadline and server.poll() is None, log.read_text()
-                time.sleep(0.2)
-        user = {
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_ACCESS_KEY_ID": "setup",
-            "AWS_SECRET_ACCESS_KEY": "setup",
-        }
-        kw = {
-            "endpoint_url": user["AWS_ENDPOINT_URL"],
-            "region_name": "us-east-1",
-            "aws_access_key_id": "setup",
-            "aws_secret_access_key": "setup",
-        }
-        iam = boto3.client("iam", **kw)
-        iam.create_user(UserName="s9tune")
-        key = iam.create_access_key(UserName="s9tune")["AccessKey"]
-        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
-        iam.put_user_policy(UserName="s9tune", PolicyName="all", PolicyDocument=json.dumps(policy))
-        boto3.client("s3", **kw).create_bucket(Bucket=BUCKET)
-        user.update(AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"])
-        yield {**os.environ, **user}
-    finally:
-        server.send_signal(signal.SIGKILL)
-        server.wait()
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as env:
+        yield env
 
 
 def s9tune(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -114,6 +58,47 @@ def remote_rows(env: dict[str, str], prefix: str) -> dict[str, list[str]]:
                 body = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read().decode()
                 out[obj["Key"].split("/")[-2]] = body.splitlines()
     return out
+
+
+def uploaded_finished(env: dict[str, str], prefix: str) -> set[str]:
+    """Trial ids the newest experiment state in the bucket records as TERMINATED, read as plain
+    JSON (Tune's trial entries are JSON strings; nothing in them is unpickled here)."""
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    keys = sorted(
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+        if o["Key"].rsplit("/", 1)[-1].startswith("experiment_state-")
+    )
+    if not keys:
+        return set()
+    state = json.loads(s3.get_object(Bucket=BUCKET, Key=keys[-1])["Body"].read())
+    trials = [json.loads(entry[0]) for entry in state["trial_data"]]
+    return {t["trial_id"] for t in trials if t.get("status") == "TERMINATED"}
+
+
+def journal_study(env: dict[str, str], key: str, tmp: Path, name: str):
+    """The study `name` of an Optuna journal in the bucket, downloaded and read with Optuna."""
+    import boto3
+    from conftest import optuna_study
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    (tmp / "journal").mkdir()
+    (tmp / "journal" / "optuna.journal").write_bytes(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    return optuna_study(tmp / "journal", name)
 
 
 def terminated_trials(env: dict[str, str], uri: str) -> set[str]:
@@ -182,8 +167,10 @@ def test_search_killed_and_resumed_on_s3_then_results_and_retrain(
             assert proc.poll() is None, "search ended before it could be killed"
         else:
             pytest.fail("no trial completed on S3 in time")
-        time.sleep(1.5)  # one more upload, which records that trial as finished
-        assert proc.poll() is None, "search ended before it could be killed"
+        # then the upload that records it as finished in the experiment state: polled, not slept on
+        while not uploaded_finished(s3, "searches/k/"):
+            assert time.time() < deadline and proc.poll() is None, "search ended before it could be killed"
+            time.sleep(0.2)
     finally:
         kill_driver(proc)
     # finished before the kill = what the uploaded experiment state says, which is what a resume
@@ -199,9 +186,14 @@ def test_search_killed_and_resumed_on_s3_then_results_and_retrain(
     assert len(final) == 4, {k: len(v) for k, v in final.items()}
     for name, lines in complete.items():
         assert final[name] == lines, f"{name} was rerun or changed"
-    for name, lines in final.items():  # every trial ends its schedule, none restarted from scratch
+    for lines in final.values():  # every trial ends its schedule, none restarted from scratch
         assert_resumed_not_restarted([json.loads(line)["epoch"] for line in lines], 3, rows_lost=True)
     assert f"aws s3 sync {storage}/k searches/k && tensorboard --logdir searches/k" in res.stdout
+    # the search's Optuna journal is kept in the bucket too: every config once, with its final value
+    study = journal_study(s3, "searches/k/optuna.journal", tmp_path, "k")
+    done = {t.user_attrs["tune_trial_id"]: t.value for t in study.trials if t.state.name == "COMPLETE"}
+    assert len(done) == 4 and all(t.state.name == "COMPLETE" or t.user_attrs.get("lost") for t in study.trials)
+    assert done == pytest.approx({n.split("_")[2]: json.loads(v[-1])["val_accuracy"] for n, v in final.items()})
 
     exp = f"{storage}/k"
     out = s9tune(s3, "results", exp)

@@ -1,7 +1,7 @@
-"""A real search on the mini slice with a local Ray (2 CPUs): OptunaSearch + ASHA end to end.
+"""A real search on the mini slice with a local Ray (2 CPUs): Optuna TPE + ASHA end to end.
 
-The experiment is read back through Ray's own ExperimentAnalysis / Tuner.restore, TensorBoard's
-event reader and Optuna's study, not only through s9tune's code."""
+The experiment is read back through Ray's own ExperimentAnalysis, TensorBoard's event reader and
+Optuna's `load_study` on the experiment's journal, not only through s9tune's code."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import mini_dir
 
 pytestmark = pytest.mark.slow
 
@@ -71,38 +72,37 @@ def test_trials_reuse_actors(search) -> None:
 def test_optuna_learns_only_complete_schedules(search) -> None:
     """A trial that ran its whole schedule is COMPLETE with its final value; one ASHA stopped
     mid-cycle is PRUNED at the step it reached (TPE ranks it below every complete trial), so no
-    mid-cycle accuracy is learnt as if it were a final one."""
+    mid-cycle accuracy is learnt as if it were a final one. The study is the experiment's own
+    (optuna.journal), read with Optuna's public API."""
     import optuna
+    from conftest import optuna_study
     from ray.tune import ExperimentAnalysis
-    from ray.tune.search.optuna import OptunaSearch
 
     exp, _ = search
-    searcher = OptunaSearch()
-    searcher.restore_from_dir(str(exp))
-    trials = searcher._ot_study.trials
+    trials = optuna_study(exp, "exp").trials
     assert len(trials) == 6
     analysis = ExperimentAnalysis(str(exp))
-    finals = sorted(
-        float(df["val_accuracy"].iloc[-1]) for df in analysis.trial_dataframes.values() if df["epoch"].iloc[-1] == 3
-    )
+    finals = {
+        t.trial_id: float(analysis.trial_dataframes[t.trial_id]["val_accuracy"].iloc[-1])
+        for t in analysis.trials
+        if analysis.trial_dataframes[t.trial_id]["epoch"].iloc[-1] == 3
+    }
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
     assert len(complete) + len(pruned) == 6 and complete and pruned
-    assert sorted(t.value for t in complete) == pytest.approx(finals)
+    assert {t.user_attrs["tune_trial_id"]: t.value for t in complete} == pytest.approx(finals)
     assert all(t.last_step < 3 for t in pruned)
     assert trials[0].params["max_lr"] == 0.4
 
 
-def test_tuner_restore_reads_it(search) -> None:
-    from ray import tune
-
-    from s9tune.search.trainable import train_trial
+def test_ray_reads_it(search) -> None:
+    from ray.tune import ExperimentAnalysis
 
     exp, _ = search
-    grid = tune.Tuner.restore(str(exp), trainable=train_trial).get_results()
-    assert len(grid) == 6 and grid.num_errors == 0
-    best = grid.get_best_result(metric="val_accuracy", mode="max", scope="last")
-    assert best.checkpoint is not None
+    analysis = ExperimentAnalysis(str(exp), default_metric="val_accuracy", default_mode="max")
+    assert len(analysis.trials) == 6 and all(t.status == "TERMINATED" for t in analysis.trials)
+    best = analysis.get_best_trial(scope="last")
+    assert analysis.get_best_checkpoint(best) is not None
 
 
 def test_tensorboard_shows_every_trial_with_hparams(search) -> None:
@@ -120,6 +120,34 @@ def test_tensorboard_shows_every_trial_with_hparams(search) -> None:
         assert b"max_lr" in hp["_hparams_/session_start_info"]
 
 
+def tags_by_file(trial_dir: Path) -> list[list[tuple[str, int]]]:
+    """(tag, step) of every summary in each of the trial's event files, in the order written."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    return [
+        [(v.tag, event.step) for event in EventFileLoader(str(f)).Load() for v in event.summary.value]
+        for f in sorted(trial_dir.glob("events.out.tfevents.*"))
+    ]
+
+
+def test_hparams_row_is_written_at_the_first_report(search) -> None:
+    """The row follows a trial's first scalars and precedes its second epoch's: Ray's own logger
+    writes it only when the trial ends, after all of them. Checked in each event file that holds
+    a trial's first two epochs (one driver's); a trial the Ctrl-C cut after its first epoch gets
+    its row from the resumed driver, in the file of the epochs that driver ran."""
+    exp, _ = search
+    checked = 0
+    for d in sorted(exp.glob("train_trial_*")):
+        for tags in tags_by_file(d):
+            v1, v2 = ("ray/tune/val_accuracy", 1), ("ray/tune/val_accuracy", 2)
+            if v1 not in tags or v2 not in tags:
+                continue
+            rows = [i for i, (tag, _) in enumerate(tags) if tag == "_hparams_/session_start_info"]
+            assert rows and tags.index(v1) < rows[0] < tags.index(v2), (d.name, tags)
+            checked += 1
+    assert checked >= 2, "too few trials ran two epochs in one driver to tell"
+
+
 def test_results_command(search, capsys: pytest.CaptureFixture) -> None:
     from s9tune.cli import main
     from s9tune.config import TrainConfig
@@ -132,6 +160,17 @@ def test_results_command(search, capsys: pytest.CaptureFixture) -> None:
     assert "Parameter importance: n/a:" in out and "fANOVA needs at least 10" in out and "GPU-hours" in out
     cfg = TrainConfig.from_yaml(exp / "best_config.yaml")
     assert cfg.width == 8 and cfg.epochs == 3
+    # the best trial, worked out here from Tune's own files: the highest val_accuracy at the
+    # last epoch among trials that completed the 3-epoch schedule (a later row of an epoch wins)
+    finals = {}
+    for d in exp.glob("train_trial_*"):
+        rows = {r["training_iteration"]: r for r in map(json.loads, (d / "result.json").read_text().splitlines())}
+        if 3 in rows:
+            finals[d] = rows[3]["val_accuracy"]
+    best = max(finals, key=finals.get)
+    params = json.loads((best / "params.json").read_text())
+    assert {k: getattr(cfg, k) for k in params} == pytest.approx(params)
+    assert f"# best trial {best.name.split('_')[2]} " in (exp / "best_config.yaml").read_text()
     rows = list((exp / "trials.csv").read_text().splitlines())
     assert len(rows) == 7
 
@@ -143,7 +182,13 @@ def test_console_is_s9tunes_own(search) -> None:
     exp, _ = search
     first, second = ((exp.parent.parent / f"console-{i}.txt").read_text() for i in (1, 2))
     lines = (first + second).splitlines()
-    assert len(second.splitlines()) <= 40, second
+    assert len(second.splitlines()) <= 43, second
+    # it ends with what to type next, this experiment filled in
+    assert second.rstrip().splitlines()[-3:] == [
+        "Next:",
+        f"  s9tune results {exp}",
+        f"  s9tune retrain {exp} --data-dir {mini_dir()} --out runs/exp",
+    ], second
     ends = [line for line in lines if " finished: " in line or " stopped by ASHA " in line]
     assert len(ends) == 6, ends  # each trial ends once; an interrupted one is not reported as stopped
     assert sum(" started: " in line and "max_lr" in line for line in lines) >= 6
@@ -178,3 +223,6 @@ def test_diverged_and_raising_trials_do_not_stop_the_search(failed_search: Path)
         json.loads(line) for p in sorted(failed_search.glob("*_1_*/result.json")) for line in p.read_text().splitlines()
     ]
     assert df_rows[-1]["diverged"] == 1 and df_rows[-1]["val_accuracy"] == 0.0  # baseline: diverged, scored worst
+    # max_failures=1: each raising trial was retried once, then recorded as its error
+    errors = [f.read_text() for f in failed_search.glob("train_trial_*/error.txt")]
+    assert errors and all("Failure # 2 " in e and "Failure # 3 " not in e for e in errors), errors

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import assert_resumed_not_restarted, result_lines
 
 pytestmark = pytest.mark.slow
@@ -27,7 +26,7 @@ def test_ctrl_c_then_resume(search_experiment) -> None:
     assert len(final) == 6, sorted(final)
     for name, lines in info["finished"].items():
         assert final[name] == lines, f"{name} was rerun or changed"
-    for name, lines in final.items():
+    for lines in final.values():
         # no trial restarted from scratch
         assert_resumed_not_restarted([json.loads(line)["epoch"] for line in lines])
     assert all(t.status == "TERMINATED" for t in ExperimentAnalysis(str(exp)).trials)

@@ -1,4 +1,4 @@
-"""The shape the code keeps (issue 1/5): no import cycle among s9tune's modules, counting the
+"""The shape the code keeps: no import cycle among s9tune's modules, counting the
 imports inside functions too (a lazy import still ties two modules together), and no function
 or module long enough to hide several jobs."""
 
@@ -45,7 +45,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(n)
         for m in sorted(graph[n]):
             if state.get(m) == 1:
-                return path[path.index(m) :] + [m]
+                return [*path[path.index(m) :], m]
             if m not in state and (cycle := visit(m)):
                 return cycle
         path.pop()
@@ -81,4 +81,15 @@ def test_functions_and_modules_stay_small() -> None:
                 n = node.end_lineno - node.lineno + 1  # type: ignore[operator]
                 if n > limit:
                     long.append(f"{path.relative_to(PKG)}:{node.name}: {n} lines (max {limit})")
+    assert not long, long
+
+
+def test_benchmark_functions_stay_small() -> None:
+    """Benchmarks are read to judge a figure: each function does one step of it."""
+    long = [
+        f"{path.name}:{node.name}: {node.end_lineno - node.lineno + 1} lines (max 100)"
+        for path in sorted((PKG.parent / "benchmarks").glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 100  # type: ignore[operator]
+    ]
     assert not long, long

@@ -2,16 +2,18 @@
 
 Writes into one folder: plots/*.png (training curves, per-class accuracy, confusion matrix,
 misclassified gallery, GradCAM grids, augmentation samples), analysis.json, report.md and a
-self-contained report.html. `seed_style_lines` gives the seed's console output for the CLI.
+self-contained report.html. `seed_style_lines` gives the seed's console output for the CLI;
+`analysis/from_checkpoint.py` runs the same analysis on a saved checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,12 +31,9 @@ from s9tune.analysis.cam import (
 )
 from s9tune.analysis.report import ReportData, ReportFigure, write_report
 from s9tune.augment import EvalBatches, normalize_uint8
-from s9tune.callbacks import read_metrics_jsonl
-from s9tune.checkpoint import Checkpoint
 from s9tune.config import TrainConfig
 from s9tune.data import Splits
 from s9tune.engine import Predictions, score
-from s9tune.errors import OutputExistsError
 from s9tune.fileio import atomic_write_json
 from s9tune.optim import lr_schedule
 
@@ -86,9 +85,7 @@ def _plot_curves(figs: _Figures, rows: Sequence[Mapping[str, Any]], cfg: TrainCo
 def _plot_test_set(figs: _Figures, ev: M.TestEvaluation, test_x: np.ndarray, n_gallery: int) -> list[int]:
     """Per-class accuracy, confusion matrix and the gallery of confident mistakes; returns the gallery."""
     cm = ev.cm
-    P.plot_per_class_accuracy(
-        ev.classes, M.per_class_accuracy(cm), figs.path("per_class_accuracy"), overall=M.overall_accuracy(cm)
-    )
+    P.plot_per_class_accuracy(ev.classes, ev.per_class_accuracy, figs.path("per_class_accuracy"), overall=ev.accuracy)
     figs.add(
         "per_class_accuracy", "Test set", "Test accuracy per class; orange bars are below the overall.", wide=False
     )
@@ -191,19 +188,19 @@ def _analysis_record(
     extra: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """What analysis.json holds."""
-    cm = ev.cm
-    acc_c, counts = M.per_class_accuracy(cm), M.class_counts(cm)
     return {
-        "test_accuracy": _finite_or_none(M.overall_accuracy(cm)),
+        "test_accuracy": _finite_or_none(ev.accuracy),
         "test_loss": _finite_or_none(ev.loss),
         "test_correct": ev.correct,
         "test_images": ev.total,
         "classes": list(ev.classes),
-        "per_class_accuracy": {c: _finite_or_none(float(a)) for c, a in zip(ev.classes, acc_c)},
-        "per_class_counts": {c: int(n) for c, n in zip(ev.classes, counts)},
-        "per_class_correct": {c: int(n) for c, n in zip(ev.classes, np.diag(cm))},
-        "confusion_matrix": cm.tolist(),
-        "misclassified": int(len(ev.wrong)),
+        "per_class_accuracy": {
+            c: _finite_or_none(float(a)) for c, a in zip(ev.classes, ev.per_class_accuracy, strict=True)
+        },
+        "per_class_counts": {c: int(n) for c, n in zip(ev.classes, ev.class_counts, strict=True)},
+        "per_class_correct": {c: int(n) for c, n in zip(ev.classes, ev.per_class_correct, strict=True)},
+        "confusion_matrix": ev.cm.tolist(),
+        "misclassified": len(ev.wrong),
         "misclassified_shown": shown,
         "gradcam_target_layer": layer,
         "gradcam_misclassified": cams.get("gradcam_misclassified", []),
@@ -237,14 +234,13 @@ def _write_report(
         summary.append(("final train accuracy", last.get("train_accuracy")))
     summary += [("misclassified", f"{len(ev.wrong)} of {total}"), ("GradCAM layer", layer), ("width", cfg.width)]
     summary += [(key, extra[key]) for key in ("checkpoint", "status") if extra and key in extra]
-    cm = ev.cm
     data = ReportData(
         title=title or "s9tune analysis",
         test_line=M.seed_test_line(ev.loss, ev.correct, total) if total else None,
         classes=ev.classes,
-        per_class_accuracy=[_finite_or_none(float(a)) for a in M.per_class_accuracy(cm)],
-        per_class_counts=[int(n) for n in M.class_counts(cm)],
-        per_class_correct=[int(n) for n in np.diag(cm)],
+        per_class_accuracy=[_finite_or_none(float(a)) for a in ev.per_class_accuracy],
+        per_class_counts=[int(n) for n in ev.class_counts],
+        per_class_correct=[int(n) for n in ev.per_class_correct],
         config=cfg.to_dict(),
         summary=summary,
         figures=figs.figures,
@@ -299,65 +295,6 @@ def analyze_model(
     atomic_write_json(out / "analysis.json", result)
     _write_report(out, ev, rows, figs, target_layer, cfg, title=title, leaderboard=leaderboard, extra=extra)
     return result
-
-
-def _run_folder_history(checkpoint: Path) -> Path | None:
-    """RUN/metrics.jsonl if `checkpoint` is RUN/checkpoints/<name>.pt, else None."""
-    if checkpoint.parent.name == "checkpoints":
-        jsonl = checkpoint.parent.parent / "metrics.jsonl"
-        if jsonl.is_file():
-            return jsonl
-    return None
-
-
-def analyze_checkpoint(
-    checkpoint_path: Path,
-    data_dir: Path | str | None,
-    out_dir: Path,
-    *,
-    force: bool = False,
-    target_layer: str = DEFAULT_TARGET_LAYER,
-    width: int | None = None,
-    device: torch.device | str | None = None,
-) -> dict[str, Any]:
-    """`s9tune analyze CHECKPOINT --data-dir D --out DIR`.
-
-    Raises CheckpointError (unreadable file, width mismatch), ConfigError (unknown target
-    layer), DataError, or OutputExistsError (non-empty `out_dir` without `force`). Everything
-    that can fail is checked before `out_dir` is touched.
-    """
-    from s9tune.data import load_splits
-    from s9tune.runs import prepare_out_dir
-
-    path = Path(checkpoint_path).expanduser().resolve()
-    ckpt = Checkpoint.load(path)
-    cfg = ckpt.train_config(path)
-    model = ckpt.build_model(path, width=width)
-    resolve_target_layer(model, target_layer)
-    out = Path(out_dir).expanduser().resolve()
-    if out == path.parent or out in path.parents:
-        # --force would rmtree the folder the checkpoint (and its run) lives in
-        raise OutputExistsError(f"{out}: holds the checkpoint being analysed; choose another --out")
-    splits = load_splits(data_dir, val_size=cfg.val_size, seed=cfg.seed, train_subset=cfg.train_subset)
-    history_file = _run_folder_history(path)
-    if history_file is not None:
-        rows = read_metrics_jsonl(history_file)
-        logger.info("training history from %s (%d epochs)", history_file, len(rows))
-    else:
-        rows = [dict(m) for m in ckpt.metrics if isinstance(m, Mapping)]
-    out = prepare_out_dir(out, force=force)
-    name = path.parent.parent.name if history_file is not None else path.stem
-    return analyze_model(
-        model,
-        cfg,
-        splits,
-        out,
-        history_rows=rows,
-        target_layer=target_layer,
-        device=device,
-        title=f"s9tune analysis: {name}",
-        extra={"checkpoint": str(path), "checkpoint_epoch": ckpt.epoch},
-    )
 
 
 def seed_style_lines(result: Mapping[str, Any]) -> list[str]:

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from s9tune.analysis import DEFAULT_TARGET_LAYER
 from s9tune.augment import CIFAR10_MEAN, CIFAR10_STD
 from s9tune.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TARGET_LAYER = "r2"
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -151,7 +150,7 @@ def overlay_cams(images01: np.ndarray, maps: np.ndarray, image_weight: float = 0
         show_cam_on_image(
             np.asarray(img, dtype=np.float32), np.asarray(m, dtype=np.float32), use_rgb=True, image_weight=image_weight
         )
-        for img, m in zip(images01, maps)
+        for img, m in zip(images01, maps, strict=True)
     ]
     if not out:
         return np.zeros((0, *np.shape(images01)[1:3], 3), dtype=np.uint8)

@@ -6,9 +6,9 @@ a class with no test images has accuracy NaN (not 0), so it cannot pass for a fa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Sequence
 
 import numpy as np
 
@@ -101,7 +101,7 @@ def class_table(classes: Sequence[str], per_class_acc: Sequence[float]) -> list[
     percentage truncated), so the two logs line up when compared side by side.
     """
     lines = []
-    for name, acc in zip(classes, per_class_acc):
+    for name, acc in zip(classes, per_class_acc, strict=True):
         if acc is None or not np.isfinite(acc):
             lines.append(f"Accuracy of {name:>5s} : n/a (no test images)")
         else:
@@ -127,9 +127,7 @@ class TestEvaluation:
     probs: np.ndarray
 
     @classmethod
-    def from_logits(
-        cls, logits: np.ndarray, labels: np.ndarray, classes: Sequence[str], loss: float
-    ) -> "TestEvaluation":
+    def from_logits(cls, logits: np.ndarray, labels: np.ndarray, classes: Sequence[str], loss: float) -> TestEvaluation:
         return cls(tuple(classes), loss, np.asarray(labels, dtype=np.int64), softmax(logits))
 
     @cached_property
@@ -145,9 +143,25 @@ class TestEvaluation:
     def cm(self) -> np.ndarray:
         return confusion_matrix(self.y_true, self.y_pred, len(self.classes))
 
+    @cached_property
+    def per_class_accuracy(self) -> np.ndarray:
+        return per_class_accuracy(self.cm)
+
+    @cached_property
+    def class_counts(self) -> np.ndarray:
+        return class_counts(self.cm)
+
+    @cached_property
+    def per_class_correct(self) -> np.ndarray:
+        return np.diag(self.cm)
+
+    @property
+    def accuracy(self) -> float:
+        return overall_accuracy(self.cm)
+
     @property
     def total(self) -> int:
-        return int(len(self.y_true))
+        return len(self.y_true)
 
     @property
     def correct(self) -> int:
@@ -171,7 +185,7 @@ __all__ = [
     "misclassified_indices",
     "overall_accuracy",
     "per_class_accuracy",
+    "seed_test_line",
     "softmax",
     "spread_over_classes",
-    "seed_test_line",
 ]

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +28,9 @@ def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
+    # labels come from data files (class names in batches.meta): a "$" in one must print as
+    # itself, not start mathtext that cannot parse it. s9tune's own labels use no math.
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt
@@ -113,7 +117,7 @@ def plot_per_class_accuracy(
     x = np.arange(len(classes))
     colors = ["C0" if overall is None or not np.isfinite(a) or a >= 100 * overall else "C1" for a in acc]
     bars = ax.bar(x, np.nan_to_num(acc), color=colors)
-    for bar, a in zip(bars, acc):
+    for bar, a in zip(bars, acc, strict=True):
         label = "n/a" if not np.isfinite(a) else f"{a:.1f}"
         ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 1, label, ha="center", va="bottom", fontsize=8)
     title = "Test accuracy per class"

@@ -11,9 +11,10 @@ import html
 import logging
 import math
 import string
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from s9tune.analysis.metrics import class_table
 from s9tune.fileio import atomic_write_text
@@ -112,16 +113,18 @@ def render_markdown(data: ReportData) -> str:
     out += [f"> {n}" for n in data.notes] + ([""] if data.notes else [])
     if data.leaderboard:
         cols, cells = leaderboard_table(data.leaderboard)
-        out += ["## Leaderboard", ""] + _md_table(cols, cells) + [""]
-    out += ["## Class-wise accuracy", "", "```"] + class_table(data.classes, data.per_class_accuracy) + ["```", ""]
+        out += ["## Leaderboard", "", *_md_table(cols, cells), ""]
+    out += ["## Class-wise accuracy", "", "```", *class_table(data.classes, data.per_class_accuracy), "```", ""]
     rows = []
-    for name, acc, n, c in zip(data.classes, data.per_class_accuracy, data.per_class_counts, data.per_class_correct):
+    for name, acc, n, c in zip(
+        data.classes, data.per_class_accuracy, data.per_class_counts, data.per_class_correct, strict=True
+    ):
         pct = _acc_pct(acc)
         rows.append([name, str(c), str(n), "—" if pct is None else f"{pct:.2f}%"])
-    out += _md_table(["class", "correct", "images", "accuracy"], rows, [False, True, True, True]) + [""]
+    out += [*_md_table(["class", "correct", "images", "accuracy"], rows, [False, True, True, True]), ""]
     if data.config:
         out += ["## Config", ""]
-        out += _md_table(["key", "value"], [[k, fmt_value(v, k)] for k, v in data.config.items()]) + [""]
+        out += [*_md_table(["key", "value"], [[k, fmt_value(v, k)] for k, v in data.config.items()]), ""]
     section = None
     for fig in data.figures:
         if fig.section != section:
@@ -135,14 +138,21 @@ def render_markdown(data: ReportData) -> str:
 CSS = """
 :root { --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --bg-alt: #f6f8fa; --accent: #0969da; }
 * { box-sizing: border-box; }
-body { margin: 0; font: 15px/1.5 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: var(--fg); background: #fff; }
+body {
+  margin: 0; font: 15px/1.5 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: var(--fg);
+  background: #fff;
+}
 main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 60px; }
 h1 { font-size: 26px; margin: 0 0 6px; }
 h2 { font-size: 19px; margin: 34px 0 10px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
 .testline { font: 600 17px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; background: var(--bg-alt);
-            border: 1px solid var(--line); border-left: 4px solid var(--accent); padding: 10px 14px; margin: 12px 0; overflow-x: auto; }
+            border: 1px solid var(--line); border-left: 4px solid var(--accent); padding: 10px 14px; margin: 12px 0;
+            overflow-x: auto; }
 .facts { display: flex; flex-wrap: wrap; gap: 8px 10px; margin: 10px 0 4px; padding: 0; list-style: none; }
-.facts li { background: var(--bg-alt); border: 1px solid var(--line); border-radius: 6px; padding: 3px 10px; font-size: 13.5px; }
+.facts li {
+  background: var(--bg-alt); border: 1px solid var(--line); border-radius: 6px; padding: 3px 10px;
+  font-size: 13.5px;
+}
 .facts b { color: var(--muted); font-weight: 600; }
 .note { color: var(--muted); font-size: 13.5px; margin: 6px 0; }
 table { border-collapse: collapse; font-size: 13.5px; margin: 6px 0 10px; }
@@ -156,13 +166,18 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .bar { width: 160px; height: 10px; background: #eaeef2; border-radius: 5px; overflow: hidden; }
 .bar span { display: block; height: 100%; background: var(--accent); }
 .cfg td:first-child { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12.5px; }
-pre.classes { background: var(--bg-alt); border: 1px solid var(--line); padding: 8px 12px; font-size: 12.5px; margin: 8px 0 0; }
+pre.classes {
+  background: var(--bg-alt); border: 1px solid var(--line); padding: 8px 12px; font-size: 12.5px; margin: 8px 0 0;
+}
 .figs { display: flex; flex-wrap: wrap; gap: 0 28px; align-items: flex-start; }
 .figs figure { flex: 1 1 100%; min-width: 0; }
 .figs figure.half { flex: 1 1 calc(50% - 14px); }
 details { margin: 8px 0 0; }
 summary { cursor: pointer; color: var(--muted); font-size: 13px; }
-.cfg td:nth-child(3) { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12.5px; border-left: 2px solid var(--line); }
+.cfg td:nth-child(3) {
+  font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12.5px;
+  border-left: 2px solid var(--line);
+}
 figure { margin: 14px 0 22px; }
 figure img { display: block; max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
 figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; }
@@ -218,9 +233,10 @@ def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: S
         attr = ' class="num"' if num else ""
         return f"<{tag}{attr}>{text}</{tag}>"
 
-    head = "".join(cell("th", html.escape(h), n) for h, n in zip(header, numeric))
+    head = "".join(cell("th", html.escape(h), n) for h, n in zip(header, numeric, strict=True))
     body = "\n".join(
-        "<tr>" + "".join(cell("td", html.escape(c), n) for c, n in zip(row, numeric)) + "</tr>" for row in rows
+        "<tr>" + "".join(cell("td", html.escape(c), n) for c, n in zip(row, numeric, strict=True)) + "</tr>"
+        for row in rows
     )
     klass = f' class="{cls}"' if cls else ""
     return f'<div class="scroll"><table{klass}><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table></div>'
@@ -228,7 +244,9 @@ def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: S
 
 def _class_table_html(data: ReportData) -> str:
     rows = []
-    for name, acc, n, c in zip(data.classes, data.per_class_accuracy, data.per_class_counts, data.per_class_correct):
+    for name, acc, n, c in zip(
+        data.classes, data.per_class_accuracy, data.per_class_counts, data.per_class_correct, strict=True
+    ):
         pct = _acc_pct(acc)
         width = 0.0 if pct is None else pct
         shown = "—" if pct is None else f"{pct:.2f}%"

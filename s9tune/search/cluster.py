@@ -7,14 +7,17 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import socket
+import stat
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
-from s9tune.errors import S9Error
-from s9tune.search.experiment import is_uri
+from s9tune.errors import S9Error, shown
 from s9tune.search.space import SearchSpace
+from s9tune.storage import is_uri
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +45,28 @@ def init_ray(address: str | None, dashboard: bool = False) -> None:
     # trials report (and often checkpoint) every epoch by design (resume, ASHA); Tune's
     # "snapshotting too often" warning would repeat all search long
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # the checks come before the early return below, so that they answer the same whether or
+    # not this process already runs a Ray
+    if dashboard and address:
+        raise ClusterError(
+            "--dashboard is for the Ray that s9tune starts; a cluster has its own "
+            "(ray start --head --include-dashboard=true)"
+        )
+    options: dict[str, Any] = {"include_dashboard": False}
+    if dashboard:
+        from s9tune.search.ray_compat import dashboard_missing
+
+        if dashboard_missing() is not None:
+            raise ClusterError("--dashboard needs Ray's dashboard packages: pip install 'ray[default]'")
+        if ray.is_initialized():
+            raise ClusterError("--dashboard: Ray already runs in this process, started without s9tune's dashboard")
+        # never on all interfaces: the dashboard can submit jobs
+        options = {"include_dashboard": True, "dashboard_host": "127.0.0.1"}
     if ray.is_initialized():
         return
     if address:
-        if dashboard:
-            raise ClusterError(
-                "--dashboard is for the Ray that s9tune starts; a cluster has its own (ray start --head --include-dashboard=true)"
-            )
+        if address == "auto":
+            address = trusted_local_address()
         check_reachable(address)
         # ship this package to the cluster's workers; their Python needs the dependencies
         runtime_env = {"py_modules": [str(Path(s9tune.__file__).resolve().parent)]}
@@ -57,14 +75,6 @@ def init_ray(address: str | None, dashboard: bool = False) -> None:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ClusterError(connect_error(address, exc)) from None
         return
-    options: dict[str, Any] = {"include_dashboard": False}
-    if dashboard:
-        from ray._private.utils import get_dashboard_dependency_error
-
-        if get_dashboard_dependency_error() is not None:
-            raise ClusterError("--dashboard needs Ray's dashboard packages: pip install 'ray[default]'")
-        # never on all interfaces: the dashboard can submit jobs
-        options = {"include_dashboard": True, "dashboard_host": "127.0.0.1"}
     ray.init(address="local", log_to_driver=True, **options)
 
 
@@ -73,10 +83,74 @@ def connect_error(address: str, exc: BaseException) -> str:
     text = f"{exc} {exc.__cause__ or ''}"
     if any(s in text for s in ("InvalidAuthToken", "Unauthenticated", "AuthenticationError", "authentication token")):
         if os.environ.get("RAY_AUTH_MODE") == "token":
-            return f"the Ray cluster at {address!r} rejected this machine's token; set the head's token in RAY_AUTH_TOKEN or ~/.ray/auth_token (`ray get-auth-token` on the head node prints it)"
-        return f"the Ray cluster at {address!r} uses token authentication: {AUTH_HINT}"
+            return (
+                f"the Ray cluster at {shown(address)} rejected this machine's token; set the head's token in "
+                "RAY_AUTH_TOKEN or ~/.ray/auth_token (`ray get-auth-token` on the head node prints it)"
+            )
+        return f"the Ray cluster at {shown(address)} uses token authentication: {AUTH_HINT}"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"cannot connect to the Ray cluster at {address!r}: {first}"
+    return f"cannot connect to the Ray cluster at {shown(address)}: {first}"
+
+
+HANDSHAKE_S = 10.0
+
+
+def ray_address_file() -> Path:
+    """Where `ray start` records the address of this machine's cluster (Ray's own rule:
+    $RAY_TMPDIR, else $TMPDIR on Linux, else /tmp; then ray/ray_current_cluster)."""
+    base = os.environ.get("RAY_TMPDIR") or (os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None)
+    return Path(base or "/tmp") / "ray" / "ray_current_cluster"
+
+
+def trusted_local_address() -> str:
+    """`--address auto`, resolved by s9tune from the file `ray start` wrote, and only if no other
+    user could have written it: Ray makes its temp folder world-writable (0777), so anyone on the
+    machine can put a file there that points at a cluster of theirs, which would then get this
+    search's code, data and token. Ray's own `auto` would also fall back to any Ray process it
+    finds running, whoever started it. The file must be a regular file owned by this user (or
+    root) that nobody else may write."""
+    path = ray_address_file()
+    hint = "give the head's HOST:PORT with --address instead of auto"
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise ClusterError(f"--address auto: no cluster started on this machine ({path} is missing); {hint}") from None
+    if not stat.S_ISREG(st.st_mode) or st.st_uid not in (os.getuid(), 0) or st.st_mode & 0o022:
+        raise ClusterError(
+            f"--address auto: {path} could have been written by another user (owner uid {st.st_uid}, "
+            f"mode {stat.S_IMODE(st.st_mode):o}); {hint}"
+        )
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        address = fh.read(256).strip()
+    if not re.fullmatch(r"[A-Za-z0-9.:\[\]-]+:\d+", address):
+        raise ClusterError(f"--address auto: {path} holds no HOST:PORT; {hint}")
+    # Ray turns token authentication on by itself for `auto` when a token exists; the address
+    # now being explicit, do what it would have done
+    if "RAY_AUTH_MODE" not in os.environ and _token_available():
+        os.environ["RAY_AUTH_MODE"] = "token"
+    return address
+
+
+def _token_available() -> bool:
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    return Path(path).is_file()
+
+
+def _speaks_grpc(address: str, timeout: float) -> bool:
+    """Whether something at `address` completes a gRPC (HTTP/2) handshake within `timeout`:
+    a port that accepts TCP but is not Ray would otherwise hang ray.init for minutes."""
+    import grpc
+
+    channel = grpc.insecure_channel(address)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+        return True
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        channel.close()
 
 
 def check_reachable(address: str) -> None:
@@ -86,28 +160,30 @@ def check_reachable(address: str) -> None:
     user opts in (RAY_AUTH_MODE=token), so that a local token is never sent to a host they did
     not choose. The probe asks the cluster's GCS with this process's settings, so it fails
     exactly when ray.init would, and says why."""
-    if address == "auto" or "://" in address:
+    if "://" in address:
         return
     host, _, port = address.rpartition(":")
     try:
+        if not 0 < int(port) < 65536:
+            raise ValueError(port)
         socket.create_connection((host, int(port)), timeout=5).close()
-    except ValueError:
-        raise ClusterError(f"--address {address!r}: expected HOST:PORT or auto") from None
+    except (ValueError, OverflowError):
+        raise ClusterError(f"--address {shown(address)}: expected HOST:PORT or auto") from None
     except OSError as exc:
         raise ClusterError(
-            f"nothing answers at {address} ({exc.strerror or exc}); is the head running (ray start --head --port {port})?"
+            f"nothing answers at {address} ({exc.strerror or exc}); "
+            f"is the head running (ray start --head --port {port})?"
         ) from None
-    try:
-        from ray._raylet import GcsClient
-        from ray.exceptions import AuthenticationError
-    except ImportError:
-        return  # another Ray: ray.init and connect_error still say what failed
-    try:
-        GcsClient(address=address)
-    except AuthenticationError as exc:
-        raise ClusterError(connect_error(address, exc)) from None
-    except Exception:  # noqa: BLE001 - anything else: let ray.init try and report it
-        return
+    if os.environ.get("RAY_USE_TLS", "0") in ("0", "") and not _speaks_grpc(address, HANDSHAKE_S):
+        raise ClusterError(
+            f"{address} accepts connections but did not answer as a Ray cluster within {HANDSHAKE_S:g} s "
+            "(no gRPC handshake); check the host and port of the head"
+        )
+    from s9tune.search.ray_compat import gcs_auth_error
+
+    refused = gcs_auth_error(address)
+    if refused is not None:
+        raise ClusterError(connect_error(address, refused))
 
 
 def _alive_nodes() -> list[dict[str, Any]]:
@@ -118,31 +194,58 @@ def _alive_nodes() -> list[dict[str, Any]]:
 
 def preflight(space: SearchSpace, storage: str, exp_name: str) -> int:
     """Check that the cluster can run the trials; returns how many can run at once."""
+    return check_cluster(space.cpus_per_trial, space.gpus_per_trial, storage, exp_name, unit="trial")
+
+
+def check_cluster(cpus: float, gpus: float, storage: str, exp_name: str, *, unit: str, flag: str = "--storage") -> int:
+    """Check that a node can hold one `unit` (a trial, a run) with these resources and, on
+    several nodes, that a local `storage` path is one they all see; returns how many units fit
+    at once. `flag` names the option that set `storage`."""
     nodes = _alive_nodes()
-    cpus, gpus = space.cpus_per_trial, space.gpus_per_trial
     max_cpu = max(n["Resources"].get("CPU", 0) for n in nodes)
     max_gpu = max(n["Resources"].get("GPU", 0) for n in nodes)
     if cpus > max_cpu:
         raise ClusterError(
-            f"a trial asks for {cpus:g} CPUs but the largest node has {max_cpu:g}; lower --cpus-per-trial"
+            f"a {unit} asks for {cpus:g} CPUs but the largest node has {max_cpu:g}; lower --cpus-per-{unit}"
         )
     if gpus > max_gpu:
         raise ClusterError(
-            f"a trial asks for {gpus:g} GPUs but the largest node has {max_gpu:g}; "
-            "lower --gpus-per-trial (0 runs on CPUs)"
+            f"a {unit} asks for {gpus:g} GPUs but the largest node has {max_gpu:g}; "
+            f"lower --gpus-per-{unit} (0 runs on CPUs)"
         )
-    slots = 0
-    for n in nodes:
-        per_node = math.floor(n["Resources"].get("CPU", 0) / cpus + 1e-9)
-        if gpus > 0:
-            per_node = min(per_node, math.floor(n["Resources"].get("GPU", 0) / gpus + 1e-9))
-        slots += per_node
+    slots = sum(_fits(n, cpus, gpus) for n in nodes)
+    if slots == 0:
+        raise ClusterError(
+            f"no node has {cpus:g} CPUs and {gpus:g} GPUs at once for a {unit}; "
+            f"lower --cpus-per-{unit} or --gpus-per-{unit}"
+        )
     if len(nodes) > 1 and not is_uri(storage):
-        _check_storage_visible(storage, exp_name, nodes)
-    return max(1, slots)
+        _check_storage_visible(storage, exp_name, nodes, flag)
+    return slots
 
 
-def _check_storage_visible(storage: str, exp_name: str, nodes: list[dict[str, Any]]) -> None:
+def _fits(node: dict[str, Any], cpus: float, gpus: float) -> int:
+    """How many units of (cpus, gpus) the node holds, in whole units as Ray's scheduler packs them."""
+    res = node["Resources"]
+    per_node = math.floor(res.get("CPU", 0) / cpus + 1e-9) if cpus > 0 else 1 << 20
+    if gpus > 0:
+        per_node = min(per_node, math.floor(res.get("GPU", 0) / gpus + 1e-9))
+    return per_node
+
+
+def default_run_resources() -> tuple[float, float]:
+    """(CPUs, GPUs) for one run where the user gave none: one GPU where the cluster has GPUs,
+    with the CPUs that go with a GPU on the least-provisioned GPU node; else every CPU of the
+    smallest node that has CPUs (a CPU run uses every core it gets, and then fits every node)."""
+    nodes = _alive_nodes()
+    gpu_nodes = [n["Resources"] for n in nodes if n["Resources"].get("GPU", 0) >= 1]
+    if gpu_nodes:
+        return float(min(max(1, math.floor(r.get("CPU", 0) / r["GPU"])) for r in gpu_nodes)), 1.0
+    cpus = [n["Resources"]["CPU"] for n in nodes if n["Resources"].get("CPU", 0) >= 1]
+    return float(math.floor(min(cpus))) if cpus else 1.0, 0.0
+
+
+def _check_storage_visible(storage: str, exp_name: str, nodes: list[dict[str, Any]], flag: str) -> None:
     """A local storage path works on several nodes only if it is a shared filesystem."""
     marker = Path(storage) / exp_name / f".s9tune-probe-{uuid.uuid4().hex}"
     marker.parent.mkdir(parents=True, exist_ok=True)
@@ -153,8 +256,8 @@ def _check_storage_visible(storage: str, exp_name: str, nodes: list[dict[str, An
         marker.unlink(missing_ok=True)
     if blind:
         raise ClusterError(
-            f"storage {storage} is a local path that node(s) {', '.join(blind)} cannot see; "
-            "on a multi-node cluster use a shared filesystem or a URI (s3://..., gs://...) for --storage"
+            f"{flag} {storage} is a local path that node(s) {', '.join(blind)} cannot see; "
+            f"on a multi-node cluster use a shared filesystem or a URI (s3://..., gs://...) for {flag}"
         )
 
 

@@ -1,5 +1,5 @@
-"""Search-space distributions: parsed from the YAML, turned into Tune domains (for the Tuner),
-Optuna distributions (for importance) and plain records (for the experiment on storage)."""
+"""Search-space distributions: parsed from the YAML, turned into Optuna distributions (what the
+searcher asks TPE with, and importance) and plain records (for the experiment on storage)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from s9tune.errors import shown
 from s9tune.search.validation import check_field, err, number
 
 DIST_KEYS = {
@@ -33,21 +34,6 @@ class Dist:
             return v in self.values
         return isinstance(v, (int, float)) and not isinstance(v, bool) and self.low <= v <= self.high  # type: ignore[operator]
 
-    def tune_domain(self):  # noqa: ANN201
-        from ray import tune
-
-        if self.type == "uniform":
-            return tune.uniform(self.low, self.high)
-        if self.type == "loguniform":
-            return tune.loguniform(self.low, self.high)
-        if self.type == "quniform":
-            return tune.quniform(self.low, self.high, self.q)
-        if self.type == "randint":
-            return tune.randint(int(self.low), int(self.high) + 1)  # inclusive high, as written in the file
-        if self.type == "lograndint":
-            return tune.lograndint(int(self.low), int(self.high) + 1)
-        return tune.choice(list(self.values))
-
     def to_record(self) -> dict[str, Any]:
         return {
             "key": self.key,
@@ -59,10 +45,10 @@ class Dist:
         }
 
     @classmethod
-    def from_record(cls, d: dict[str, Any]) -> "Dist":
+    def from_record(cls, d: dict[str, Any]) -> Dist:
         return cls(d["key"], d["type"], d.get("low"), d.get("high"), d.get("q"), tuple(d.get("values") or ()))
 
-    def optuna_distribution(self):  # noqa: ANN201
+    def optuna_distribution(self):
         import optuna.distributions as od
 
         if self.type == "uniform":
@@ -84,7 +70,7 @@ def parse_dist(path: Path, key: str, spec: Any, field_type: Any) -> Dist:
         raise err(path, where, "expected {type: uniform|loguniform|quniform|randint|lograndint|choice, ...}")
     kind = spec["type"]
     if kind not in DIST_KEYS:
-        raise err(path, f"{where}.type", f"unknown distribution {kind!r} (known: {', '.join(DIST_KEYS)})")
+        raise err(path, f"{where}.type", f"unknown distribution {shown(kind)} (known: {', '.join(DIST_KEYS)})")
     given = set(spec) - {"type"}
     if given != DIST_KEYS[kind]:
         missing, extra = DIST_KEYS[kind] - given, given - DIST_KEYS[kind]

@@ -1,5 +1,5 @@
 """The experiment on storage: where it lives (a folder or a URI), how s9tune's record of it is
-written and read, and what its trials hold once Ray's `ExperimentAnalysis` has read them.
+written and read, and what its trials hold, read from Tune's JSON files (search/tune_files.py).
 
 `STORAGE/NAME` is one Tune experiment plus s9tune's record (`s9tune_space.json`: the
 validated search space, so resume and results never depend on today's YAML file).
@@ -8,27 +8,25 @@ validated search space, so resume and results never depend on today's YAML file)
 from __future__ import annotations
 
 import json
-import math
 import os
+import re
 import time
-import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from s9tune.errors import S9Error
-from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC, MODE, SearchSpace
-from s9tune.search.trials import Experiment, TrialRow
+from s9tune.errors import S9Error, shown
+from s9tune.search.space import SearchSpace
+from s9tune.search.trials import Experiment
+from s9tune.storage import Folder, StorageError, is_uri, storage_error
 
 SPACE_RECORD = "s9tune_space.json"
-
-
-class StorageError(S9Error):
-    """The storage cannot be used: a missing bucket, refused credentials, no permission."""
-
-
-def is_uri(storage: str) -> bool:
-    return "://" in storage
+SEARCH_LOG = "search.log"
+DEFAULT_MAX_FAILURES = 2  # retries of a failed trial, when an older record does not say
+RECORD_MAX_BYTES = 16 * 1024 * 1024
+# one path component: no "/", no "..", nothing a shell or a URI would read differently
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def resolve_storage(storage: str | None) -> str:
@@ -37,43 +35,33 @@ def resolve_storage(storage: str | None) -> str:
     if storage is None:
         return str((Path.cwd() / "searches").resolve())
     if is_uri(storage):
-        base, sep, query = storage.partition("?")
+        base, sep, query = _check_uri(storage).partition("?")
         return base.rstrip("/") + sep + query
     return str(Path(storage).expanduser().resolve())
 
 
+def _check_uri(uri: str) -> str:
+    """A URI must name a bucket (or, for file://, a folder): `s3://` alone would otherwise lose
+    its slashes and become the local folder `s3:`."""
+    scheme, _, rest = uri.partition("?")[0].partition("://")
+    if not scheme or not rest.strip("/"):
+        raise StorageError(f"{shown(uri)}: names no bucket; write {scheme or 's3'}://BUCKET/PREFIX")
+    return uri
+
+
 def default_name(space: SearchSpace) -> str:
-    return f"{space.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", space.path.stem).strip("-.") or "search"
+    return f"{stem[:100]}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def storage_error(where: str, exc: BaseException) -> StorageError:
-    """One line for what pyarrow (S3, GCS, local) reports, with what to do about it."""
-    text = str(exc)
-    if "NO_SUCH_BUCKET" in text or "NoSuchBucket" in text or ("Bucket" in text and "not found" in text):
-        bucket = where.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
-        return StorageError(
-            f"{where}: the bucket {bucket!r} does not exist; create it first (e.g. aws s3 mb s3://{bucket})"
+def check_name(name: str) -> str:
+    """An experiment name is one folder name: STORAGE/NAME must never reach outside STORAGE."""
+    if not NAME_PATTERN.fullmatch(name) or name.endswith("."):
+        raise S9Error(
+            f"--name {shown(name)}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit "
+            "(one folder name, no '/')"
         )
-    if any(
-        k in text
-        for k in (
-            "ACCESS_DENIED",
-            "SIGNATURE_DOES_NOT_MATCH",
-            "INVALID_ACCESS_KEY",
-            "InvalidAccessKeyId",
-            "AccessDenied",
-            "Forbidden",
-            "403",
-            "Permission denied",
-            "UNAUTHENTICATED",
-        )
-    ):
-        return StorageError(
-            f"{where}: access denied; check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or ~/.aws; "
-            "GOOGLE_APPLICATION_CREDENTIALS for gs://) and, for an S3-compatible server, AWS_ENDPOINT_URL"
-        )
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return StorageError(f"{where}: cannot use this storage ({first[:200]})")
+    return name
 
 
 @dataclass(frozen=True)
@@ -85,7 +73,9 @@ class ExperimentRef:
     name: str
 
     @classmethod
-    def parse(cls, experiment: str) -> "ExperimentRef":
+    def parse(cls, experiment: str) -> ExperimentRef:
+        if is_uri(experiment):
+            _check_uri(experiment)
         base, sep, query = experiment.partition("?")
         base = base.rstrip("/")
         if not is_uri(base):
@@ -98,7 +88,11 @@ class ExperimentRef:
         base, sep, query = self.storage.partition("?")
         return f"{base}/{self.name}{sep}{query}"
 
-    def _fs(self):  # noqa: ANN202
+    @property
+    def folder(self) -> Folder:
+        return Folder.parse(self.path)
+
+    def _fs(self):
         import pyarrow.fs
 
         if not is_uri(self.storage):
@@ -120,27 +114,96 @@ class ExperimentRef:
 
     def check_writable(self) -> None:
         """A missing bucket, refused credentials or a read-only folder become one line here,
-        before Ray starts, not a traceback from a trial. A URI gets a probe object written and
-        removed beside the experiment; a local path is checked without creating anything."""
+        before Ray starts, not a traceback from a trial (nothing is created for a local path)."""
+        self.folder.check_writable()
+
+    def create(self, space: SearchSpace, *, max_failures: int) -> list[Path]:
+        """Start a new experiment: its folder is made here (locally: refusing one that exists,
+        atomically), then the record is written into it. Returns the storage folders this made
+        (for `discard`), deepest first."""
+        made: list[Path] = []
         if not is_uri(self.storage):
             folder = Path(self.storage)
-            while not folder.exists():
+            while not folder.exists() and folder != folder.parent:
+                made.append(folder)
                 folder = folder.parent
-            if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-                raise StorageError(f"{self.storage}: cannot write there ({folder} is not a writable folder)")
-            return
-        fs, root = self._fs()
-        probe = f"{root.rsplit('/', 1)[0]}/.s9tune-probe-{uuid.uuid4().hex}"
-        try:
-            with fs.open_output_stream(probe) as fh:
-                fh.write(b"probe")
-            fs.delete_file(probe)
-        except OSError as exc:
-            raise storage_error(self.storage, exc) from None
+            try:
+                Path(self.storage).mkdir(parents=True, exist_ok=True)
+                Path(self.path).mkdir()
+            except FileExistsError:
+                raise S9Error(
+                    f"{self.path}: already exists; pass --resume to continue it or choose another --name"
+                ) from None
+            except OSError as exc:
+                raise StorageError(f"{self.path}: cannot create the experiment folder ({exc.strerror})") from None
+        elif self.read_text(SPACE_RECORD) is not None:
+            raise S9Error(f"{self.path}: already exists; pass --resume to continue it or choose another --name")
+        self.write_record(space, max_failures=max_failures)
+        return made
 
-    def delete(self) -> None:
+    def discard(self, made: Sequence[Path] = ()) -> None:
+        """Undo `create` for a search refused before launch: remove the files s9tune wrote
+        before Tune started (the record, Ray's log), then the folder only if nothing else is in
+        it, then the storage folders `create` made, if empty. Nothing else is ever removed, so a
+        folder that existed before, or that holds anything, survives."""
+        import pyarrow.fs
+
         fs, root = self._fs()
-        fs.delete_dir(root)
+        for name in (SPACE_RECORD, SEARCH_LOG):
+            try:
+                fs.delete_file(f"{root}/{name}")
+            except (FileNotFoundError, OSError):
+                pass
+        try:
+            left = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+            if not left and is_uri(self.storage):
+                fs.delete_dir(root)  # an object store's "folder" is only the prefix s9tune wrote
+            elif not left:
+                os.rmdir(root)  # rmdir, not rmtree: fails rather than remove anything it did not see
+                for folder in made:
+                    os.rmdir(folder)
+        except OSError:
+            pass
+
+    def list_dirs(self) -> list[str]:
+        """The names of the folders directly inside the experiment."""
+        return self._list(dirs=True)
+
+    def list_files(self) -> list[str]:
+        """The names of the files directly inside the experiment."""
+        return self._list(dirs=False)
+
+    def _list(self, *, dirs: bool) -> list[str]:
+        import pyarrow.fs
+
+        fs, root = self._fs()
+        try:
+            infos = fs.get_file_info(pyarrow.fs.FileSelector(root))
+        except FileNotFoundError:
+            raise S9Error(f"{self.path}: no such experiment") from None
+        except OSError as exc:
+            raise storage_error(self.path, exc) from None
+        want = pyarrow.fs.FileType.Directory if dirs else pyarrow.fs.FileType.File
+        return sorted(i.base_name for i in infos if i.type == want)
+
+    def read_bytes(self, relpath: str, limit: int) -> bytes | None:
+        """The file's bytes, or None if it does not exist; a file over `limit` bytes is refused.
+        Locally a symbolic link is not followed (an experiment folder holds none of its own)."""
+        fs, root = self._fs()
+        path = f"{root}/{relpath}"
+        try:
+            if not is_uri(self.storage):
+                raw = _read_local(Path(path), limit)
+            else:
+                with fs.open_input_stream(path) as fh:
+                    raw = fh.read(limit + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise storage_error(self.path, exc) from None
+        if len(raw) > limit:
+            raise S9Error(f"{self.path}/{relpath}: larger than {limit // 2**20} MiB; not a file s9tune or Tune wrote")
+        return raw
 
     def write_text(self, relpath: str, text: str) -> None:
         fs, root = self._fs()
@@ -152,87 +215,68 @@ class ExperimentRef:
         except OSError as exc:
             raise storage_error(self.path, exc) from None
 
-    def read_text(self, relpath: str) -> str | None:
+    def read_text(self, relpath: str, limit: int = RECORD_MAX_BYTES) -> str | None:
         """The file's text, or None if it does not exist."""
-        fs, root = self._fs()
-        try:
-            with fs.open_input_stream(f"{root}/{relpath}") as fh:
-                return fh.read().decode("utf-8")
-        except FileNotFoundError:
+        raw = self.read_bytes(relpath, limit)
+        if raw is None:
             return None
-        except OSError as exc:
-            raise storage_error(self.path, exc) from None
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise S9Error(f"{self.path}/{relpath}: not UTF-8 text") from None
 
-    def write_record(self, space: SearchSpace) -> None:
-        self.write_text(SPACE_RECORD, json.dumps(space.to_record(), indent=2))
+    def write_record(self, space: SearchSpace, *, max_failures: int = DEFAULT_MAX_FAILURES) -> None:
+        record = {**space.to_record(), "max_failures": max_failures}
+        self.write_text(SPACE_RECORD, json.dumps(record, indent=2))
 
-    def read_record(self) -> SearchSpace:
+    def read_record_dict(self) -> dict[str, Any]:
         raw = self.read_text(SPACE_RECORD)
         if raw is None:
             raise S9Error(
                 f"{self.path}: no such s9tune experiment (no {SPACE_RECORD}); pass the STORAGE/NAME a search printed"
             )
-        return SearchSpace.from_record(json.loads(raw))
+        try:
+            record = json.loads(raw)
+            SearchSpace.from_record(record)
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError, S9Error):
+            raise S9Error(f"{self.path}/{SPACE_RECORD}: not a valid s9tune record (damaged or edited)") from None
+        return record
+
+    def read_record(self) -> SearchSpace:
+        return SearchSpace.from_record(self.read_record_dict())
+
+
+def _read_local(path: Path, limit: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fh:
+        raw = fh.read(limit + 1)
+    return raw
+
+
+def check_resumable(ref: ExperimentRef) -> SearchSpace:
+    """The experiment's own space, if its record and Tune's state describe the same search
+    (search/tune_files.check_resumable); else one line saying why it is not resumed."""
+    from s9tune.search.tune_files import check_resumable as check
+
+    try:
+        record = ref.read_record_dict()
+    except S9Error as exc:
+        raise S9Error(f"{ref.path}: not an s9tune experiment, so not resumed ({exc})") from None
+    space = SearchSpace.from_record(record)
+    check(ref, record, {d.key for d in space.dists})
+    return space
 
 
 def load_experiment(experiment: str) -> Experiment:
-    """Read STORAGE/NAME: s9tune's record, then every trial through Ray's ExperimentAnalysis."""
-    from ray.tune import ExperimentAnalysis
+    """Read STORAGE/NAME through JSON and text only: s9tune's record, then each trial's
+    params.json, result.json and error.txt (search/tune_files.py). No pickle is opened, so an
+    experiment someone else wrote runs none of their code here."""
+    from s9tune.search.tune_files import read_trials, trial_row
 
     ref = ExperimentRef.parse(experiment)
-    space = ref.read_record()
-    try:
-        analysis = ExperimentAnalysis(ref.path, default_metric=METRIC, default_mode=MODE)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        raise S9Error(f"{experiment}: Ray cannot read this experiment ({str(exc).splitlines()[0]})") from None
-    frames = analysis.trial_dataframes
+    record = ref.read_record_dict()
+    space = SearchSpace.from_record(record)
+    max_failures = int(record.get("max_failures", DEFAULT_MAX_FAILURES))
     keys = [d.key for d in space.dists]
-    rows = [_trial_row(t, frames.get(t.trial_id), keys, space.max_t) for t in analysis.trials]
+    rows = [trial_row(t, keys, space.max_t, max_failures) for t in read_trials(ref)]
     return Experiment(ref.path, space, rows)
-
-
-def _trial_row(trial: Any, df: Any, searched: list[str], max_t: int) -> TrialRow:
-    budget = int(trial.config.get(BUDGET_KEY, max_t))
-    hist: list[float] = []
-    diverged = False
-    time_s = 0.0
-    epochs = 0
-    if df is not None and len(df) and METRIC in df:
-        time_s = float(df["time_total_s"].max()) if "time_total_s" in df else 0.0
-        if "training_iteration" in df:
-            # a restored trial reports the epochs after its last checkpoint again: the later row
-            # of an epoch is the one its final weights went through
-            df = df.drop_duplicates("training_iteration", keep="last").sort_values("training_iteration")
-        if "diverged" in df:
-            diverged = bool((df["diverged"].fillna(0) > 0).any())
-            df = df[df["diverged"].fillna(0) == 0]
-        hist = [float(v) for v in df[METRIC].tolist() if isinstance(v, (int, float)) and not math.isnan(v)]
-        # the epoch reached, not the rows: rows of the epochs before a checkpoint can be missing
-        # where the driver was killed before it uploaded them (cloud storage)
-        epochs = int(df["training_iteration"].iloc[-1]) if "training_iteration" in df and len(df) else len(hist)
-    return TrialRow(
-        trial_id=trial.trial_id,
-        config={k: _plain(trial.config.get(k)) for k in searched},
-        status=_status(str(trial.status), epochs, budget, diverged),
-        epochs=epochs,
-        best_val_accuracy=max(hist) if hist else None,
-        last_val_accuracy=hist[-1] if hist else None,
-        time_s=time_s,
-        history=hist,
-        config_id=str(trial.config.get(CONFIG_KEY, trial.trial_id)),
-        budget=budget,
-    )
-
-
-def _plain(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v
-
-
-def _status(ray_status: str, epochs: int, max_t: int, diverged: bool) -> str:
-    if diverged:
-        return "diverged"
-    if ray_status == "ERROR":
-        return "error"
-    if ray_status != "TERMINATED":
-        return "unfinished"
-    return "completed" if epochs >= max_t else "stopped"

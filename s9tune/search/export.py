@@ -69,7 +69,7 @@ def trial_rows(exp: Experiment) -> list[dict[str, Any]]:
     """One row per Tune trial (trials.csv): a config under ASHA, a run under halving."""
     rows = []
     for r in exp.ranked():
-        run = {"config": r.config_id, "budget": r.budget} if exp.halving else {}
+        run = {"config": r.config_id, "budget": r.budget, "replaces": r.replaces} if exp.halving else {}
         rows.append(
             {
                 "trial": r.trial_id,
@@ -120,6 +120,7 @@ def export_experiment(experiment: str) -> Experiment:
     board = {
         "scope": exp.scope,
         "rows": leaderboard_rows(exp),
+        "replacements": exp.replacements(),
         "importance": imp,
         "importance_basis": basis,
         **exp.compute_hours(),
@@ -169,11 +170,14 @@ def _table_cells(exp: Experiment) -> tuple[list[str], list[list[str]]]:
 def format_results(exp: Experiment) -> str:
     """The leaderboard table, parameter importance and compute, as `s9tune results` prints it."""
     head, lines = _table_cells(exp)
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)] if lines else [len(h) for h in head]
-    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip()]
-    out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines]
+    widths = (
+        [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=True)] if lines else [len(h) for h in head]
+    )
+    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines]
     out.append("")
     out.append(f"Ranked by {exp.scope.split(':')[0]}. {'Runs' if exp.halving else 'Trials'}: {exp.status_counts()}.")
+    out += [f"{line[0].upper()}{line[1:]}." for line in exp.replacements()]
     imp, basis = importance(exp)
     if imp:
         out.append(f"Parameter importance ({basis}):")

@@ -1,14 +1,17 @@
-"""Ray's TBX logger, with the HParams row written from a trial's first result.
+"""TensorBoard files for every trial, with the HParams row written from a trial's first result.
 
 Ray's own TBXLoggerCallback writes HParams only when a trial ends, so running trials and
 (depending on the version) trials that ASHA stopped have no row in TensorBoard's HParams tab,
-and it drops numpy scalars. Here every trial gets its row as soon as it reports, with plain
-Python values; the metric columns then follow the trial's scalars as they arrive.
+and it drops numpy scalars. This logger takes its place (Tune adds Ray's unless a callback of
+that type is given) and writes through tensorboardX writers of its own: each numeric result as
+a scalar under `ray/tune/`, as Ray's does, and the HParams row as soon as the trial reports,
+with plain Python values; the metric columns then follow the trial's scalars as they arrive.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from ray.tune.logger import TBXLoggerCallback
@@ -16,6 +19,7 @@ from ray.tune.logger import TBXLoggerCallback
 logger = logging.getLogger(__name__)
 
 HPARAM_METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
+NOT_SCALARS = {"config", "pid", "timestamp", "time_total_s", "training_iteration"}  # as Ray's logger skips
 
 
 def plain(v: Any) -> Any:
@@ -33,31 +37,44 @@ def plain(v: Any) -> Any:
 class HParamsTBXLogger(TBXLoggerCallback):
     def __init__(self) -> None:
         super().__init__()
-        self._hparams_written: set[str] = set()
+        self.writers: dict[str, Any] = {}  # trial id -> its tensorboardX SummaryWriter
+        self.hparams_written: set[str] = set()
+
+    def log_trial_start(self, trial: Any) -> None:
+        from tensorboardX import SummaryWriter
+
+        self.log_trial_end(trial)  # a trial that starts again (a retry) gets a new event file
+        trial.init_local_path()
+        self.writers[trial.trial_id] = SummaryWriter(trial.local_path, flush_secs=30)
 
     def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
-        super().log_trial_result(iteration, trial, result)
-        if trial.trial_id not in self._hparams_written:
-            self._write_hparams(trial, result)
-            self._hparams_written.add(trial.trial_id)
+        if trial.trial_id not in self.writers:
+            self.log_trial_start(trial)
+        writer = self.writers[trial.trial_id]
+        step = result.get("timesteps_total") or result["training_iteration"]
+        for key, value in result.items():
+            value = plain(value)
+            if key not in NOT_SCALARS and _number(value):
+                writer.add_scalar(f"ray/tune/{key}", value, global_step=step)
+        if trial.trial_id not in self.hparams_written:
+            self._write_hparams(writer, trial, result)
+            self.hparams_written.add(trial.trial_id)
+        writer.flush()
 
-    def _write_hparams(self, trial: Any, result: dict) -> None:
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        writer = self.writers.pop(trial.trial_id, None)
+        if writer is not None:
+            writer.close()
+
+    def _write_hparams(self, writer: Any, trial: Any, result: dict) -> None:
         from tensorboardX.summary import hparams
 
         params = {k: plain(v) for k, v in (trial.evaluated_params or trial.config or {}).items()}
-        # the metric tags are the scalar tags Ray's logger writes, so the columns fill as they come
-        metrics = {f"ray/tune/{k}": float(result[k]) for k in HPARAM_METRICS if isinstance(result.get(k), (int, float))}
-        exp, start, end = hparams(hparam_dict=params, metric_dict=metrics)
-        writer = self._trial_writer[trial].file_writer
-        for summary in (exp, start, end):
-            writer.add_summary(summary)
-        self._trial_writer[trial].flush()
+        # the metric tags are the scalar tags written above, so the columns fill as they come
+        metrics = {f"ray/tune/{k}": float(result[k]) for k in HPARAM_METRICS if _number(plain(result.get(k)))}
+        for summary in hparams(hparam_dict=params, metric_dict=metrics):
+            writer.file_writer.add_summary(summary)
 
-    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
-        if trial.trial_id in self._hparams_written and trial in self._trial_writer:
-            # our row exists already; a second one from the base class would duplicate it
-            self._trial_writer[trial].close()
-            del self._trial_writer[trial]
-            self._trial_result.pop(trial, None)
-            return
-        super().log_trial_end(trial, failed)
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

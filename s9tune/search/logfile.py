@@ -12,8 +12,11 @@ import contextlib
 import io
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
+
+from s9tune.errors import S9Error
 
 
 def _console_stream() -> tuple[TextIO, bool]:
@@ -25,6 +28,19 @@ def _console_stream() -> tuple[TextIO, bool]:
     return os.fdopen(os.dup(fd), "w", buffering=1, encoding="utf-8", errors="replace"), True
 
 
+def open_log(path: Path) -> TextIO:
+    """Append to `path`, created 0600; a symbolic link there is refused, never followed, so a
+    planted link cannot send Ray's output (or, once uploaded, a file it points to) elsewhere."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        if path.is_symlink():
+            raise S9Error(f"{path}: is a symbolic link; s9tune does not write its log through one") from None
+        raise S9Error(f"{path}: cannot write the search log ({exc.strerror})") from None
+    return os.fdopen(fd, "a", buffering=1, encoding="utf-8", errors="replace")
+
+
 @contextlib.contextmanager
 def ray_output_to(log_path: Path | None) -> Iterator[TextIO]:
     """Within the block, this process's stdout and stderr go to `log_path` (appended); yields
@@ -32,25 +48,24 @@ def ray_output_to(log_path: Path | None) -> Iterator[TextIO]:
     if log_path is None:
         yield sys.stdout
         return
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open_log(log_path)
     sys.stdout.flush()
     sys.stderr.flush()
     console, owned = _console_stream()
     saved = (os.dup(1), os.dup(2))
-    log = open(log_path, "a", buffering=1, encoding="utf-8", errors="replace")
-    try:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            yield console
-    finally:
-        for stream in (sys.stdout, sys.stderr, log):
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved:
-            os.close(fd)
-        log.close()
-        if owned:
-            console.close()
+    with log:
+        try:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                yield console
+        finally:
+            for stream in (sys.stdout, sys.stderr, log):
+                with contextlib.suppress(OSError, ValueError):
+                    stream.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            if owned:
+                console.close()

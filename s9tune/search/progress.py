@@ -10,13 +10,16 @@ a resumed search shows the restored trials correctly from its first event.
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TextIO
+from pathlib import Path
+from typing import Any, Literal, TextIO
 
 from ray.tune import Callback
 
-from s9tune.search.space import BUDGET_KEY, METRIC
+from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC, REPLACES_KEY
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,14 @@ def _params(trial: Any, plan: Plan) -> str:
         f"{k} {trial.config[k]:.3g}" if isinstance(trial.config.get(k), float) else f"{k} {trial.config.get(k)}"
         for k in plan.searched
     ]
-    budget = trial.config.get(BUDGET_KEY)
-    return ", ".join(parts) + (f" ({budget}-epoch schedule)" if budget else "")
+    budget, cid, replaces = (trial.config.get(k) for k in (BUDGET_KEY, CONFIG_KEY, REPLACES_KEY))
+    run = f" ({budget}-epoch schedule, config {cid})" if budget else ""
+    if replaces:
+        run += f", promoted in place of config {replaces}, whose {budget}-epoch run failed"
+    return ", ".join(parts) + run
 
 
-def outcome(trial: Any, plan: Plan) -> str:
+def outcome(trial: Any, plan: Plan) -> Literal["completed", "stopped", "diverged"]:
     """completed | stopped | diverged, from a finished trial's last result."""
     last = trial.last_result or {}
     if last.get("diverged"):
@@ -71,7 +77,9 @@ def snapshot(trials: list[Any], plan: Plan, started: float, now: dict[str, str] 
     status = [(now or {}).get(t.trial_id, t.status) for t in trials]
     done = status.count("TERMINATED")
     epochs = sum(_epochs(t) for t in trials)
-    complete = [t for t, st in zip(trials, status) if st == "TERMINATED" and outcome(t, plan) == "completed"]
+    complete = [
+        t for t, st in zip(trials, status, strict=True) if st == "TERMINATED" and outcome(t, plan) == "completed"
+    ]
     best = None
     if complete:
         t = max(complete, key=lambda t: (_budget(t, plan), float(t.last_result.get(METRIC, 0.0))))
@@ -112,8 +120,8 @@ class SearchProgress(Callback):
             self._live = Live(console=self._console, refresh_per_second=2, transient=False)
 
     def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles its run config into the experiment; a console belongs to one process, so
-        # the stored copy is silent and a resumed search attaches its own
+        # a pickled copy (tune.run pickles its arguments when it runs on a remote driver) must
+        # not write to this process's console
         return {"plan": self.plan, "stream": None, "started": self.started, "_live": None}
 
     # -- Tune's hooks ----------------------------------------------------------------
@@ -138,7 +146,7 @@ class SearchProgress(Callback):
         self._event(trials, trial, "retry", "failed; retrying from its last checkpoint")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._event(trials, trial, "error", f"error: {_error_line(trial)}")
+        self._event(trials, trial, "error", f"error: {error_line(trial)}")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if self._live is not None:
@@ -184,10 +192,74 @@ class SearchProgress(Callback):
         self._live.update(Text("\n".join(lines)))
 
 
-def _error_line(trial: Any) -> str:
+def error_line(trial: Any) -> str:
+    """The last line of a failed trial's error file: the exception."""
     try:
-        text = open(trial.error_file, encoding="utf-8").read().strip() if trial.error_file else ""
+        text = Path(trial.error_file).read_text(encoding="utf-8").strip() if trial.error_file else ""
     except OSError:
         text = ""
     lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1][:200] if lines else "see the trial's error.txt"
+
+
+# -- retrain: one line per seed event -----------------------------------------------------
+SEED_STARTED = "started"  # the `event` of a seed's first report (and of each restart)
+SEED_FINISHED = "finished"  # ... and of its last, with the test scores
+PROGRESS_EVERY_S = 5.0
+
+
+class SeedProgress(Callback):
+    """Tune callback for `retrain`: a line when a seed starts (and on which node, and from which
+    epoch after a restart), its epochs at most every `every_s` seconds, its end with the test
+    accuracy, and each failure."""
+
+    def __init__(
+        self,
+        epochs: int,
+        stream: TextIO,
+        every_s: float = PROGRESS_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.epochs, self.stream, self.every_s, self.clock = epochs, stream, every_s, clock
+        self.started = clock()
+        self._last: dict[str, float] = {}  # trial id -> when its last line was written
+
+    def __getstate__(self) -> dict[str, Any]:
+        # stored with the experiment: silent there; a resumed retrain attaches its own console
+        return {**self.__dict__, "stream": None, "clock": time.monotonic}
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        event, epoch = result.get("event"), int(result.get("epoch", 0) or 0)
+        if event == SEED_STARTED:
+            cont = f", continuing after epoch {epoch}" if epoch else ""
+            self._line(trial, f"started on node {result.get('node', '?')}{cont}")
+        elif event == SEED_FINISHED:
+            self._line(trial, _seed_end(result))
+        elif self.clock() - self._last.get(trial.trial_id, -math.inf) >= self.every_s and epoch < self.epochs:
+            acc = float(result.get("eval_accuracy", math.nan))
+            split = result.get("eval_split", "test")
+            speed = float(result.get("images_per_s", 0.0))
+            self._line(trial, f"epoch {epoch}/{self.epochs}: {100 * acc:.2f}% {split}, {speed:.0f} images/s")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        node = (trial.last_result or {}).get("node", "?")
+        self._line(trial, f"failed on node {node}; retrying from its last checkpoint")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._line(trial, f"failed for good: {error_line(trial)}")
+
+    def _line(self, trial: Any, what: str) -> None:
+        self._last[trial.trial_id] = self.clock()
+        if self.stream is None:
+            return
+        seed = trial.config.get("seed", "?")
+        self.stream.write(f"[{_clock(self.clock() - self.started):>7}] seed {seed} {what}\n")
+        self.stream.flush()
+
+
+def _seed_end(result: dict) -> str:
+    if result.get("status") == "diverged":
+        return f"diverged (non-finite loss) in epoch {int(result.get('epoch', 0)) + 1}"
+    acc = float(result.get("test_accuracy", math.nan))
+    score = f" ({result['test_correct']}/{result['test_images']})" if "test_correct" in result else ""
+    return f"finished: {100 * acc:.2f}% test{score} after {int(result.get('epoch', 0))} epochs"

@@ -1,23 +1,39 @@
-"""`s9tune search`: one Tuner over the trainable, on the experiment at STORAGE/NAME; new, or
-restored with `--resume`. Optuna's TPE (seeded, the baseline first) proposes configs; ASHA
-stops trials early, or successive halving reruns the best on longer complete schedules."""
+"""`s9tune search`: one `tune.run` over the trainable, on the experiment at STORAGE/NAME; new,
+or continued with `--resume`. Optuna's TPE (seeded, the baseline first) proposes configs; ASHA
+stops trials early, or successive halving reruns the best on longer complete schedules.
+
+`tune.run` rather than `Tuner`: a resumed Tuner rebuilds its searcher and callbacks from the
+pickles it saved, while `tune.run(resume=...)` takes this process's own, so the console and the
+searcher (rebuilt from the experiment's Optuna journal) attach through public arguments."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from s9tune.errors import ConfigError, S9Error
-from s9tune.search.experiment import ExperimentRef, default_name, is_uri, resolve_storage
-from s9tune.search.trials import Experiment
+from s9tune.search.experiment import (
+    SEARCH_LOG,
+    ExperimentRef,
+    check_name,
+    check_resumable,
+    default_name,
+    is_uri,
+    resolve_storage,
+)
 from s9tune.search.space import METRIC, MODE, SearchSpace
+from s9tune.search.trials import Experiment
+
+if TYPE_CHECKING:
+    from s9tune.data import Splits
 
 logger = logging.getLogger(__name__)
-
-SEARCH_LOG = "search.log"
 
 
 @dataclass
@@ -48,7 +64,7 @@ def _experiment(
     decides the data and the fixed values, not today's file (only resources may change)."""
     if resume and not name:
         raise ConfigError("--resume needs the --name of the experiment to continue")
-    ref = ExperimentRef(resolve_storage(storage), name or default_name(space))
+    ref = ExperimentRef(resolve_storage(storage), check_name(name or default_name(space)))
     ref.check_writable()
     exists = ref.exists()
     if resume and not exists:
@@ -57,75 +73,41 @@ def _experiment(
         raise ConfigError(f"{ref.path}: already exists; pass --resume to continue it or choose another --name")
     if not resume:
         return ref, space
-    try:
-        saved = ref.read_record()
-    except S9Error:
-        raise ConfigError(f"{ref.path}: not an s9tune experiment; cannot resume it") from None
+    saved = check_resumable(ref)
     return ref, saved.with_resources(space.cpus_per_trial, space.gpus_per_trial)
 
 
-def _search_alg(space: SearchSpace) -> tuple[Any, Any, int]:
-    """(searcher, scheduler, trials) for the space's scheduler type: TPE under ASHA, or TPE
-    feeding successive halving over complete schedules (search/searchers.py)."""
+def _scheduler(space: SearchSpace) -> Any:
+    """ASHA under `asha`; under `halving` none: every run ends its own complete schedule."""
     from ray.tune.schedulers import ASHAScheduler
 
-    from s9tune.search.searchers import CompleteScheduleOptuna, HalvingSearch
-
     sched = space.scheduler
-    tpe = CompleteScheduleOptuna(
-        metric=METRIC,
-        mode=MODE,
-        seed=space.searcher_seed,
-        points_to_evaluate=[space.baseline] if space.baseline else None,
-        max_t=sched.budgets[0] if sched.type == "halving" else space.max_t,
-    )
     if sched.type == "halving":
-        halving = HalvingSearch(tpe, sched, space.num_samples, METRIC, MODE)
-        return halving, None, halving.total_runs  # no Tune scheduler: every run ends its schedule
-    asha = ASHAScheduler(
+        return None
+    return ASHAScheduler(
         time_attr="training_iteration",
         max_t=space.max_t,
         grace_period=sched.grace_period,
         reduction_factor=sched.reduction_factor,
         brackets=sched.brackets,
     )
-    return tpe, asha, space.num_samples
 
 
-def _tuner(space: SearchSpace, ref: ExperimentRef, trainable: Any, slots: int, max_failures: int) -> Any:
-    from ray import tune
-
-    from s9tune.search.hparams import HParamsTBXLogger
-
-    from ray.tune.search import ConcurrencyLimiter
-
-    from s9tune.search.searchers import ResumableSearch
-
-    searcher, scheduler, trials = _search_alg(space)
-    # the searcher hands out one pending trial at a time unless its limiter says how many slots exist
-    search_alg = ResumableSearch(ConcurrencyLimiter(searcher, max_concurrent=slots))
-    return tune.Tuner(
-        trainable,
-        param_space=space.param_space(),
-        tune_config=tune.TuneConfig(
-            metric=METRIC,
-            mode=MODE,
-            search_alg=search_alg,
-            scheduler=scheduler,
-            num_samples=trials,
-            # a new trial takes over a finished one's process: no new interpreter, torch import,
-            # CUDA context or cuDNN autotuning per run (a 2-epoch GPU run was mostly start-up)
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=ref.name,
-            storage_path=ref.storage,
-            callbacks=[HParamsTBXLogger()],
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            failure_config=tune.FailureConfig(max_failures=max_failures),
-            verbose=0,  # s9tune's console shows progress; Tune's tables would repeat it every 30 s
-        ),
-    )
+@contextlib.contextmanager
+def _pending_trials(slots: int) -> Iterator[None]:
+    """Tune keeps one trial pending at a time for a searcher of its own; with as many as there
+    are slots, the slots fill at once rather than one actor start after another. Tune reads
+    this documented variable when it starts; it is put back afterwards."""
+    key = "TUNE_MAX_PENDING_TRIALS_PG"
+    before = os.environ.get(key)
+    os.environ[key] = str(slots)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def _plan(space: SearchSpace, ref: ExperimentRef) -> Any:
@@ -135,14 +117,17 @@ def _plan(space: SearchSpace, ref: ExperimentRef) -> Any:
     sched = space.scheduler
     if sched.type == "halving":
         sizes = sched.rung_sizes(space.num_samples)
-        return Plan(ref.name, sum(sizes), sum(n * b for n, b in zip(sizes, sched.budgets)), True, space.max_t, keys)
-    return Plan(ref.name, space.num_samples, space.num_samples * space.max_t, False, space.max_t, keys)
+        epochs = sum(n * b for n, b in zip(sizes, sched.budgets, strict=True))
+        return Plan(ref.name, trials=sum(sizes), epochs=epochs, exact=True, max_t=space.max_t, searched=keys)
+    epochs = space.num_samples * space.max_t
+    return Plan(ref.name, trials=space.num_samples, epochs=epochs, exact=False, max_t=space.max_t, searched=keys)
 
 
 def _log_path(ref: ExperimentRef) -> Path:
-    """Ray's output: in the experiment folder, or beside it locally when the experiment is on a URI."""
+    """Ray's output: in the experiment folder; for a URI experiment first in a private folder of
+    this machine's (mkdtemp: 0700, a name nobody can guess), uploaded when the search ends."""
     if is_uri(ref.storage):
-        return Path(tempfile.gettempdir()) / "s9tune-logs" / f"{ref.name}.log"
+        return Path(tempfile.mkdtemp(prefix="s9tune-log-")) / SEARCH_LOG
     return Path(ref.path) / SEARCH_LOG
 
 
@@ -174,29 +159,28 @@ def run_search(
     splits = load_splits(data_dir, val_size=fixed.val_size, seed=fixed.seed, train_subset=fixed.train_subset)
     if not splits.has_val:
         raise ConfigError(f"{space.path}: fixed.val_size is 0; a search must score on a validation split")
-    if not resume:
-        ref.write_record(space)
+    made = [] if resume else ref.create(space, max_failures=max_failures)
     log = None if ray_to_console else _log_path(ref)
-    launched: list[bool] = []
+    launched = False
     try:
         with ray_output_to(log) as console:
             try:
-                _fit(
+                slots = _start_ray(space, ref, address=address, dashboard=dashboard)
+                launched = True
+                _run_tune(
                     space,
                     ref,
                     splits,
-                    address,
-                    resume,
-                    max_failures,
-                    dashboard,
-                    console if progress else None,
-                    launched,
+                    slots=slots,
+                    resume=resume,
+                    max_failures=max_failures,
+                    console=console if progress else None,
                 )
             finally:
                 ray.shutdown()  # inside the redirect: Ray's goodbyes belong in its log too
     except S9Error:
         if not resume and not launched:
-            ref.delete()  # refused before Tune started (cluster checks): a retry may use the same name
+            ref.discard(made)  # refused before Tune started (cluster checks): a retry may use the same name
         raise
     finally:
         if log is not None and is_uri(ref.storage) and log.exists() and ref.exists():
@@ -215,39 +199,68 @@ def run_search(
     )
 
 
-def _fit(
-    space: SearchSpace,
-    ref: ExperimentRef,
-    splits: Any,
-    address: str | None,
-    resume: bool,
-    max_failures: int,
-    dashboard: bool,
-    console: TextIO | None,
-    launched: list[bool],
-) -> None:
-    from ray import tune
-
+def _start_ray(space: SearchSpace, ref: ExperimentRef, *, address: str | None, dashboard: bool) -> int:
+    """Start or join Ray and check the cluster can run the search; the slots it has."""
     from s9tune.search.cluster import init_ray, preflight
-    from s9tune.search.progress import SearchProgress
-    from s9tune.search.trainable import train_trial
 
     init_ray(address, dashboard)
-    slots = preflight(space, ref.storage, ref.name)
+    return preflight(space, ref.storage, ref.name)
+
+
+def _run_tune(
+    space: SearchSpace,
+    ref: ExperimentRef,
+    splits: Splits,
+    *,
+    slots: int,
+    resume: bool,
+    max_failures: int,
+    console: TextIO | None,
+) -> None:
+    """One `tune.run` over the trainable: a new experiment, or the one at `ref` continued
+    (unfinished and errored trials run again). The searcher and the callbacks are this
+    process's own either way; the searcher's state comes from the experiment's Optuna journal."""
+    from ray import tune
+
+    from s9tune.search.hparams import HParamsTBXLogger
+    from s9tune.search.progress import SearchProgress
+    from s9tune.search.searchers import SearchSync, StudySearch, StudySearchGenerator
+    from s9tune.search.study import StudyStore
+    from s9tune.search.trainable import train_trial
+
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, splits=splits, base=space.fixed.to_dict()),
+        tune.with_parameters(train_trial, splits=splits.without_test(), base=space.fixed.to_dict()),
         {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
     )
-    if resume:
-        logger.info("resuming %s", ref.path)
-        tuner = tune.Tuner.restore(ref.path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        logger.info("search %s: %d configs, %d trials at once", ref.path, space.num_samples, slots)
-        tuner = _tuner(space, ref, trainable, slots, max_failures)
-    if console is not None:
-        progress = SearchProgress(_plan(space, ref), console, live=console.isatty())
-        # Tune.restore rebuilds the run config from the experiment; the console is this process's
-        run_config = tuner._local_tuner.get_run_config()
-        run_config.callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, SearchProgress)] + [progress]
-    launched.append(True)
-    tuner.fit()
+    logger.info(
+        "%s %s: %d configs, %d trials at once", "resuming" if resume else "search", ref.path, space.num_samples, slots
+    )
+    store = StudyStore(ref)
+    try:
+        searcher = StudySearch(space, store=store, name=ref.name, max_concurrent=slots)
+        callbacks: list[Any] = [SearchSync(searcher), HParamsTBXLogger()]
+        if console is not None:
+            callbacks.append(SearchProgress(_plan(space, ref), console, live=console.isatty()))
+        with _pending_trials(slots):
+            tune.run(
+                trainable,
+                name=ref.name,
+                storage_path=ref.storage,
+                search_alg=StudySearchGenerator(searcher),
+                scheduler=_scheduler(space),
+                # an upper bound only (each config once per budget): the searcher ends the search
+                num_samples=space.num_samples * len(space.scheduler.budgets or (space.max_t,)),
+                metric=METRIC,
+                mode=MODE,
+                callbacks=callbacks,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                max_failures=max_failures,
+                # a new trial takes over a finished one's process: no new interpreter, torch import,
+                # CUDA context or cuDNN autotuning per run (a 2-epoch GPU run was mostly start-up)
+                reuse_actors=True,
+                verbose=0,  # s9tune's console shows progress; Tune's tables would repeat it every 30 s
+                raise_on_failed_trial=False,  # a failed trial is reported in the results, not raised
+                resume="AUTO+ERRORED" if resume else None,
+            )
+    finally:
+        store.close()

@@ -1,251 +1,297 @@
-"""Searchers that learn only from complete OneCycle schedules.
+"""The search's Ray `Searcher`, over Optuna studies s9tune owns (search/study.py).
 
 A OneCycle run's accuracy part-way through its schedule measures where it is in the LR cycle
 more than how good the config is (benchmarks/RUNG_STUDY.md), so no value the search learns
-from or promotes on may come from the middle of a schedule:
+from or promotes on comes from the middle of a schedule:
 
-* `CompleteScheduleOptuna` (ASHA mode): Ray's OptunaSearch, except that a trial ASHA stopped
+* halving: every config first trains from scratch on a complete schedule of `budgets[0]`
+  epochs; the best `keep` fraction trains again, from scratch, on a complete schedule of the
+  next budget, and so on (search/rungs.py decides what is certain enough to start). Each run
+  is its own Tune trial, so the experiment stays one Tune experiment.
+* asha: one full-length schedule per config, which Tune's ASHA may stop; a trial stopped
   mid-cycle is told to Optuna as PRUNED at the step it reached, not as COMPLETE with its
-  mid-cycle value. TPE then ranks it below every complete trial, by how far it got.
-* `HalvingSearch` (halving mode): successive halving over complete schedules. Every config
-  first trains from scratch on a complete schedule of `budgets[0]` epochs; the best `keep`
-  fraction is trained again, from scratch, on a complete schedule of the next budget, and so
-  on. Each run is its own Tune trial, so the experiment stays one Tune experiment.
+  mid-cycle value, so TPE ranks it below every complete trial, by how far it got.
+
+TPE (seeded, the baseline enqueued first) proposes configs through Optuna's ask-and-tell and
+learns only first-budget values. Every ask, report and tell goes to the study's storage at
+once, so the state of the search is the journal: a restarted searcher rebuilds its rungs from
+it, then `reconcile` lines them up with the trials Tune restored (Tune's state and the journal
+are written at different moments, so a crash can leave either one a step ahead).
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
+from dataclasses import dataclass
 from typing import Any
 
-from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune import Callback
+from ray.tune.search import Searcher, SearchGenerator
 
-from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, SchedulerSpec
+from s9tune.search.rungs import Rungs
+from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC, MODE, REPLACES_KEY, SearchSpace
+from s9tune.search.study import StudyStore, open_study, report, set_attr, study_name
 
 logger = logging.getLogger(__name__)
 
-
-def restored_trials(dirpath: str) -> list[tuple[str, dict[str, Any], str, dict[str, Any]]]:
-    """(trial id, config, status, last result) of each trial in the experiment state Tune is
-    resuming from, read as TuneController.resume reads it.
-
-    A killed driver can leave the searcher's saved state and the trials' saved state from
-    different moments (two files, written and uploaded one after the other), so a searcher
-    that is restored reconciles itself with the trials Tune will actually run."""
-    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
-    from ray.tune.experiment.trial import Trial
-    from ray.tune.utils.serialization import _loads_with_cloudpickle
-
-    path = _find_newest_experiment_checkpoint(dirpath)
-    if path is None:
-        return []
-    with open(path, encoding="utf-8") as fh:
-        state = _loads_with_cloudpickle(fh.read())
-    out = []
-    for trial_json, run_metadata in state["trial_data"]:
-        trial = Trial.from_json_state(trial_json, stub=True)
-        trial.restore_run_metadata(run_metadata)
-        out.append((trial.trial_id, dict(trial.config), str(trial.status), dict(trial.last_result or {})))
-    return out
+# user attributes of each Optuna trial
+TUNE_ID, CONFIG_ATTR, REPLACES_ATTR, LOST_ATTR = "tune_trial_id", "config_id", "replaces", "lost"
 
 
-def _finished(status: str, result: dict[str, Any]) -> bool:
-    # an ERROR trial is rerun on resume (resume_errored), so it is not finished yet
-    return status == "TERMINATED" and bool(result)
+@dataclass(frozen=True)
+class TrialView:
+    """What reconciliation reads of a Tune trial (`Callback` hooks hand Tune's trials over)."""
+
+    trial_id: str
+    config: dict[str, Any]
+    status: str  # Tune's: PENDING, RUNNING, PAUSED, TERMINATED, ERROR
+    result: dict[str, Any]  # its last result, {} if none
 
 
-class ResumableSearch(SearchGenerator):
-    """Tune's SearchGenerator around a ConcurrencyLimiter, reconciled on resume with the trials
-    Tune restores: how many trials exist (so none is created twice or lost) and which are live
-    (so the limiter neither waits for a trial that is gone nor drops one's completion)."""
+class StudySearch(Searcher):
+    """Successive halving (or, under ASHA, plain TPE) over the space's first-budget study.
 
-    def restore_from_dir(self, dirpath: str) -> None:
-        super().restore_from_dir(dirpath)  # the base searcher reconciles itself in here
-        trials = restored_trials(dirpath)
-        self._counter = len(trials)
-        limiter = self.searcher
-        if isinstance(limiter, ConcurrencyLimiter):
-            limiter.live_trials = {tid for tid, _, status, _ in trials if status != "TERMINATED"}
-            limiter.num_unfinished_live_trials = len(limiter.live_trials)
-
-
-class CompleteScheduleOptuna(OptunaSearch):
-    """OptunaSearch (TPE) that records only complete schedules as COMPLETE."""
-
-    def __init__(self, *args: Any, max_t: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._max_t = max_t
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        cut_short = (
-            not error
-            and result is not None
-            and int(result.get("training_iteration", self._max_t)) < self._max_t
-            and not result.get("diverged")  # a diverged run is a verdict on the config: keep its worst score
-        )
-        if not cut_short or trial_id in self._completed_trials:
-            super().on_trial_complete(trial_id, result=result, error=error)
-            return
-        import optuna
-
-        ot_trial = self._ot_trials[trial_id]
-        # Tune withholds the result that made ASHA stop the trial from on_trial_result; record it,
-        # so PRUNED takes it as the last intermediate value (TPE ranks pruned trials below
-        # complete ones, deeper ones first)
-        if self.metric in result:
-            ot_trial.report(float(result[self.metric]), int(result["training_iteration"]))
-        self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
-        self._completed_trials.add(trial_id)
-
-    def adopt(self, trial_id: str, params: dict[str, Any]) -> None:
-        """Register a trial Tune runs but this searcher's saved state does not know."""
-        if trial_id in self._ot_trials:
-            return
-        self._ot_study.enqueue_trial(params)
-        self._ot_trials[trial_id] = self._ot_study.ask(fixed_distributions=self._space)
-
-    def forget(self, trial_id: str) -> None:
-        """Close a trial this searcher started but Tune's saved state does not have."""
-        import optuna
-
-        if trial_id in self._ot_trials and trial_id not in self._completed_trials:
-            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.FAIL)
-            self._completed_trials.add(trial_id)
-
-    def restore_from_dir(self, checkpoint_dir: str) -> None:
-        super().restore_from_dir(checkpoint_dir)
-        trials = restored_trials(checkpoint_dir)
-        for tid in set(self._ot_trials) - {t[0] for t in trials}:
-            self.forget(tid)
-        for tid, config, status, result in trials:
-            self.adopt(tid, {k: config[k] for k in self._space})
-            if _finished(status, result) and tid not in self._completed_trials:
-                self.on_trial_complete(tid, result, error=status == "ERROR")
-
-
-class HalvingSearch(Searcher):
-    """Successive halving over complete schedules, new configs from an Optuna TPE searcher.
-
-    TPE proposes configs for the first budget only and learns from their first-budget values,
-    each the end of a complete schedule. Promotion is asynchronous but never speculative: a
-    config starts at the next budget as soon as it is certain to be in the top `keep` of its
-    budget, i.e. even if every run still pending at that budget beat it, it would still make
-    the cut. So a slot waits only when no promotion is certain yet and no new config is left,
-    and the set promoted is exactly the top `ceil(keep * n)`, whatever the order runs end in.
+    `store`: where the studies live (default: memory). `name`: the experiment, which names
+    the studies. `max_concurrent`: runs at once (the free slots); None for no limit.
     """
 
-    def __init__(self, inner: OptunaSearch, spec: SchedulerSpec, num_configs: int, metric: str, mode: str) -> None:
-        super().__init__(metric=metric, mode=mode)
-        self.inner = inner
-        self.budgets = list(spec.budgets)
-        self.plan = spec.rung_sizes(num_configs)
-        self.params: dict[str, dict[str, Any]] = {}  # config id -> searched values, in start order
-        self.runs: dict[str, tuple[str, int]] = {}  # trial id -> (config id, rung)
-        self.started: list[list[str]] = [[] for _ in self.budgets]  # config ids per rung
-        self.values: list[dict[str, float | None]] = [{} for _ in self.budgets]  # finished runs; None = failed
+    def __init__(
+        self,
+        space: SearchSpace,
+        *,
+        store: StudyStore | None = None,
+        name: str = "search",
+        max_concurrent: int | None = None,
+    ) -> None:
+        super().__init__(metric=METRIC, mode=MODE)
+        sched = space.scheduler
+        self.halving = sched.type == "halving"
+        self.budgets = tuple(sched.budgets) if self.halving else (space.max_t,)
+        self.rungs = Rungs(sched.rung_sizes(space.num_samples) if self.halving else [space.num_samples])
+        self.dists = {d.key: d.optuna_distribution() for d in space.dists}
+        self.store = store or StudyStore()
+        self.max_concurrent = max_concurrent
+        self.names = [study_name(name, self.budgets, r) for r in range(len(self.budgets))]
+        self.studies = [
+            open_study(
+                self.store,
+                n,
+                seed=space.searcher_seed,
+                maximize=MODE == "max",
+                attrs={"budget_epochs": b, "metric": METRIC, "s9tune_experiment": name},
+            )
+            for n, b in zip(self.names, self.budgets, strict=True)
+        ]
+        self.params: dict[str, dict[str, Any]] = {}  # config id -> searched values
+        self.runs: dict[str, tuple[str, int]] = {}  # Tune trial id -> (config id, rung)
+        self.open: dict[str, int] = {}  # Tune trial id -> number of its running Optuna trial
+        if space.baseline and not self.studies[0].get_trials(deepcopy=False):
+            self.studies[0].enqueue_trial(dict(space.baseline))
+        self._rebuild()
 
-    @property
-    def total_runs(self) -> int:
-        return sum(self.plan)
-
+    # -- Ray's Searcher API ----------------------------------------------------------
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
-        return self.inner.set_search_properties(metric, mode, config, **spec)
-
-    def _ranked(self, rung: int) -> list[str]:
-        done = [(cid, v) for cid, v in self.values[rung].items() if v is not None]
-        order = {cid: i for i, cid in enumerate(self.params)}
-        sign = -1.0 if self.mode == "max" else 1.0
-        return [cid for cid, v in sorted(done, key=lambda cv: (sign * cv[1], order[cv[0]]))]
-
-    def expected(self, rung: int) -> int:
-        """Runs this rung will have in the end: its plan, unless failures below leave fewer configs."""
-        if rung == 0:
-            return self.plan[0]
-        prev = rung - 1
-        valid = sum(v is not None for v in self.values[prev].values())
-        return min(self.plan[rung], valid + self.expected(prev) - len(self.values[prev]))
-
-    def promotable(self, rung: int) -> str | None:
-        """A config certain to be in the top of rung-1 and not yet started at `rung`."""
-        prev, quota = rung - 1, self.plan[rung]
-        if len(self.started[rung]) >= quota:
-            return None
-        pending = self.expected(prev) - len(self.values[prev])  # runs that may still beat it
-        for pos, cid in enumerate(self._ranked(prev)):
-            if pos + pending >= quota:
-                return None
-            if cid not in self.started[rung]:
-                return cid
-        return None
-
-    def _start(self, trial_id: str, cid: str, rung: int) -> dict[str, Any]:
-        self.runs[trial_id] = (cid, rung)
-        self.started[rung].append(cid)
-        logger.debug("run %s: config %s on a %d-epoch schedule", trial_id, cid, self.budgets[rung])
-        return {**self.params[cid], BUDGET_KEY: self.budgets[rung], CONFIG_KEY: cid}
+        return metric in (None, METRIC) and mode in (None, MODE)
 
     def suggest(self, trial_id: str) -> dict | str | None:
+        if self.max_concurrent is not None and self.rungs.live_runs() >= self.max_concurrent:
+            return None
         # the deepest promotion first: the final values arrive as early as possible
-        for rung in range(len(self.budgets) - 1, 0, -1):
-            cid = self.promotable(rung)
+        for r in range(len(self.budgets) - 1, 0, -1):
+            cid = self.rungs.promotable(r)
             if cid is not None:
-                return self._start(trial_id, cid, rung)
-        if len(self.started[0]) < self.plan[0]:
-            params = self.inner.suggest(trial_id)
-            if params is None or params == Searcher.FINISHED:
-                return params
-            self.params[trial_id] = dict(params)
-            return self._start(trial_id, trial_id, 0)
-        if all(cid in self.values[rung] for cid, rung in self.runs.values()):
-            return Searcher.FINISHED  # nothing running and nothing left to promote: no run can follow
-        return None
+                return self._promote(trial_id, cid, r)
+        if len(self.rungs[0].started) < self.rungs[0].quota:
+            return self._new_config(trial_id)
+        return Searcher.FINISHED if self.rungs.finished() else None
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if self.runs.get(trial_id, ("", -1))[1] == 0:
-            self.inner.on_trial_result(trial_id, result)
+        if trial_id in self.open and self.metric in result and not result.get("diverged"):
+            _, r = self.runs[trial_id]
+            step = int(result.get("training_iteration", 0))
+            report(self.store, self.names[r], self.open[trial_id], step=step, value=float(result[self.metric]))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id not in self.runs:
-            return
-        cid, rung = self.runs[trial_id]
-        value = None if (error or not result) else result.get(self.metric)
-        complete = result is not None and (
-            int(result.get("training_iteration", 0)) >= self.budgets[rung] or bool(result.get("diverged"))
-        )
-        self.values[rung][cid] = float(value) if (value is not None and complete) else None
-        if rung == 0:
-            self.inner.on_trial_complete(trial_id, result=result, error=error or not complete)
+        if trial_id not in self.open:
+            return  # not ours, or recorded already (a finished run that Tune ran again)
+        import optuna
+
+        cid, r = self.runs[trial_id]
+        number, study = self.open.pop(trial_id), self.studies[r]
+        result = None if error else result  # a failed run's last result is partial: no value
+        value = None if not result or self.metric not in result else float(result[self.metric])
+        epochs = int((result or {}).get("training_iteration", 0))
+        # a diverged run is a verdict on the config: a finished run, valued at its reported worst
+        if value is not None and (epochs >= self.budgets[r] or (result or {}).get("diverged")):
+            study.tell(number, value)
+            self.rungs.finish(r, cid, value)
+        elif value is not None and not self.halving:  # stopped by ASHA mid-cycle
+            report(self.store, self.names[r], number, step=epochs, value=value)
+            study.tell(number, state=optuna.trial.TrialState.PRUNED)
+            self.rungs.finish(r, cid, value)
+        else:
+            study.tell(number, state=optuna.trial.TrialState.FAIL)
+            self.rungs.fail(r, cid)
+            logger.info("config %s: its %d-epoch run %s failed", cid, self.budgets[r], trial_id)
+        self.store.sync()
+
+    def is_finished(self) -> bool:
+        return self.rungs.finished()
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        # the state is the journal, written as it changes; Tune saving its own is the moment to
+        # copy a URI experiment's journal there, so it is never older than Tune's trials
+        self.store.sync()
 
     def restore_from_dir(self, checkpoint_dir: str) -> None:
-        super().restore_from_dir(checkpoint_dir)
-        trials = restored_trials(checkpoint_dir)
-        known = {t[0] for t in trials}
-        for tid, (cid, rung) in list(self.runs.items()):
-            if tid not in known:  # started after Tune's last snapshot: Tune will not run it
-                del self.runs[tid]
-                self.started[rung].remove(cid)
-                self.values[rung].pop(cid, None)
-                if rung == 0:
-                    del self.params[cid]
-                    self.inner.forget(tid)
-        for tid, config, status, result in trials:
-            if tid not in self.runs:  # started before it, but after the searcher's own snapshot
-                cid, rung = str(config[CONFIG_KEY]), self.budgets.index(int(config[BUDGET_KEY]))
-                if rung == 0:
-                    self.params[cid] = {k: v for k, v in config.items() if k not in (BUDGET_KEY, CONFIG_KEY)}
-                    self.inner.adopt(tid, self.params[cid])
-                self.runs[tid] = (cid, rung)
-                self.started[rung].append(cid)
-            cid, rung = self.runs[tid]
-            if _finished(status, result) and cid not in self.values[rung]:
-                self.on_trial_complete(tid, result, error=status == "ERROR")
+        """Nothing to read: the journal rebuilt the state, and `reconcile` checks it against
+        the trials Tune restores."""
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as fh:
-            pickle.dump(self.__dict__.copy(), fh)
+    # -- resume ----------------------------------------------------------------------
+    def reconcile(self, trials: list[TrialView]) -> None:
+        """Line the rungs up with the trials Tune will run: drop a run Tune lost, adopt one the
+        journal never heard of, record one Tune finished, and count a failed run that Tune
+        reruns (a resume reruns errored trials) as pending again."""
+        known = {t.trial_id for t in trials}
+        for tid in [t for t in self.open if t not in known]:
+            self._lose(tid)
+        for t in trials:
+            if t.trial_id not in self.runs:
+                self._adopt(t)
+            cid, r = self.runs[t.trial_id]
+            if t.status == "TERMINATED":
+                self.on_trial_complete(t.trial_id, t.result or None)
+            elif t.status == "ERROR":
+                self.on_trial_complete(t.trial_id, None, error=True)
+            elif t.trial_id not in self.open and cid in self.rungs[r].failed:
+                self._reopen(t.trial_id)
+        self.store.sync()
 
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as fh:
-            self.__dict__.update(pickle.load(fh))
+    def _rebuild(self) -> None:
+        import optuna
+
+        state = optuna.trial.TrialState
+        for r, study in enumerate(self.studies):
+            for t in study.get_trials(deepcopy=False):  # in number order: a rerun after its failure
+                tid, cid = t.user_attrs.get(TUNE_ID), t.user_attrs.get(CONFIG_ATTR)
+                if t.state == state.WAITING or t.user_attrs.get(LOST_ATTR):
+                    continue
+                if tid is None or cid is None:  # asked, but the driver died before Tune had it
+                    if t.state == state.RUNNING:
+                        study.tell(t.number, state=state.FAIL)
+                    continue
+                if r == 0:
+                    self.params.setdefault(cid, dict(t.params))
+                if tid not in self.runs:
+                    self.runs[tid] = (cid, r)
+                    self.rungs.start(r, cid)
+                self.open.pop(tid, None)
+                if t.state == state.RUNNING:
+                    self.open[tid] = t.number
+                    self.rungs.rerun(r, cid)
+                elif t.state in (state.COMPLETE, state.PRUNED):
+                    self.rungs.finish(r, cid, t.value if t.value is not None else 0.0)
+                else:
+                    self.rungs.fail(r, cid)
+
+    def _lose(self, tid: str) -> None:
+        import optuna
+
+        cid, r = self.runs.pop(tid)
+        number = self.open.pop(tid)
+        set_attr(self.store, self.names[r], number, LOST_ATTR, True)
+        self.studies[r].tell(number, state=optuna.trial.TrialState.FAIL)
+        self.rungs.forget(r, cid)
+        if r == 0:
+            del self.params[cid]
+        logger.info("run %s (config %s) was lost with the driver; it will not run", tid, cid)
+
+    def _adopt(self, t: TrialView) -> None:
+        params = {k: t.config[k] for k in self.dists}
+        r = self.budgets.index(int(t.config[BUDGET_KEY])) if self.halving else 0
+        cid = str(t.config[CONFIG_KEY]) if self.halving else None
+        extra = {REPLACES_ATTR: t.config[REPLACES_KEY]} if REPLACES_KEY in t.config else {}
+        number = self._add_running(r, params, t.trial_id, cid, extra)
+        cid = cid or self._fresh_id(number)
+        if r == 0:
+            self.params[cid] = params
+        self.runs[t.trial_id] = (cid, r)
+        self.rungs.start(r, cid)
+        self.open[t.trial_id] = number
+        logger.info("run %s (config %s) adopted from Tune's saved state", t.trial_id, cid)
+
+    def _reopen(self, tid: str) -> None:
+        cid, r = self.runs[tid]
+        self.open[tid] = self._add_running(r, self.params[cid], tid, cid, {})
+        self.rungs.rerun(r, cid)
+
+    # -- starting runs ---------------------------------------------------------------
+    def _new_config(self, trial_id: str) -> dict[str, Any]:
+        trial = self.studies[0].ask(self.dists)
+        cid = self._fresh_id(trial.number)
+        trial.set_user_attr(CONFIG_ATTR, cid)
+        trial.set_user_attr(TUNE_ID, trial_id)
+        self.params[cid] = dict(trial.params)
+        return self._start(trial_id, cid, 0, trial.number)
+
+    def _promote(self, trial_id: str, cid: str, r: int) -> dict[str, Any]:
+        replaces = self.rungs.replaces(r)
+        extra = {REPLACES_ATTR: replaces} if replaces else {}
+        number = self._add_running(r, self.params[cid], trial_id, cid, extra)
+        if replaces:
+            logger.info("config %s promoted to %d epochs in place of %s", cid, self.budgets[r], replaces)
+        return self._start(trial_id, cid, r, number, replaces)
+
+    def _start(self, trial_id: str, cid: str, r: int, number: int, replaces: str | None = None) -> dict[str, Any]:
+        self.runs[trial_id] = (cid, r)
+        self.rungs.start(r, cid)
+        self.open[trial_id] = number
+        if not self.halving:
+            return dict(self.params[cid])
+        extra = {REPLACES_KEY: replaces} if replaces else {}
+        return {**self.params[cid], BUDGET_KEY: self.budgets[r], CONFIG_KEY: cid, **extra}
+
+    def _add_running(self, r: int, params: dict[str, Any], tid: str, cid: str | None, extra: dict[str, Any]) -> int:
+        """A running trial with these values in rung r's study, in one write; its number."""
+        import optuna
+
+        study = self.studies[r]
+        number = len(study.get_trials(deepcopy=False))
+        attrs = {TUNE_ID: tid, CONFIG_ATTR: cid or self._fresh_id(number), **extra}
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params, distributions=self.dists, state=optuna.trial.TrialState.RUNNING, user_attrs=attrs
+            )
+        )
+        return number
+
+    def _fresh_id(self, number: int) -> str:
+        cid = f"c{number}"
+        while cid in self.params:  # an adopted run kept the id it had; never reuse one
+            cid += "+"
+        return cid
+
+
+class StudySearchGenerator(SearchGenerator):
+    """Tune's SearchGenerator, except that the searcher alone says when the search is over:
+    Tune's own count of trials created (saved apart from the journal) may be stale after a
+    crash, and a resume that reruns failed runs may make new promotions due."""
+
+    def is_finished(self) -> bool:
+        return self.searcher.is_finished()
+
+
+class SearchSync(Callback):
+    """Hands the searcher the trials Tune will run, once, before Tune first asks it for one."""
+
+    def __init__(self, searcher: StudySearch) -> None:
+        self.searcher = searcher
+        self.done = False
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.searcher.reconcile(
+            [TrialView(t.trial_id, dict(t.config), str(t.status), dict(t.last_result or {})) for t in trials]
+        )

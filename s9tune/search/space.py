@@ -1,4 +1,4 @@
-"""Search-space YAML files: parse and validate before Ray starts, then build Tune domains.
+"""Search-space YAML files: parse and validate before Ray starts.
 
 A file looks like this (every section but `space` optional)::
 
@@ -20,13 +20,14 @@ Errors name the file and the key and raise ConfigError (exit 2).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from s9tune.config import TrainConfig, field_types, read_yaml_mapping
-from s9tune.errors import ConfigError
+from s9tune.errors import ConfigError, shown
 from s9tune.search.dists import Dist, parse_dist
 from s9tune.search.validation import check_field, err, mapping, number
 
@@ -39,7 +40,10 @@ SEARCHER_KEYS = {"type", "seed"}
 RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial"}
 METRIC, MODE = "val_accuracy", "max"
 BUDGET_KEY = "budget"  # in a halving run's trial config: the epochs of its complete schedule
-CONFIG_KEY = "config_id"  # in a halving run's trial config: the trial id of the config's first run
+CONFIG_KEY = "config_id"  # in a halving run's trial config: the config it runs (shared by its runs)
+REPLACES_KEY = "replaces"  # in a promoted run's trial config, if it took the place of that config's failed run
+RUN_KEYS = (BUDGET_KEY, CONFIG_KEY, REPLACES_KEY)  # what a halving run's config adds to the searched values
+MAX_NUM_SAMPLES = 10_000  # configs in one search; each is at least one trial folder
 DATA_KEYS = ("val_size", "train_subset")  # the driver loads the splits once for all trials
 
 
@@ -78,7 +82,7 @@ class SchedulerSpec:
         }
 
     @classmethod
-    def from_record(cls, d: dict[str, Any]) -> "SchedulerSpec":
+    def from_record(cls, d: dict[str, Any]) -> SchedulerSpec:
         if d.get("type") == "halving":
             return cls("halving", budgets=tuple(int(b) for b in d["budgets"]), keep=float(d["keep"]))
         return cls(
@@ -106,9 +110,6 @@ class SearchSpace:
     def max_t(self) -> int:
         return self.fixed.epochs
 
-    def param_space(self) -> dict[str, Any]:
-        return {d.key: d.tune_domain() for d in self.dists}
-
     def to_record(self) -> dict[str, Any]:
         """The space as the experiment stores it (search/experiment.py), for resume and results."""
         return {
@@ -125,7 +126,7 @@ class SearchSpace:
         }
 
     @classmethod
-    def from_record(cls, d: dict[str, Any]) -> "SearchSpace":
+    def from_record(cls, d: dict[str, Any]) -> SearchSpace:
         return cls(
             path=Path(d["space_file"]),
             num_samples=int(d["num_samples"]),
@@ -138,7 +139,15 @@ class SearchSpace:
             gpus_per_trial=float(d["resources"]["gpus_per_trial"]),
         )
 
-    def with_resources(self, cpus: float | None, gpus: float | None) -> "SearchSpace":
+    def with_num_samples(self, n: int | None) -> SearchSpace:
+        """--num-samples, if given, in place of the file's."""
+        from dataclasses import replace
+
+        if n is not None and not 1 <= n <= MAX_NUM_SAMPLES:
+            raise ConfigError(f"--num-samples {n}: must lie in [1, {MAX_NUM_SAMPLES:,}]")
+        return self if n is None else replace(self, num_samples=n)
+
+    def with_resources(self, cpus: float | None, gpus: float | None) -> SearchSpace:
         from dataclasses import replace
 
         return replace(
@@ -173,7 +182,8 @@ def load_space(path: Path) -> SearchSpace:
             raise err(
                 path,
                 "space.epochs",
-                "cannot be searched: it is the length of the LR schedule (the halving scheduler runs shorter complete ones)",
+                "cannot be searched: it is the length of the LR schedule "
+                "(the halving scheduler runs shorter complete ones)",
             )
         if key in DATA_KEYS:
             raise err(
@@ -184,14 +194,14 @@ def load_space(path: Path) -> SearchSpace:
         dists.append(parse_dist(path, key, spec, types[key]))
 
     num_samples = int(number(path, "num_samples", raw.get("num_samples", 16), integer=True))
-    if num_samples < 1:
-        raise err(path, "num_samples", "must be >= 1")
+    if not 1 <= num_samples <= MAX_NUM_SAMPLES:
+        raise err(path, "num_samples", f"must lie in [1, {MAX_NUM_SAMPLES:,}]")
 
     scheduler = _parse_scheduler(path, raw.get("scheduler"), fixed)
 
     searcher = mapping(path, "searcher", raw.get("searcher"), SEARCHER_KEYS)
     if searcher.get("type", "optuna") != "optuna":
-        raise err(path, "searcher.type", f"only 'optuna' is supported, got {searcher.get('type')!r}")
+        raise err(path, "searcher.type", f"only 'optuna' is supported, got {shown(searcher.get('type'))}")
     seed = int(number(path, "searcher.seed", searcher.get("seed", 0), integer=True))
 
     res = mapping(path, "resources", raw.get("resources"), RESOURCE_KEYS)
@@ -206,7 +216,7 @@ def load_space(path: Path) -> SearchSpace:
 def _parse_scheduler(path: Path, raw: Any, fixed: TrainConfig) -> SchedulerSpec:
     kind = raw.get("type", "asha") if isinstance(raw, dict) else "asha"
     if kind not in SCHEDULER_KEYS:
-        raise err(path, "scheduler.type", f"unknown scheduler {kind!r} (known: {', '.join(SCHEDULER_KEYS)})")
+        raise err(path, "scheduler.type", f"unknown scheduler {shown(kind)} (known: {', '.join(SCHEDULER_KEYS)})")
     sched = mapping(path, "scheduler", raw, SCHEDULER_KEYS[kind])
     if kind == "halving":
         return _parse_halving(path, sched, fixed)
@@ -235,7 +245,7 @@ def _parse_halving(path: Path, sched: dict[str, Any], fixed: TrainConfig) -> Sch
     for i, b in enumerate(budgets):
         if number(path, f"scheduler.budgets[{i}]", b, integer=True) < 1:
             raise err(path, f"scheduler.budgets[{i}]", f"must be >= 1, got {b}")
-    if any(a >= b for a, b in zip(budgets, budgets[1:])):
+    if any(a >= b for a, b in itertools.pairwise(budgets)):
         raise err(path, "scheduler.budgets", f"must increase strictly, got {budgets}")
     if budgets[-1] != fixed.epochs:
         raise err(
@@ -249,11 +259,11 @@ def _parse_halving(path: Path, sched: dict[str, Any], fixed: TrainConfig) -> Sch
     return SchedulerSpec("halving", budgets=tuple(int(b) for b in budgets), keep=float(keep))
 
 
-def check_resources(cpus: float, gpus: float, where: str = "resources") -> None:
+def check_resources(cpus: float, gpus: float, where: str = "resources", unit: str = "trial") -> None:
     if cpus <= 0:
-        raise ConfigError(f"{where}: cpus_per_trial must be > 0, got {cpus}")
+        raise ConfigError(f"{where}: cpus_per_{unit} must be > 0, got {cpus}")
     if gpus < 0 or (gpus > 1 and not float(gpus).is_integer()):
-        raise ConfigError(f"{where}: gpus_per_trial must be a fraction in [0, 1] or a whole number, got {gpus}")
+        raise ConfigError(f"{where}: gpus_per_{unit} must be a fraction in [0, 1] or a whole number, got {gpus}")
 
 
 def _parse_baseline(path: Path, raw: Any, dists: list[Dist], fixed: TrainConfig) -> dict[str, Any] | None:
@@ -264,14 +274,14 @@ def _parse_baseline(path: Path, raw: Any, dists: list[Dist], fixed: TrainConfig)
         defaults = TrainConfig()
         point = {d.key: getattr(defaults, d.key) for d in dists}
         # a baseline outside the searched range would be rejected by Optuna; clip into it
-        return {d.key: _clip(d, v) for d, v in zip(dists, point.values())}
+        return {d.key: _clip(d, v) for d, v in zip(dists, point.values(), strict=True)}
     base = mapping(path, "baseline", raw, {d.key for d in dists})
     missing = {d.key for d in dists} - set(base)
     if missing:
         raise err(path, "baseline", f"needs a value for every searched key; missing {sorted(missing)}")
     for d in dists:
         if not d.contains(base[d.key]):
-            raise err(path, f"baseline.{d.key}", f"{base[d.key]!r} lies outside the searched range")
+            raise err(path, f"baseline.{d.key}", f"{shown(base[d.key])} lies outside the searched range")
         check_field(path, f"baseline.{d.key}", d.key, base[d.key])
     return dict(base)
 

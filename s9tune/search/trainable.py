@@ -20,7 +20,8 @@ from s9tune.checkpoint import Checkpoint
 from s9tune.config import TrainConfig
 from s9tune.data import Splits
 from s9tune.engine import EpochMetrics, FitResult, FitState, gpu_peak_memory, train
-from s9tune.search.space import BUDGET_KEY, CONFIG_KEY
+from s9tune.search.faults import fault_injector
+from s9tune.search.space import BUDGET_KEY, RUN_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ def epoch_report(m: EpochMetrics) -> dict[str, Any]:
         "lr": float(m.lr),
         "images_per_s": float(m.images_per_s),
         "epoch_s": float(m.epoch_s),
+        # with Tune's time_this_iter_s these split a run's time into training, evaluation and the
+        # rest (set-up before the first epoch, checkpoints, reporting): where a run's seconds go
+        "eval_s": float(m.eval_s),
         "diverged": 0,
     }
 
@@ -87,7 +91,7 @@ class TuneReport(BaseCallback):
 def trial_config(config: dict[str, Any], base: dict[str, Any]) -> TrainConfig:
     """The run's TrainConfig: fixed values, the searched ones, and under halving the run's budget
     as `epochs`, so its OneCycle schedule is complete at that length (pct_start scales with it)."""
-    searched = {k: v for k, v in config.items() if k not in (BUDGET_KEY, CONFIG_KEY)}
+    searched = {k: v for k, v in config.items() if k not in RUN_KEYS}
     if BUDGET_KEY in config:
         searched["epochs"] = int(config[BUDGET_KEY])
     return TrainConfig.from_dict(base).with_overrides(searched)
@@ -104,18 +108,29 @@ def train_trial(config: dict[str, Any], *, splits: Splits, base: dict[str, Any])
         with ckpt.as_directory() as d:
             resume = Checkpoint.load(Path(d) / CKPT_NAME)
         logger.info("trial resumes after epoch %d", resume.epoch)
-    if cfg.device != "cpu" and torch.cuda.is_available() and cfg.gpu_memory_fraction is None:
-        # Ray schedules GPU fractions but does not enforce them: keep this trial in its share
-        share = _gpu_share()
-        if share is not None and share < 1:
-            cfg = cfg.with_overrides({"gpu_memory_fraction": share})
+    cfg = within_gpu_share(cfg)
+    callbacks: list[BaseCallback] = [TuneReport()]
+    injector = fault_injector(config)  # only where the tests of failure handling ask for one
+    if injector is not None:
+        callbacks.insert(0, injector)  # fails before the epoch is reported or checkpointed
     try:
-        train(cfg, splits, [TuneReport()], resume=resume)
+        train(cfg, splits, callbacks, resume=resume)
     except torch.cuda.OutOfMemoryError as exc:
         # this trial's error (FailureConfig decides about retries), never the search's
         raise RuntimeError(
             f"CUDA out of memory in this trial (gpu_memory_fraction={cfg.gpu_memory_fraction}): {exc}"
         ) from None
+
+
+def within_gpu_share(cfg: TrainConfig) -> TrainConfig:
+    """Ray schedules GPU fractions but does not enforce them: keep this run in its share."""
+    import torch
+
+    if cfg.device != "cpu" and torch.cuda.is_available() and cfg.gpu_memory_fraction is None:
+        share = _gpu_share()
+        if share is not None and share < 1:
+            return cfg.with_overrides({"gpu_memory_fraction": share})
+    return cfg
 
 
 def _gpu_share() -> float | None:

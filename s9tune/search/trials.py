@@ -5,7 +5,7 @@ search/experiment.py builds it from storage; export, results and retrain read it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from s9tune.config import TrainConfig
 from s9tune.errors import S9Error
@@ -21,13 +21,18 @@ HALVING_SCOPE = (
 )
 
 
+# what became of a Tune trial: its whole schedule, stopped early by ASHA, a non-finite loss,
+# an error Tune gave up on, or not over yet (interrupted, or running)
+RunStatus = Literal["completed", "stopped", "diverged", "error", "unfinished"]
+
+
 @dataclass
 class TrialRow:
     """One Tune trial: a config under ASHA, one run of a config at one budget under halving."""
 
     trial_id: str
     config: dict[str, Any]  # the searched values
-    status: str  # completed | stopped (ASHA) | diverged | error | unfinished
+    status: RunStatus
     epochs: int
     best_val_accuracy: float | None
     last_val_accuracy: float | None
@@ -35,6 +40,7 @@ class TrialRow:
     history: list[float] = field(default_factory=list)
     config_id: str = ""  # under halving, shared by a config's runs; else the trial id
     budget: int = 0  # epochs of the run's schedule
+    replaces: str = ""  # under halving: the config whose failed run at this budget this one stood in for
 
     @property
     def final_value(self) -> float | None:
@@ -61,7 +67,7 @@ class ConfigRow:
         return max(done, key=lambda r: r.budget) if done else None
 
     @property
-    def status(self) -> str:
+    def status(self) -> RunStatus:
         return max(self.runs, key=lambda r: r.budget).status
 
 
@@ -138,13 +144,23 @@ class Experiment:
         if not self.halving:
             return len(self.rows) < self.space.num_samples
         sizes = self.space.scheduler.rung_sizes(self.space.num_samples)
-        for size, budget, below in zip(sizes, self.space.scheduler.budgets, [None, *self.space.scheduler.budgets]):
+        for size, budget, below in zip(
+            sizes, self.space.scheduler.budgets, [None, *self.space.scheduler.budgets[:-1]], strict=True
+        ):
             ran = sum(r.budget == budget for r in self.rows)
             # a rung may be short only because too few configs below it got a value
             valid_below = sum(r.budget == below and r.final_value is not None for r in self.rows) if below else size
             if ran < min(size, valid_below):
                 return True
         return False
+
+    def replacements(self) -> list[str]:
+        """Under halving, each promoted run that failed and the config promoted in its place."""
+        return [
+            f"config {r.replaces}'s {r.budget}-epoch run failed; config {r.config_id} was promoted in its place"
+            for r in sorted(self.rows, key=lambda r: (r.budget, r.config_id))
+            if r.replaces
+        ]
 
     def status_counts(self) -> str:
         counts: dict[str, int] = {}

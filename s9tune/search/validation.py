@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from s9tune.config import TrainConfig
-from s9tune.errors import ConfigError
+from s9tune.errors import ConfigError, shown
 
 
 def err(path: Path, key: str, msg: str) -> ConfigError:
@@ -18,7 +18,7 @@ def err(path: Path, key: str, msg: str) -> ConfigError:
 def number(path: Path, key: str, v: Any, *, integer: bool = False) -> float:
     ok = isinstance(v, int) if integer else isinstance(v, (int, float))
     if not ok or isinstance(v, bool) or (isinstance(v, float) and not math.isfinite(v)):
-        raise err(path, key, f"expected {'an integer' if integer else 'a number'}, got {v!r}")
+        raise err(path, key, f"expected {'an integer' if integer else 'a number'}, got {shown(v)}")
     return v
 
 

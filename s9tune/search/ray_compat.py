@@ -1,0 +1,43 @@
+"""The two things s9tune needs of Ray that its public API does not offer, kept here alone and
+held to the Ray release that pyproject.toml pins by tests/test_ray_compat.py.
+
+* `gcs_auth_error(address)`: against a cluster that wants a token, `ray.init` retries for about
+  20 s and then says only "Failed to connect to Ray cluster" (measured on Ray 2.60, 2026-11-29);
+  the reason, a missing or refused token, appears only in the C++ log lines it prints meanwhile.
+  Ray's own GCS client (`ray._raylet.GcsClient`) raises `AuthenticationError` at once.
+* `dashboard_missing()`: whether `ray[default]`'s packages are importable, checked as Ray checks
+  it before it starts a dashboard (`ray.dashboard.optional_deps`), so that `--dashboard` fails
+  with one line instead of a Ray without a dashboard.
+
+Both degrade safely when Ray changes them: the probe then reports nothing and `ray.init` says
+what failed; the test is what notices, loudly.
+"""
+
+from __future__ import annotations
+
+TESTED_RAY = "2.60"  # the minor release these were read from and tested on; pyproject pins it
+
+
+def gcs_auth_error(address: str) -> Exception | None:
+    """The cluster's refusal of this process's token settings, or None (accepted, or not known)."""
+    try:
+        from ray._raylet import GcsClient
+        from ray.exceptions import AuthenticationError
+    except ImportError:
+        return None
+    try:
+        GcsClient(address=address)
+    except AuthenticationError as exc:
+        return exc
+    except Exception:  # noqa: BLE001 - anything but a refused token is ray.init's to report
+        return None
+    return None
+
+
+def dashboard_missing() -> ImportError | None:
+    """The import error that says Ray's dashboard packages are missing, or None."""
+    try:
+        import ray.dashboard.optional_deps  # noqa: F401 - importable exactly when ray[default] is installed
+    except ImportError as exc:
+        return exc
+    return None

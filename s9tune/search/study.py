@@ -1,0 +1,118 @@
+"""The search's Optuna studies, kept with the experiment through Optuna's public storage API.
+
+`STORAGE/NAME/optuna.journal` is an Optuna `JournalStorage` file. It holds one study per
+budget: `NAME`, the first budget's (what TPE proposes configs from and learns from: one trial
+per config, its value the end of a complete first-budget schedule), and under halving
+`NAME@B` for each longer budget B (one trial per promoted run). Every trial carries the Tune
+trial that ran it (`tune_trial_id`), its config (`config_id`) and, for a run that took the
+place of a failed one, `replaces`. optuna-dashboard reads the file as it grows:
+
+    optuna-dashboard STORAGE/NAME/optuna.journal
+
+A local experiment's journal is written in place, one fsynced line per ask, report and tell.
+For a URI (s3://, gs://) the journal is a local file that is copied to the experiment after
+every completion and every time Tune saves its own state, so the copy there is never older
+than the trials Tune would resume; `--resume` copies it back first.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from s9tune.errors import S9Error
+from s9tune.search.experiment import ExperimentRef, is_uri
+
+logger = logging.getLogger(__name__)
+
+JOURNAL = "optuna.journal"
+
+
+def study_name(experiment: str, budgets: tuple[int, ...], rung: int) -> str:
+    """The first budget's study is named after the experiment; each longer budget's gets `@B`."""
+    return experiment if rung == 0 else f"{experiment}@{budgets[rung]}"
+
+
+class StudyStore:
+    """Where the studies live: the experiment's journal, or memory (`ref` None: a searcher
+    built on its own, as the tests and benchmarks do)."""
+
+    def __init__(self, ref: ExperimentRef | None = None) -> None:
+        import optuna
+
+        self.ref = ref
+        self._tmp: Path | None = None
+        if ref is None:
+            self.storage: Any = optuna.storages.InMemoryStorage()
+            return
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(ref.path) / JOURNAL
+        if is_uri(ref.storage):
+            self._tmp = Path(tempfile.mkdtemp(prefix="s9tune-journal-"))  # private: 0700
+            path = self._tmp / JOURNAL
+            if ref.folder.exists(JOURNAL):
+                ref.folder.download(path, JOURNAL)
+        self.path = path
+        self.storage = JournalStorage(JournalFileBackend(str(path)))
+
+    def sync(self) -> None:
+        """Copy a URI experiment's journal to it (a local one is written in place)."""
+        if self._tmp is None or self.ref is None:
+            return
+        try:
+            self.ref.folder.upload(self._tmp)  # the folder holds the journal alone
+        except S9Error as exc:  # the next sync tries again; the run itself is unharmed
+            logger.warning("could not copy the Optuna journal to the experiment: %s", exc)
+
+    def close(self) -> None:
+        self.sync()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+
+def open_study(store: StudyStore, name: str, *, seed: int, maximize: bool, attrs: dict[str, Any]) -> Any:
+    """The study `name` on `store`, created on first use. TPE is seeded from `seed` and from
+    how many trials the study already holds, so a resumed search does not draw again the random
+    start-up points it drew before the interruption."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        known = optuna.load_study(study_name=name, storage=store.storage)
+        done = len(known.get_trials(deepcopy=False))
+    except KeyError:
+        done = None
+    sampler = optuna.samplers.TPESampler(seed=seed + (done or 0))
+    study = optuna.create_study(
+        study_name=name,
+        storage=store.storage,
+        sampler=sampler,
+        direction="maximize" if maximize else "minimize",
+        load_if_exists=True,
+    )
+    if done is None:
+        for key, value in attrs.items():
+            study.set_user_attr(key, value)
+    return study
+
+
+def _trial_id(store: StudyStore, name: str, number: int) -> int:
+    storage = store.storage
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), number)
+
+
+def report(store: StudyStore, name: str, number: int, *, step: int, value: float) -> None:
+    """An intermediate value of a running trial, by its number: a run started before a resume
+    has no trial object in this process, so this goes through the storage's public API."""
+    store.storage.set_trial_intermediate_value(_trial_id(store, name, number), step, value)
+
+
+def set_attr(store: StudyStore, name: str, number: int, key: str, value: Any) -> None:
+    """A user attribute on a running trial, by its number (as `report`)."""
+    store.storage.set_trial_user_attr(_trial_id(store, name, number), key, value)

@@ -1,0 +1,230 @@
+"""A Tune experiment read from its trial folders' plain files, executing nothing.
+
+Tune keeps its own state (the entries of experiment_state-*.json, tuner.pkl, each
+trial's params.pkl and error.pkl) as cloudpickled objects, so loading it runs whatever code the
+files name: opening an experiment someone else wrote would run theirs. This module reads only
+what Tune writes for people to read, in each trial folder:
+
+    params.json   the trial's config            result.json  one JSON row per report
+    error.txt     "Failure # N (occurred at DATE)" and the traceback, once per failure
+
+and never opens a .pkl or Tune's state. A trial's status then follows from those files
+(`trial_status`); the rule is checked against Tune's own statuses in tests/test_search.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from s9tune.errors import S9Error
+from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC, REPLACES_KEY, RUN_KEYS
+from s9tune.search.trials import RunStatus, TrialRow
+
+logger = logging.getLogger(__name__)
+
+PARAMS = "params.json"
+RESULT = "result.json"
+ERROR = "error.txt"
+MAX_BYTES = 64 * 1024 * 1024  # a 24-epoch trial writes ~30 KB; a larger file is not Tune's
+_FAILURE = re.compile(r"^Failure # (\d+) \(occurred at ([0-9_-]+)\)", re.MULTILINE)
+# Tune names a trial folder TRAINABLE_TRIALID_INDEX_...; the id is 8 hex digits (a searcher's
+# trials) or 5 hex digits and a 5-digit counter (Tune's own variant generator)
+_DIRNAME = re.compile(r"_([0-9a-f]{8}|[0-9a-f]{5}_\d{5})_(\d+)(?:_|$)")
+
+
+class Files(Protocol):
+    """What the reader needs of the storage (search/experiment.ExperimentRef provides it)."""
+
+    path: str
+
+    def list_dirs(self) -> list[str]: ...
+
+    def read_bytes(self, relpath: str, limit: int) -> bytes | None: ...
+
+
+@dataclass
+class TrialFiles:
+    trial_id: str
+    index: int  # Tune's creation order
+    params: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failures: int = 0  # the highest "Failure # N" in error.txt
+    last_failure: str = ""  # its date, Tune's date_str format (sorts as text)
+
+
+def read_trials(files: Files) -> list[TrialFiles]:
+    """Every trial folder (one that holds params.json), in the order Tune created them."""
+    trials = []
+    for name in files.list_dirs():
+        params = _json(files, f"{name}/{PARAMS}")
+        if params is None:
+            continue
+        if not isinstance(params, dict):
+            raise S9Error(f"{files.path}/{name}/{PARAMS}: not a mapping of parameters")
+        rows = _rows(files, f"{name}/{RESULT}")
+        match = _DIRNAME.search(name)
+        trial_id = str(rows[0].get("trial_id")) if rows and rows[0].get("trial_id") else None
+        if trial_id is None:
+            trial_id = match.group(1) if match else name
+        failures, last = _failures(files, f"{name}/{ERROR}")
+        index = int(match.group(2)) if match else len(trials)
+        trials.append(TrialFiles(trial_id, index, params, rows, failures, last))
+    return sorted(trials, key=lambda t: t.index)
+
+
+def trial_status(t: TrialFiles, budget: int, max_failures: int) -> RunStatus:
+    """completed | stopped | diverged | error | unfinished, from the trial's files alone.
+
+    diverged: a row says diverged=1. completed: it reported the last epoch of its schedule.
+    stopped: its last row says done, which Tune writes only when a scheduler or stopper ends a
+    trial early (ASHA). error: error.txt records more failures than `max_failures` retries allow
+    (Tune's rule) and no row came after the last one. Anything else is unfinished: running, or
+    waiting for a retry or a start, when the driver stopped. Dates are compared as Tune writes
+    them (local time of the machine that wrote them; one cluster shares its time zone).
+    """
+    if any(_number(r.get("diverged")) > 0 for r in t.rows):
+        return "diverged"
+    if reached_epoch(t.rows) >= budget:
+        return "completed"
+    if t.rows and t.rows[-1].get("done") is True:
+        return "stopped"
+    last_row = str(t.rows[-1].get("date", "")) if t.rows else ""
+    if t.failures > max_failures and t.last_failure >= last_row:
+        return "error"
+    return "unfinished"
+
+
+def trial_row(t: TrialFiles, searched: list[str], max_t: int, max_failures: int) -> TrialRow:
+    budget = int(t.params.get(BUDGET_KEY, max_t))
+    # a restored trial reports the epochs after its last checkpoint again: the later row of an
+    # epoch is the one its final weights went through
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for r in t.rows:
+        it = r.get("training_iteration")
+        if isinstance(it, int) and not r.get("diverged"):
+            by_epoch[it] = r
+    kept = [by_epoch[k] for k in sorted(by_epoch)]
+    hist = [float(r[METRIC]) for r in kept if _finite(r.get(METRIC))]
+    times = [float(r["time_total_s"]) for r in t.rows if _finite(r.get("time_total_s"))]
+    return TrialRow(
+        trial_id=t.trial_id,
+        config={k: t.params.get(k) for k in searched},
+        status=trial_status(t, budget, max_failures),
+        # the epoch reached, not the rows: rows of the epochs before a checkpoint can be missing
+        # where the driver was killed before it uploaded them (cloud storage)
+        epochs=max(by_epoch, default=0),
+        best_val_accuracy=max(hist) if hist else None,
+        last_val_accuracy=hist[-1] if hist else None,
+        time_s=max(times, default=0.0),
+        history=hist,
+        config_id=str(t.params.get(CONFIG_KEY, t.trial_id)),
+        budget=budget,
+        replaces=str(t.params.get(REPLACES_KEY) or ""),
+    )
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def reached_epoch(rows: list[dict[str, Any]]) -> int:
+    its = [int(_number(r.get("training_iteration"))) for r in rows if _number(r.get("diverged")) == 0]
+    return max(its, default=0)
+
+
+def _number(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return 0.0
+    return float(v)
+
+
+def _text(files: Files, relpath: str) -> str | None:
+    raw = files.read_bytes(relpath, MAX_BYTES)
+    if raw is None:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise S9Error(f"{files.path}/{relpath}: not UTF-8 text, so not a file Tune wrote") from None
+
+
+def _json(files: Files, relpath: str) -> Any:
+    text = _text(files, relpath)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):  # JSONDecodeError, or an integer too long to convert
+        raise S9Error(f"{files.path}/{relpath}: not valid JSON") from None
+
+
+def _rows(files: Files, relpath: str) -> list[dict[str, Any]]:
+    """result.json's rows; a line cut short by a killed driver is skipped."""
+    text = _text(files, relpath)
+    rows = []
+    for n, line in enumerate((text or "").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
+            logger.warning("%s/%s line %d: not JSON, skipped", files.path, relpath, n)
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _failures(files: Files, relpath: str) -> tuple[int, str]:
+    text = _text(files, relpath)
+    found = [(int(n), date) for n, date in _FAILURE.findall(text or "")]
+    return max(found, default=(0, ""))
+
+
+def check_resumable(files: Files, record: dict[str, Any], searched: set[str]) -> None:
+    """Refuse to resume unless Tune's state and s9tune's record describe the same search.
+
+    Resuming means tune.run(resume=...), which unpickles Tune's state: that is why s9tune resumes only
+    experiments the user trusts (README, --help). This check catches the honest mistakes: a
+    folder that is not an s9tune search, a record from another search copied in, Tune's state
+    missing. It reads Tune's newest experiment_state-*.json as plain JSON (its pickled entries
+    stay inert text) and every trial folder's params.json, and requires: the metric s9tune
+    searches, the s9tune trainable, and exactly the record's searched keys in every trial.
+    """
+    states = sorted(n for n in files.list_files() if n.startswith("experiment_state-") and n.endswith(".json"))
+    if not states:
+        raise S9Error(f"{files.path}: holds no Tune state to resume (experiment_state-*.json)")
+    state = _json(files, states[-1])
+    runner = state.get("runner_data") if isinstance(state, dict) else None
+    trials = state.get("trial_data") if isinstance(state, dict) else None
+    if not isinstance(runner, dict) or not isinstance(trials, list):
+        raise S9Error(f"{files.path}/{states[-1]}: not a Tune experiment state this s9tune knows")
+    if runner.get("_metric") != record.get("metric"):
+        raise S9Error(f"{files.path}: Tune's state optimises {runner.get('_metric')!r}, not {record.get('metric')!r}")
+    configs = []
+    for entry in trials:
+        try:
+            trial = json.loads(entry[0])
+        except (TypeError, IndexError, KeyError, ValueError, RecursionError):
+            raise S9Error(f"{files.path}/{states[-1]}: a trial entry is not Tune's JSON") from None
+        if not isinstance(trial, dict) or trial.get("trainable_name") != "train_trial":
+            raise S9Error(f"{files.path}: a trial in Tune's state is not an s9tune trial")
+        configs.append(trial.get("config"))
+    configs += [t.params for t in read_trials(files)]
+    halving = record.get("scheduler", {}).get("type") == "halving"
+    # a halving run's config adds its budget and config id (and, for a stand-in, whom it replaces)
+    needed, allowed = (
+        (searched | {BUDGET_KEY, CONFIG_KEY}, searched | set(RUN_KEYS)) if halving else (searched, searched)
+    )
+    for config in configs:
+        if not isinstance(config, dict) or not needed <= set(config) <= allowed:
+            keys = sorted(config) if isinstance(config, dict) else config
+            raise S9Error(
+                f"{files.path}: a trial's parameters {keys} do not match s9tune's record "
+                f"({sorted(needed)}); not resuming a search the record does not describe"
+            )

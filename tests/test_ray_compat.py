@@ -1,0 +1,58 @@
+"""s9tune/search/ray_compat.py holds the only uses of Ray beyond its public API. These tests fail
+loudly when the installed Ray is not the release they were checked on, or no longer has what
+the module uses, so that a Ray upgrade is a decision and not a surprise."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from s9tune.search import ray_compat
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_installed_ray_is_the_release_the_compat_module_was_checked_on() -> None:
+    import ray
+
+    assert ray.__version__.startswith(ray_compat.TESTED_RAY + "."), (
+        f"Ray {ray.__version__} is installed, but s9tune/search/ray_compat.py was checked on "
+        f"{ray_compat.TESTED_RAY}: re-check its two uses of Ray, then move TESTED_RAY and the pin"
+    )
+    pin = re.search(r'"ray\[tune\]>=([\d.]+),<([\d.]+)"', (REPO / "pyproject.toml").read_text())
+    assert pin is not None and pin.group(1) == ray_compat.TESTED_RAY, "pyproject.toml must pin the tested Ray"
+
+
+def test_what_the_compat_module_uses_is_still_there() -> None:
+    import ray.exceptions
+    from ray._raylet import GcsClient
+
+    assert callable(GcsClient) and issubclass(ray.exceptions.AuthenticationError, Exception)
+    missing = ray_compat.dashboard_missing()
+    assert missing is None or isinstance(missing, ImportError)
+
+
+@pytest.mark.slow
+def test_the_auth_probe_names_a_refused_token_on_a_real_cluster() -> None:
+    """Against a token cluster, without the opt-in, Ray's GCS client refuses at once (ray.init
+    would retry for ~20 s and then say only "Failed to connect"); with the token it answers None."""
+    from ray_cluster import running_cluster
+
+    code = (
+        "import sys; from s9tune.search.ray_compat import gcs_auth_error; e = gcs_auth_error(sys.argv[1]); "
+        "print(type(e).__name__)"
+    )
+    with running_cluster() as c:
+        env = {k: v for k, v in c.env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+        res = subprocess.run(
+            [sys.executable, "-c", code, c.address], env=env, capture_output=True, text=True, timeout=120
+        )
+        right = subprocess.run(
+            [sys.executable, "-c", code, c.address], env=c.env, capture_output=True, text=True, timeout=120
+        )
+    assert res.stdout.strip().splitlines()[-1] == "AuthenticationError", res.stderr[-2000:]
+    assert right.stdout.strip().splitlines()[-1] == "NoneType", right.stderr[-2000:]
