@@ -42,8 +42,10 @@ class Design:
     name: str
     family: str
     scheduler: dict[str, Any]  # SchedulerSpec fields, or {"type": "hyperband", "reduction_factor": r}
-    sampler: str = "tpe"  # "tpe" (Optuna's default TPESampler) or "random"
-    startup: str = "10"  # TPE's n_startup_trials: "10" (Optuna's default) or "n/4"
+    sampler: str = "tpe"  # "tpe" (the study's TPESampler) or "random"
+    # TPE's n_startup_trials: "s9tune" (the space's; by default a quarter of the configs, at
+    # most 10) or "10" (Optuna's default)
+    startup: str = "s9tune"
     reeval: int = 0  # the top k configs retrained on the table's other seeds before the pick
     shipped: bool = False  # the default space's own design, the reference of paired differences
 
@@ -87,11 +89,11 @@ def designs(e: int, shipped: dict[str, Any]) -> list[Design]:
     name, fam = f"{SHIPPED}: {_label(shipped, e)}", shipped["type"]
     out = [
         Design(name, fam, shipped, shipped=True),
-        Design(f"{name}, TPE startup n/4", fam, shipped, startup="n/4"),
+        Design(f"{name}, TPE startup 10", fam, shipped, startup="10"),
         Design(f"{name}, top-3 re-evaluated", fam, shipped, reeval=3),
         Design("random, full schedules", "full", full, sampler="random"),
         Design("TPE, full schedules", "full", full),
-        Design("TPE (startup n/4), full schedules", "full", full, startup="n/4"),
+        Design("TPE (startup 10), full schedules", "full", full, startup="10"),
         Design("TPE, full schedules, top-3 re-evaluated", "full", full, reeval=3),
         # the default before 2026-11-29, so it stays in every comparison
         Design("halving [E/4, E] keep 0.34", "halving", {"type": "halving", "budgets": (q, e), "keep": 0.34}),
@@ -111,7 +113,7 @@ def designs(e: int, shipped: dict[str, Any]) -> list[Design]:
         d
         for d in out[1:]
         if d.reeval
-        or d.startup != "10"
+        or d.startup != "s9tune"
         or d.sampler != "tpe"
         or json.dumps(d.scheduler, sort_keys=True, default=list) not in same
     ]
@@ -124,16 +126,18 @@ def design_space(base: SearchSpace, design: Design, *, configs: int, seed: int, 
         fields["budgets"] = tuple(fields["budgets"])
     spec = SchedulerSpec(design.scheduler["type"], **fields)
     fixed = base.fixed.with_overrides({"epochs": longest})
-    return dataclasses.replace(base, num_samples=configs, scheduler=spec, searcher_seed=seed, fixed=fixed)
+    startup = 10 if design.startup == "10" else base.startup_trials
+    return dataclasses.replace(
+        base, num_samples=configs, scheduler=spec, searcher_seed=seed, fixed=fixed, startup_trials=startup
+    )
 
 
 def build_search(space: SearchSpace, *, slots: int, sampler: Any = None) -> tuple[Any, Any, int]:
     """(searcher, scheduler, trials) as s9tune/search/runner.py builds them for `space`: one
     StudySearch (TPE seeded, the baseline first; halving inside it) at one run per slot, with
-    ASHA as Tune's scheduler under `asha`. Two additions the shipped spaces cannot express: an
-    Optuna `sampler` in place of the study's TPE (a random sampler, or TPE with another
-    n_startup_trials) and Ray's synchronous HyperBandScheduler in ASHA's place (with no cap on
-    live runs: see below).
+    ASHA as Tune's scheduler under `asha`. Two additions a space file cannot express: an Optuna
+    `sampler` in place of the study's TPE (random search) and Ray's synchronous
+    HyperBandScheduler in ASHA's place (with no cap on live runs: see below).
 
     The one place the replay builds s9tune's searcher: when runner.py's construction changes
     (a new constructor argument), change it here too."""
@@ -165,14 +169,12 @@ def build_search(space: SearchSpace, *, slots: int, sampler: Any = None) -> tupl
     return searcher, scheduler, space.num_samples * len(sched.budgets or (space.max_t,))
 
 
-def make_sampler(design: Design, configs: int, seed: int) -> Any:
+def make_sampler(design: Design, seed: int) -> Any:
     import optuna
 
     if design.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if design.startup == "n/4":
-        return optuna.samplers.TPESampler(n_startup_trials=max(1, round(configs / 4)), seed=seed)
-    return None  # OptunaSearch's own TPESampler(seed=seed): n_startup_trials 10
+    return None  # the study's own TPESampler (search/study.py): seeded, the space's n_startup_trials
 
 
 def reevaluate(sur: Surrogate, done: list[Run], k: int) -> tuple[Draw, int]:
@@ -195,7 +197,7 @@ def replay(sur: Surrogate, base: SearchSpace, design: Design, *, configs: int, r
     """One search of `design` with `configs` configs, replay seed `rep`."""
     table = sur.table
     space = design_space(base, design, configs=configs, seed=rep, longest=table.longest)
-    searcher, scheduler, trials = build_search(space, slots=slots, sampler=make_sampler(design, configs, rep))
+    searcher, scheduler, trials = build_search(space, slots=slots, sampler=make_sampler(design, rep))
     np.random.seed(rep % 2**32)  # ASHA draws each trial's bracket from NumPy's global generator
     oracle = Oracle(sur, np.random.default_rng(rep))
     out = TableController(searcher, scheduler, oracle, slots=slots, max_trials=trials).run()
@@ -240,7 +242,8 @@ def _init(table_path: str, space_path: str, surrogate: str) -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("ray.tune.search.optuna.optuna_search").setLevel(logging.ERROR)
+    # a HyperBand run stopped while paused ends with no result: the searcher logs each one
+    logging.getLogger("s9tune.search.searchers").setLevel(logging.WARNING)
     _CACHE["sur"] = Surrogate(Table.load(Path(table_path)), surrogate)
     _CACHE["space"] = load_space(Path(space_path))
 

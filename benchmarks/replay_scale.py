@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
@@ -122,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-s", type=float, default=33.0, help="seconds of one run on a slot: the driver limit's scale")
     p.add_argument("--json", type=Path, required=True)
     args = p.parse_args(argv)
-    logging.getLogger("ray.tune.search.optuna.optuna_search").setLevel(logging.ERROR)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
