@@ -25,9 +25,19 @@ from typing import Any
 
 import yaml
 from _common import MINI_DIR, REPO, shipped_space
-from search_designs import busy_fraction
 
 HEADER = "gpus/trial  slots  runs done  epochs  agg img/s  runs/GPU-h  busy  peak mem/trial (max)"
+
+
+def busy_fraction(exp_dir: Path, slots: int) -> tuple[float, float]:
+    """(busy fraction, span in s): trial time from first to last report over slots x span."""
+    spans = []
+    for f in exp_dir.glob("train_trial_*/result.json"):
+        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        if rows:
+            spans.append((rows[0]["timestamp"] - rows[0]["time_this_iter_s"], rows[-1]["timestamp"]))
+    start, end = min(s for s, _ in spans), max(e for _, e in spans)
+    return sum(e - s for s, e in spans) / (slots * (end - start)), end - start
 
 
 def space_doc(args: argparse.Namespace, gpus: float) -> dict[str, Any]:

@@ -26,15 +26,25 @@ COMPLETE, PRUNED, FAIL = (
 )
 
 
-def space(budgets: tuple[int, ...], keep: float, n: int, seed: int = 0, asha: bool = False) -> SearchSpace:
+def space(
+    budgets: tuple[int, ...], keep: float, n: int, seed: int = 0, asha: bool = False, startup: int | None = None
+) -> SearchSpace:
     sched = SchedulerSpec("asha") if asha else SchedulerSpec("halving", budgets=budgets, keep=keep)
+    dists = (Dist("x", "uniform", 0.0, 1.0),)
     return SearchSpace(
-        Path("t.yaml"), n, TrainConfig(epochs=budgets[-1]), (Dist("x", "uniform", 0.0, 1.0),), None, sched, seed, 1, 0
+        Path("t.yaml"), n, TrainConfig(epochs=budgets[-1]), dists, None, sched, seed, 1, 0, startup_trials=startup
     )
 
 
-def make(budgets: tuple[int, ...], keep: float, n: int, seed: int = 0, store: StudyStore | None = None) -> StudySearch:
-    return StudySearch(space(budgets, keep, n, seed), store=store, name="t")
+def make(
+    budgets: tuple[int, ...],
+    keep: float,
+    n: int,
+    seed: int = 0,
+    store: StudyStore | None = None,
+    startup: int | None = None,
+) -> StudySearch:
+    return StudySearch(space(budgets, keep, n, seed, startup=startup), store=store, name="t")
 
 
 def journal(tmp_path: Path) -> StudyStore:
@@ -177,11 +187,12 @@ def test_failed_runs_leave_the_ranking_and_their_places_go_to_the_next_in_line(o
     gives its place to the next config in line (named in the new run's `replaces`). The search
     still ends, with exactly the configs the synchronous rule would run."""
     budgets, sizes = (2, 4, 8), [8, 4, 2]
-    probe = make(budgets, 0.5, 8)
+    # every config a random start-up draw: the same seed draws the same 8 whatever the order
+    probe = make(budgets, 0.5, 8, startup=8)
     ranked = [c[CONFIG_KEY] for _, c in sorted(drive(probe, 8, 0)[0][:8], key=lambda tc: -value(tc[1], 2))]
-    top = [cid for cid in ranked if cid != "c1"]  # the same seed draws the same 8 configs
+    top = [cid for cid in ranked if cid != "c1"]
     fails = {("c1", 2), (top[0], 4), (top[1], 4)}
-    h = make(budgets, 0.5, 8)
+    h = make(budgets, 0.5, 8, startup=8)
     started, finished = drive(h, 3, order, fails=fails)
     assert finished
     ids = rungs(started, budgets)
@@ -338,6 +349,21 @@ def test_a_rerun_that_finishes_inside_the_cut_is_promoted_too(tmp_path: Path) ->
     without = [tc for tc in started if tc[0] != best[0]]
     expected = set(synchronous(without, budgets, [3, 2])[1]) | set(synchronous(started, budgets, [4, 2])[1])
     assert set(rungs(first_run + after, budgets)[1]) == expected and len(expected) == 3
+
+
+def test_tpe_takes_over_after_the_spaces_start_up_count() -> None:
+    """The same seed and the same told values: the third config is a random draw while the
+    start-up count is above two, and TPE's own pick once it is two."""
+
+    def third(startup: int) -> float:
+        h = make((2,), 1.0, 8, startup=startup)
+        for i in range(2):
+            cfg = h.suggest(f"t{i}")
+            h.on_trial_complete(f"t{i}", {METRIC: cfg["x"], "training_iteration": 2})
+        return h.suggest("t2")["x"]
+
+    assert third(10) == third(9)  # both still random: the start-up count is what differs
+    assert third(2) != third(10)
 
 
 def test_importance_needs_enough_values_of_one_budget(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ GOOD = {
         "seed": {"type": "randint", "low": 0, "high": 3},
     },
     "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+    "searcher": {"type": "optuna", "seed": 0},
     "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0.25},
 }
 
@@ -115,6 +116,8 @@ def test_good_space_maps_to_optuna_distributions(tmp_path: Path) -> None:
         (["resources", "cpus_per_trial"], 0, "cpus_per_trial must be > 0"),
         (["resources", "tpus"], 1, "resources.tpus: unknown key"),
         (["space"], DELETE, "space: expected a non-empty mapping"),
+        (["searcher", "n_startup_trials"], 0, "searcher.n_startup_trials: must lie in [1, 10,000]"),
+        (["searcher", "n_startup_trials"], 2.5, "searcher.n_startup_trials: expected an integer"),
     ],
 )
 def test_bad_spaces(tmp_path: Path, path: list[str], value, needle: str) -> None:
@@ -123,6 +126,23 @@ def test_bad_spaces(tmp_path: Path, path: list[str], value, needle: str) -> None
         load_space(p)
     assert str(err.value).startswith(str(p)), err.value
     assert needle in str(err.value), err.value
+
+
+def test_tpe_start_up_is_a_quarter_of_the_configs_at_most_optunas_ten(tmp_path: Path) -> None:
+    from s9tune.search.space import SearchSpace
+
+    base = load_space(write(tmp_path, with_change(["num_samples"], 8)))
+    assert base.startup_trials is None
+    counts = {n: base.with_num_samples(n).n_startup_trials for n in (1, 3, 8, 24, 41, 1000)}
+    assert counts == {1: 1, 3: 1, 8: 2, 24: 6, 41: 10, 1000: 10}
+    named = load_space(write(tmp_path, with_change(["searcher", "n_startup_trials"], 30)))
+    assert named.n_startup_trials == 30
+    # the record keeps the count the search ran with; one written before the setting existed
+    # resumes with Optuna's default, what that search used
+    record = base.to_record()
+    assert SearchSpace.from_record(record).n_startup_trials == 2
+    del record["searcher"]["n_startup_trials"]
+    assert SearchSpace.from_record(record).n_startup_trials == 10
 
 
 def test_halving_scheduler(tmp_path: Path) -> None:

@@ -77,6 +77,7 @@ class StudySearch(Searcher):
                 self.store,
                 n,
                 seed=space.searcher_seed,
+                startup=space.n_startup_trials,
                 maximize=MODE == "max",
                 attrs={"budget_epochs": b, "metric": METRIC, "s9tune_experiment": name},
             )

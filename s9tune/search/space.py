@@ -36,7 +36,8 @@ SCHEDULER_KEYS = {
     "asha": {"type", "grace_period", "reduction_factor", "max_t", "brackets"},
     "halving": {"type", "budgets", "keep"},
 }
-SEARCHER_KEYS = {"type", "seed"}
+OPTUNA_STARTUP = 10  # TPESampler's own n_startup_trials
+SEARCHER_KEYS = {"type", "seed", "n_startup_trials"}
 RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial"}
 METRIC, MODE = "val_accuracy", "max"
 BUDGET_KEY = "budget"  # in a halving run's trial config: the epochs of its complete schedule
@@ -105,10 +106,15 @@ class SearchSpace:
     cpus_per_trial: float
     gpus_per_trial: float
     raw: dict[str, Any] = field(default_factory=dict)
+    startup_trials: int | None = None  # TPE's random start-up configs; None: default_startup
 
     @property
     def max_t(self) -> int:
         return self.fixed.epochs
+
+    @property
+    def n_startup_trials(self) -> int:
+        return self.startup_trials if self.startup_trials is not None else default_startup(self.num_samples)
 
     def to_record(self) -> dict[str, Any]:
         """The space as the experiment stores it (search/experiment.py), for resume and results."""
@@ -119,7 +125,12 @@ class SearchSpace:
             "dists": [d.to_record() for d in self.dists],
             "baseline": self.baseline,
             "scheduler": self.scheduler.to_record(self.max_t),
-            "searcher": {"type": "optuna", "sampler": "TPE", "seed": self.searcher_seed},
+            "searcher": {
+                "type": "optuna",
+                "sampler": "TPE",
+                "seed": self.searcher_seed,
+                "n_startup_trials": self.n_startup_trials,
+            },
             "resources": {"cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial},
             "metric": METRIC,
             "mode": MODE,
@@ -137,6 +148,8 @@ class SearchSpace:
             searcher_seed=int(d["searcher"]["seed"]),
             cpus_per_trial=float(d["resources"]["cpus_per_trial"]),
             gpus_per_trial=float(d["resources"]["gpus_per_trial"]),
+            # an experiment recorded before the setting existed ran with Optuna's default
+            startup_trials=int(d["searcher"].get("n_startup_trials", OPTUNA_STARTUP)),
         )
 
     def with_num_samples(self, n: int | None) -> SearchSpace:
@@ -203,6 +216,11 @@ def load_space(path: Path) -> SearchSpace:
     if searcher.get("type", "optuna") != "optuna":
         raise err(path, "searcher.type", f"only 'optuna' is supported, got {shown(searcher.get('type'))}")
     seed = int(number(path, "searcher.seed", searcher.get("seed", 0), integer=True))
+    startup = searcher.get("n_startup_trials")
+    if startup is not None:
+        startup = int(number(path, "searcher.n_startup_trials", startup, integer=True))
+        if not 1 <= startup <= MAX_NUM_SAMPLES:
+            raise err(path, "searcher.n_startup_trials", f"must lie in [1, {MAX_NUM_SAMPLES:,}]")
 
     res = mapping(path, "resources", raw.get("resources"), RESOURCE_KEYS)
     cpus = number(path, "resources.cpus_per_trial", res.get("cpus_per_trial", 1))
@@ -210,7 +228,17 @@ def load_space(path: Path) -> SearchSpace:
     check_resources(cpus, gpus, where=f"{path}: resources")
 
     baseline = _parse_baseline(path, raw.get("baseline", "default"), dists, fixed)
-    return SearchSpace(path, num_samples, fixed, tuple(dists), baseline, scheduler, seed, cpus, gpus, raw)
+    return SearchSpace(
+        path, num_samples, fixed, tuple(dists), baseline, scheduler, seed, cpus, gpus, raw, startup_trials=startup
+    )
+
+
+def default_startup(num_samples: int) -> int:
+    """TPE's random start-up configs when the space names none: a quarter of the search, at
+    most Optuna's 10. With Optuna's 10 a search of 12 configs is nearly all random; in the
+    design replay (benchmarks/RESULTS.md, "search designs by replay") a quarter was better at
+    10 configs and no worse at 19-24; above 40 configs both rules give 10."""
+    return min(OPTUNA_STARTUP, max(1, round(num_samples / 4)))
 
 
 def _parse_scheduler(path: Path, raw: Any, fixed: TrainConfig) -> SchedulerSpec:

@@ -76,10 +76,11 @@ class StudyStore:
             self._tmp = None
 
 
-def open_study(store: StudyStore, name: str, *, seed: int, maximize: bool, attrs: dict[str, Any]) -> Any:
-    """The study `name` on `store`, created on first use. TPE is seeded from `seed` and from
-    how many trials the study already holds, so a resumed search does not draw again the random
-    start-up points it drew before the interruption."""
+def open_study(store: StudyStore, name: str, *, seed: int, startup: int, maximize: bool, attrs: dict[str, Any]) -> Any:
+    """The study `name` on `store`, created on first use, with TPE after `startup` random
+    configs. TPE is seeded from `seed` and from how many trials the study already holds, so a
+    resumed search does not draw again the random start-up points it drew before the
+    interruption."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -88,7 +89,7 @@ def open_study(store: StudyStore, name: str, *, seed: int, maximize: bool, attrs
         done = len(known.get_trials(deepcopy=False))
     except KeyError:
         done = None
-    sampler = optuna.samplers.TPESampler(seed=seed + (done or 0))
+    sampler = optuna.samplers.TPESampler(n_startup_trials=startup, seed=seed + (done or 0))
     study = optuna.create_study(
         study_name=name,
         storage=store.storage,

@@ -1,0 +1,263 @@
+"""The design table builder and the replay of the shipped searchers, at a tiny scale, so the
+scripts cannot rot: the table's shape, resume and reproduction; the replay's picks, compute and
+statistics on synthetic tables whose answer is known."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+SPACE = REPO / "search_spaces" / "default.yaml"
+
+
+def run_script(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run(
+        [sys.executable, *args], check=False, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture
+def bench() -> Iterator[None]:
+    """The benchmark modules import each other as scripts do: from their own folder."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def fake_table(path: Path, quality: Any, *, configs: int = 24, seeds: int = 3, noise: float = 0.0) -> Path:
+    """A table in design_table.py's format whose values are `quality(unit point)` (+ noise), the
+    same at every budget and every epoch of the longest schedule: a known answer."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from design_table import sample_configs
+        from replay_table import unit_coords
+    finally:
+        sys.path.remove(str(BENCH))
+    from s9tune.search.space import load_space
+
+    space = load_space(SPACE)
+    dists = [d.to_record() for d in space.dists]
+    cfgs = sample_configs(space, configs - 1, seed=0)
+    budgets, rng = [1, 2, 8], np.random.default_rng(0)
+    q = np.array([quality(unit_coords(dists, c["params"])) for c in cfgs])
+    val = q[:, None, None] + noise * rng.standard_normal((len(cfgs), seeds, len(budgets)))
+    ev = q[:, None, None] + noise * rng.standard_normal((len(cfgs), seeds, len(budgets)))
+    curve = np.repeat(val[:, :, -1:], budgets[-1], axis=2)
+    table = {
+        "format": 1,
+        "complete": True,
+        "setup": {"budgets": budgets, "dists": dists, "seeds": list(range(seeds))},
+        "configs": [{"id": i, **c} for i, c in enumerate(cfgs)],
+        "val": val.tolist(),
+        "eval": ev.tolist(),
+        "val_curve": curve.tolist(),
+        "train_s": (np.ones((len(cfgs), seeds, 1)) * np.array(budgets)).tolist(),
+        "status": [[["completed"] * len(budgets)] * seeds] * len(cfgs),
+    }
+    path.write_text(json.dumps(table), encoding="utf-8")
+    return path
+
+
+def test_table_builds_resumes_and_reproduces(tmp_path: Path, tiny_cifar: Path) -> None:
+    out = tmp_path / "table.json"
+    args = [str(BENCH / "design_table.py"), "--data-dir", str(tiny_cifar), "--out", str(out), "--configs", "2"]
+    args += ["--seeds", "2", "--budgets", "1,3", "--width", "4", "--train-subset", "64", "--batch-size", "16"]
+    run_script([*args, "--workers", "2"])
+    table = json.loads(out.read_text())
+    assert table["complete"] and len(table["configs"]) == 3 and table["configs"][0]["kind"] == "baseline"
+    for key in ("val", "eval"):
+        cells = np.asarray(table[key], dtype=float)
+        assert cells.shape == (3, 2, 2) and np.all((cells >= 0) & (cells <= 1))
+    curves = np.asarray(table["val_curve"], dtype=float)
+    assert curves.shape == (3, 2, 3)
+    assert np.array_equal(curves[:, :, -1], np.asarray(table["val"])[:, :, -1])  # the curve ends at the value
+    session = table["meta"]["sessions"][0]
+    assert "design_table.py" in session["command"] and session["machine"]["cpus"] and session["started"]
+
+    runs = out.with_suffix(".runs.jsonl")
+    lines = runs.read_text().splitlines()
+    assert sum('"config"' in line for line in lines) == 12
+    # an interrupted build: the last record half-written, then a restart reruns only that run
+    runs.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20] + "\n")
+    run_script([*args, "--assemble"])
+    partial = json.loads(out.read_text())
+    assert not partial["complete"] and partial["meta"]["runs"] == 11
+    sys.path.insert(0, str(BENCH))
+    try:
+        from replay_table import Table
+    finally:
+        sys.path.remove(str(BENCH))
+    assert Table.load(out).configs == 2  # the last config lost a run: the replay leaves it out
+    proc = run_script([*args, "--workers", "1"])
+    assert "11 done, 1 to go" in proc.stderr
+    assert json.loads(out.read_text())["val"] == table["val"]  # CPU runs are deterministic per seed
+
+    proc = run_script([*args, "--check", "3"])
+    assert "3 of 3 retrained runs reproduce the table exactly" in proc.stderr
+
+
+def test_replay_finds_a_best_baseline_in_every_design(tmp_path: Path) -> None:
+    """The baseline is every search's first trial; when it is far best at every budget and epoch,
+    every design must pick it: zero regret, whatever the scheduler stops or promotes. (The
+    nearest-neighbour surrogate answers it exactly; a smooth one would spread its lead.)"""
+    table = fake_table(tmp_path / "t.json", lambda u: 0.3 + 0.1 * u[1])
+    data = json.loads(table.read_text())
+    for key in ("val", "eval", "val_curve"):
+        data[key][0] = (np.asarray(data[key][0]) + 0.5).tolist()
+    table.write_text(json.dumps(data))
+    out = tmp_path / "r.json"
+    run_script(
+        [
+            str(BENCH / "design_replay.py"),
+            "--table",
+            str(table),
+            "--reps",
+            "3",
+            "--totals",
+            "4",
+            "--workers",
+            "1",
+            "--surrogate",
+            "nn",
+            "--rows",
+            "--json",
+            str(out),
+            "--plot",
+            str(tmp_path / "r.png"),
+        ]
+    )
+    res = json.loads(out.read_text())
+    assert len(res["cells"]) >= 20 and (tmp_path / "r.png").stat().st_size > 0
+    for cell in res["cells"]:
+        s = cell["summary"]
+        assert s["reps"] == 3 and s["failed"] == 0, cell["design"]
+        assert s["regret"] == [0.0, 0.0, 0.0], cell["design"]
+        assert s["epochs"] <= 4 * 8 * 1.25, cell["design"]  # matched compute, up to ASHA's spread
+        assert all(r["pick"] == 0 for r in res["rows"][f"{cell['design']} @ 4"])
+
+
+def test_replay_statistics_and_pairing(tmp_path: Path) -> None:
+    """A smooth, noisy table: regrets are non-negative, CIs hold their means, the shipped default
+    is paired with itself exactly, and random search at more compute does not do worse on average
+    than at much less (its picks are the best of a superset of draws, same replay seeds)."""
+    table = fake_table(tmp_path / "t.json", lambda u: 0.5 - 0.2 * float(np.sum((u - 0.4) ** 2)), noise=0.01)
+    out = tmp_path / "r.json"
+    run_script(
+        [
+            str(BENCH / "design_replay.py"),
+            "--table",
+            str(table),
+            "--reps",
+            "20",
+            "--totals",
+            "2,12",
+            "--designs",
+            "random",
+            "--workers",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
+    res = json.loads(out.read_text())
+    cells = {(c["design"], c["total"]): c for c in res["cells"]}
+    shipped_name = next(c["design"] for c in res["cells"] if c["is_default"])
+    # the shipped design is default.yaml's, its epochs scaled to the table's schedule, and always runs
+    from s9tune.search.space import load_space
+
+    assert shipped_name.startswith("shipped: ") and load_space(SPACE).scheduler.type in shipped_name.lower()
+    assert {d for d, _ in cells} == {"random, full schedules", shipped_name}
+    for c in cells.values():
+        m, lo, hi = c["summary"]["regret"]
+        assert m >= 0 and lo <= m <= hi and c["summary"]["within_sigma"][1] <= c["summary"]["within_sigma"][0]
+    shipped = cells[(shipped_name, 12.0)]
+    assert shipped["vs_default"]["diff"] == 0.0 and shipped["vs_default"]["pairs"] == 20
+    rnd_small, rnd_big = cells[("random, full schedules", 2.0)], cells[("random, full schedules", 12.0)]
+    assert rnd_small["configs"] == 2 and rnd_big["configs"] == 12
+    assert rnd_big["summary"]["regret"][0] < rnd_small["summary"]["regret"][0]
+    sur = res["table"]["surrogate"]
+    # a smooth function, little noise: both surrogates rank held-out configs well, the fitted one better
+    assert sur["nn"]["loo_spearman_val"] > 0.5 and sur["rbf"]["loo_spearman_val"] > sur["nn"]["loo_spearman_val"]
+
+
+def test_asha_in_the_replay_stops_trials_below_the_rung_cutoff(tmp_path: Path, bench: None) -> None:
+    import design_replay as dr
+    from replay_sim import Oracle, TableController
+    from replay_table import Surrogate, Table
+
+    from s9tune.search.space import load_space
+
+    table = Table.load(fake_table(tmp_path / "t.json", lambda u: 0.2 + 0.3 * u[0], noise=0.02))
+    space = load_space(SPACE)
+    design = next(
+        d for d in dr.designs(8, dr.shipped_scheduler(space, 8)) if d.name == "ASHA r2 grace E/4 1 bracket(s)"
+    )
+    space = dr.design_space(space, design, configs=16, seed=0, longest=8)
+    searcher, scheduler, trials = dr.build_search(space, slots=1)
+    out = TableController(
+        searcher, scheduler, Oracle(Surrogate(table, "rbf"), np.random.default_rng(0)), slots=1, max_trials=trials
+    ).run()
+    reached = sorted(r.epoch for r in out.runs)
+    assert len(out.runs) == 16 and reached[0] == 2 and reached[-1] == 8  # stopped at the first rung, and completed
+    assert out.epochs == sum(reached) and out.busy == pytest.approx(1.0)  # one slot, never idle
+    # every stopped trial was below a completed one at its stop epoch (ASHA's cutoff)
+    best_final = max(r.last["val_accuracy"] for r in out.runs if r.epoch == 8)
+    assert all(r.last["val_accuracy"] < best_final for r in out.runs if r.epoch < 8)
+
+
+def test_halving_in_the_replay_waits_for_certain_promotions(tmp_path: Path, bench: None) -> None:
+    import design_replay as dr
+    from replay_sim import Oracle, TableController
+    from replay_table import Surrogate, Table
+
+    from s9tune.search.space import load_space
+
+    table = Table.load(fake_table(tmp_path / "t.json", lambda u: 0.2 + 0.3 * u[2], noise=0.01))
+    space = load_space(SPACE)
+    halving = {"type": "halving", "budgets": (2, 8), "keep": 0.34}
+    design = next(d for d in dr.designs(8, halving) if d.shipped)
+    space = dr.design_space(space, design, configs=12, seed=0, longest=8)
+    searcher, scheduler, trials = dr.build_search(space, slots=4)
+    out = TableController(
+        searcher, scheduler, Oracle(Surrogate(table, "rbf"), np.random.default_rng(0)), slots=4, max_trials=trials
+    ).run()
+    first = {r.trial.config["config_id"]: r for r in out.runs if r.budget == 2}
+    second = [r for r in out.runs if r.budget == 8]
+    assert len(first) == 12 and len(second) == 5  # ceil(0.34 * 12) promoted
+    top = sorted(first.values(), key=lambda r: r.last["val_accuracy"], reverse=True)[:5]
+    assert {r.trial.config["config_id"] for r in second} == {r.trial.config["config_id"] for r in top}
+    assert out.epochs == 12 * 2 + 5 * 8 and not out.stalled
+    assert out.idle["waiting"] + out.idle["draining"] == pytest.approx(1 - out.busy)
+
+
+def test_scale_replay_reports_driver_costs(tmp_path: Path) -> None:
+    table = fake_table(tmp_path / "t.json", lambda u: 0.3 + 0.1 * u[0], noise=0.01)
+    out = tmp_path / "s.json"
+    args = ["--table", str(table), "--sizes", "32", "--spreads", "1,0", "--memory", "--json", str(out)]
+    proc = run_script([str(BENCH / "replay_scale.py"), *args])
+    rows = json.loads(out.read_text())["rows"]
+    # the shipped design and each of the two others not equal to it, at both spreads
+    names = {r["design"] for r in rows}
+    assert any(n.startswith("shipped") for n in names) and 2 <= len(names) <= 3
+    assert sorted((r["configs"], r["spread"]) for r in rows) == sorted([(32, 1.0), (32, 0.0)] * len(names))
+    assert "ms/run" in proc.stdout
+    for r in rows:
+        assert r["slots"] == 8 and r["runs"] >= 32 and ("peak_bytes" in r) == (r["spread"] == 1.0)
+        assert 0 < r["busy"] <= 1 and r["driver_s_per_finished_run"] > 0 and r["driver_limit_slots"] > 0
+        assert r["by_call"]["searcher.suggest"]["calls"] >= 32
+        assert r["busy"] + r["idle_waiting"] + r["idle_draining"] == pytest.approx(1.0)
