@@ -89,3 +89,34 @@ def test_a_pickled_copy_is_silent() -> None:
     t = FakeTrial("x", {"max_lr": 0.1, "aug_strength": 0.0})
     copy.on_trial_start(0, [t], t)
     assert out.getvalue() == "" and copy.stream is None
+
+
+def test_a_replacement_run_counts_in_the_plan(tmp_path) -> None:
+    """Halving promotes the next config in line when a promoted run fails for good: one run
+    more than planned, so the counts say N/N+1 then N+1/N+1, never more done than planned."""
+    plan = Plan("exp", trials=3, epochs=2 + 2 + 8, exact=True, max_t=8, searched=("max_lr",))
+    out = io.StringIO()
+    progress = SearchProgress(plan, out, live=False)
+    runs = [
+        FakeTrial("a", {"max_lr": 0.1, "budget": 2, "config_id": "c0"}),
+        FakeTrial("b", {"max_lr": 0.2, "budget": 2, "config_id": "c1"}),
+        FakeTrial("p", {"max_lr": 0.2, "budget": 8, "config_id": "c1"}, error_file=str(tmp_path / "e.txt")),
+        FakeTrial("q", {"max_lr": 0.1, "budget": 8, "config_id": "c0", "replaces": "c1"}),
+    ]
+    (tmp_path / "e.txt").write_text("RuntimeError: lost\n")
+    trials: list[FakeTrial] = []
+    for t in runs:
+        trials.append(t)
+        progress.on_trial_start(0, trials, t)
+        t.status = "RUNNING"
+        t.last_result = {"training_iteration": 1 if t is runs[2] else t.config["budget"], "val_accuracy": 0.5}
+        if t is runs[2]:
+            progress.on_trial_error(0, trials, t)
+            t.status = "ERROR"
+        else:
+            progress.on_trial_complete(0, trials, t)
+            t.status = "TERMINATED"
+    lines = out.getvalue().splitlines()
+    assert "(2/3 done, 1 running)" in lines[4], lines  # p started: still the plan's 3
+    assert "in place of config c1" in lines[6] and "(2/4 done, 1 running)" in lines[6], lines
+    assert "(3/4 done, 0 running)" in lines[-1], lines

@@ -62,6 +62,8 @@ def outcome(trial: Any, plan: Plan) -> Literal["completed", "stopped", "diverged
 
 @dataclass
 class Snapshot:
+    total: int  # the plan's trials, plus one for each promoted run that replaces a failed one
+    planned_epochs: int  # the plan's epochs, plus each replacement's
     done: int
     running: int
     pending: int
@@ -84,12 +86,17 @@ def snapshot(trials: list[Any], plan: Plan, started: float, now: dict[str, str] 
     if complete:
         t = max(complete, key=lambda t: (_budget(t, plan), float(t.last_result.get(METRIC, 0.0))))
         best = (float(t.last_result.get(METRIC, 0.0)), t)
+    replacements = [t for t in trials if t.config.get(REPLACES_KEY)]
+    total = plan.trials + len(replacements)
+    planned_epochs = plan.epochs + sum(_budget(t, plan) for t in replacements)
     elapsed = time.monotonic() - started
-    eta = (plan.epochs - epochs) * elapsed / epochs if epochs else None
+    eta = max(0, planned_epochs - epochs) * elapsed / epochs if epochs else None
     return Snapshot(
+        total,
+        planned_epochs,
         done,
         status.count("RUNNING"),
-        max(0, plan.trials - len(trials)) + status.count("PENDING"),
+        max(0, total - len(trials)) + status.count("PENDING"),
         status.count("ERROR"),
         epochs,
         best,
@@ -163,7 +170,7 @@ class SearchProgress(Callback):
         if self._live is None:
             self.stream.write(
                 f"[{_clock(snap.elapsed):>7}] trial {trial.trial_id} {what}  "
-                f"({snap.done}/{self.plan.trials} done, {snap.running} running)\n"
+                f"({snap.done}/{snap.total} done, {snap.running} running)\n"
             )
             self.stream.flush()
             return
@@ -181,7 +188,7 @@ class SearchProgress(Callback):
         lines = [
             f"search {self.plan.name}   {_clock(s.elapsed)} elapsed   ETA {bound}{_clock(s.eta)}",
             f"trials  {s.done} done · {s.running} running · {s.pending} pending · {s.errors} errors",
-            f"epochs  {s.epochs} / {bound}{self.plan.epochs}",
+            f"epochs  {s.epochs} / {bound}{s.planned_epochs}",
             "best    "
             + (
                 f"{100 * s.best[0]:.2f}% val  {_params(s.best[1], self.plan)}  [{s.best[1].trial_id}]"
