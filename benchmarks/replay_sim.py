@@ -114,14 +114,7 @@ class TableController:
     """The part of Tune's TuneController a searcher and a scheduler see, over simulated time."""
 
     def __init__(
-        self,
-        searcher: Searcher,
-        scheduler: TrialScheduler | None,
-        oracle: Oracle,
-        *,
-        slots: int,
-        max_trials: int,
-        max_pending: int | None = None,
+        self, searcher: Searcher, scheduler: TrialScheduler | None, oracle: Oracle, *, slots: int, max_trials: int
     ) -> None:
         self.searcher, self.scheduler = searcher, scheduler or FIFOScheduler()
         self.oracle, self.slots, self.max_trials = oracle, slots, max_trials
@@ -132,7 +125,7 @@ class TableController:
         self.seq = itertools.count()
         self.searcher_done = False
         # s9tune's runner sets TUNE_MAX_PENDING_TRIALS_PG to the slot count
-        self.max_pending = slots if max_pending is None else max_pending
+        self.max_pending = slots
         self.driver_s: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self.suggest_s: list[float] = []  # each suggest call, in order: how its cost grows
