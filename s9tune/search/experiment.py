@@ -206,14 +206,7 @@ class ExperimentRef:
         return raw
 
     def write_text(self, relpath: str, text: str) -> None:
-        fs, root = self._fs()
-        path = f"{root}/{relpath}"
-        try:
-            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-            with fs.open_output_stream(path) as fh:
-                fh.write(text.encode("utf-8"))
-        except OSError as exc:
-            raise storage_error(self.path, exc) from None
+        self.folder.write_text(relpath, text)
 
     def read_text(self, relpath: str, limit: int = RECORD_MAX_BYTES) -> str | None:
         """The file's text, or None if it does not exist."""
