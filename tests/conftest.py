@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import itertools
@@ -9,6 +10,8 @@ import json
 import os
 import pickle
 import re
+import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +20,27 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+
+
+@contextlib.contextmanager
+def benchmarks_on_path() -> Iterator[None]:
+    """The benchmark scripts import each other as they do when run: from their own folder."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def run_script(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """A script run as a person runs it (this Python, from the repository root, no GPU); it
+    must exit 0."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    return proc
 
 
 def make_batch(n: int, seed: int, label_name: str = "batch") -> dict:
@@ -225,6 +249,31 @@ def tune_rows(out: Path) -> dict[str, list[dict]]:
     return rows
 
 
+def search_cmd(tmp: Path, mini: Path, name: str, space: dict, *extra: str) -> list[str]:
+    """`s9tune search` as a user types it: `space` written to tmp/space.yaml, the experiment at
+    tmp/st/NAME, on the data at `mini`."""
+    import sys
+
+    import yaml
+
+    (tmp / "space.yaml").write_text(yaml.safe_dump(space))
+    return [
+        sys.executable,
+        "-m",
+        "s9tune",
+        "search",
+        "--space",
+        str(tmp / "space.yaml"),
+        "--data-dir",
+        str(mini),
+        "--storage",
+        str(tmp / "st"),
+        "--name",
+        name,
+        *extra,
+    ]
+
+
 @pytest.fixture(scope="session")
 def search_experiment(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
     """A real TPE + ASHA search on the mini slice through the CLI, stopped with Ctrl-C
@@ -234,30 +283,13 @@ def search_experiment(tmp_path_factory: pytest.TempPathFactory, request: pytest.
     interrupt.json (exit code, and the trials Tune had finished before the interrupt)."""
     import signal
     import subprocess
-    import sys
     import time
-
-    import yaml
 
     mini = _require_mini(request)
     tmp = tmp_path_factory.mktemp("search")
     space = tmp / "space.yaml"
-    space.write_text(yaml.safe_dump(SEARCH_SPACE))
     exp = tmp / "st" / "exp"
-    cmd = [
-        sys.executable,
-        "-m",
-        "s9tune",
-        "search",
-        "--space",
-        str(space),
-        "--data-dir",
-        str(mini),
-        "--storage",
-        str(tmp / "st"),
-        "--name",
-        "exp",
-    ]
+    cmd = search_cmd(tmp, mini, "exp", SEARCH_SPACE)
     with open(tmp / "console-1.txt", "w") as out:
         proc = subprocess.Popen(cmd, start_new_session=True, stdout=out, stderr=subprocess.DEVNULL)
         deadline = time.time() + 300

@@ -8,31 +8,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-BENCH = REPO / "benchmarks"
-
-
-def run_script(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
-    return proc
+from conftest import BENCH, REPO, benchmarks_on_path, run_script
 
 
 def test_gpu_speed_quick(tmp_path: Path) -> None:
-    sys.path.insert(0, str(BENCH))
-    try:
+    with benchmarks_on_path():
         import gpu_speed
-    finally:
-        sys.path.remove(str(BENCH))
     out_json = tmp_path / "speed.json"
     proc = run_script([str(BENCH / "gpu_speed.py"), "--quick", "--device", "cpu", "--json", str(out_json)])
     assert gpu_speed.METRICS_HEADER in proc.stdout
@@ -59,11 +45,8 @@ def test_gpu_speed_quick(tmp_path: Path) -> None:
 
 
 def test_bench_fit_tiny(tmp_path: Path, mini: Path) -> None:
-    sys.path.insert(0, str(BENCH))
-    try:
+    with benchmarks_on_path():
         import bench_fit
-    finally:
-        sys.path.remove(str(BENCH))
     out_json = tmp_path / "fit.json"
     args = [
         "--width",
@@ -111,11 +94,8 @@ def test_bench_fit_missing_data_is_a_clean_error(tmp_path: Path) -> None:
 def test_search_packing_reads_a_real_search(search_experiment) -> None:
     """search_packing.py's figures (a GPU session takes them at 1, 0.5, 0.25 GPU per trial), from
     the shared real search: 6 ASHA trials of up to 3 epochs on 2 one-CPU slots."""
-    sys.path.insert(0, str(BENCH))
-    try:
+    with benchmarks_on_path():
         import search_packing
-    finally:
-        sys.path.remove(str(BENCH))
     exp, _ = search_experiment
     row = search_packing.summarize(exp, gpus=0, slots=2, epochs=3)
     assert row["runs_started"] == 6 and 1 <= row["runs_done"] < 6  # ASHA stopped some before epoch 3
@@ -134,11 +114,8 @@ def test_search_packing_reads_a_real_search(search_experiment) -> None:
 
 def test_gpu_results_reads_a_session_folder(tmp_path: Path) -> None:
     """gpu_results.json's figures are the session's own numbers, combined as documented."""
-    sys.path.insert(0, str(BENCH))
-    try:
+    with benchmarks_on_path():
         import gpu_results
-    finally:
-        sys.path.remove(str(BENCH))
     res = tmp_path / "res"
     res.mkdir()
     metrics = {

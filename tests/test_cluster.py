@@ -12,14 +12,12 @@ import json
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import SEARCH_SPACE, assert_resumed_not_restarted
+from conftest import SEARCH_SPACE, assert_resumed_not_restarted, search_cmd
 from ray_cluster import RAY, Cluster, running_cluster
 
 pytestmark = pytest.mark.slow
@@ -53,25 +51,7 @@ def test_ray_status_sees_both_nodes(cluster: Cluster) -> None:
 
 
 def search(cluster: Cluster, tmp: Path, mini: Path, name: str, env: dict[str, str], *extra: str, timeout: float = 420):
-    space = tmp / "space.yaml"
-    space.write_text(yaml.safe_dump(SPACE))
-    cmd = [
-        sys.executable,
-        "-m",
-        "s9tune",
-        "search",
-        "--space",
-        str(space),
-        "--data-dir",
-        str(mini),
-        "--storage",
-        str(tmp / "st"),
-        "--name",
-        name,
-        "--address",
-        cluster.address,
-        *extra,
-    ]
+    cmd = search_cmd(tmp, mini, name, SPACE, "--address", cluster.address, *extra)
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

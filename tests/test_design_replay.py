@@ -4,50 +4,34 @@ statistics on synthetic tables whose answer is known."""
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import BENCH, REPO, benchmarks_on_path, run_script
 
-REPO = Path(__file__).resolve().parents[1]
-BENCH = REPO / "benchmarks"
 SPACE = REPO / "search_spaces" / "default.yaml"
 
 
-def run_script(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.run(
-        [sys.executable, *args], check=False, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env
-    )
-    assert proc.returncode == 0, f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
-    return proc
+run_script = functools.partial(run_script, timeout=300)
 
 
 @pytest.fixture
 def bench() -> Iterator[None]:
-    """The benchmark modules import each other as scripts do: from their own folder."""
-    sys.path.insert(0, str(BENCH))
-    try:
+    with benchmarks_on_path():
         yield
-    finally:
-        sys.path.remove(str(BENCH))
 
 
 def fake_table(path: Path, quality: Any, *, configs: int = 24, seeds: int = 3, noise: float = 0.0) -> Path:
     """A table in design_table.py's format whose values are `quality(unit point)` (+ noise), the
     same at every budget and every epoch of the longest schedule: a known answer."""
-    sys.path.insert(0, str(BENCH))
-    try:
+    with benchmarks_on_path():
         from design_table import sample_configs
         from replay_table import unit_coords
-    finally:
-        sys.path.remove(str(BENCH))
     from s9tune.search.space import load_space
 
     space = load_space(SPACE)
@@ -97,11 +81,8 @@ def test_table_builds_resumes_and_reproduces(tmp_path: Path, tiny_cifar: Path) -
     run_script([*args, "--assemble"])
     partial = json.loads(out.read_text())
     assert not partial["complete"] and partial["meta"]["runs"] == 11
-    sys.path.insert(0, str(BENCH))
-    try:
+    with benchmarks_on_path():
         from replay_table import Table
-    finally:
-        sys.path.remove(str(BENCH))
     assert Table.load(out).configs == 2  # the last config lost a run: the replay leaves it out
     proc = run_script([*args, "--workers", "1"])
     assert "11 done, 1 to go" in proc.stderr

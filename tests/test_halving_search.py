@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import SEARCH_SPACE, _require_mini, assert_resumed_not_restarted
+from conftest import SEARCH_SPACE, _require_mini, assert_resumed_not_restarted, search_cmd
 from conftest import trial_runs as runs
 
 pytestmark = pytest.mark.slow
@@ -29,22 +27,8 @@ def killed_and_resumed(tmp_path_factory: pytest.TempPathFactory, request: pytest
 
     mini = _require_mini(request)
     tmp = tmp_path_factory.mktemp("halving")
-    (tmp / "space.yaml").write_text(yaml.safe_dump(HALVING))
     exp = tmp / "st" / "h"
-    cmd = [
-        sys.executable,
-        "-m",
-        "s9tune",
-        "search",
-        "--space",
-        str(tmp / "space.yaml"),
-        "--data-dir",
-        str(mini),
-        "--storage",
-        str(tmp / "st"),
-        "--name",
-        "h",
-    ]
+    cmd = search_cmd(tmp, mini, "h", HALVING)
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     try:

@@ -8,13 +8,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import SEARCH_SPACE, _require_mini, kill_driver, optuna_study, trial_runs
+from conftest import SEARCH_SPACE, _require_mini, kill_driver, optuna_study, search_cmd, trial_runs
 
 pytestmark = pytest.mark.slow
 
@@ -25,24 +23,6 @@ HALVING = {
     "num_samples": 4,
     "scheduler": {"type": "halving", "budgets": [1, 3], "keep": 0.5},
 }
-
-
-def search_cmd(tmp: Path, mini: Path, name: str) -> list[str]:
-    (tmp / "space.yaml").write_text(yaml.safe_dump(HALVING))
-    return [
-        sys.executable,
-        "-m",
-        "s9tune",
-        "search",
-        "--space",
-        str(tmp / "space.yaml"),
-        "--data-dir",
-        str(mini),
-        "--storage",
-        str(tmp / "st"),
-        "--name",
-        name,
-    ]
 
 
 def with_faults(tmp: Path, faults: list[dict]) -> dict[str, str]:
@@ -80,7 +60,7 @@ def replaced(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRe
             {"config": "any", "budget": 3, "epoch": 2, "times": -1},
         ],
     )
-    res = subprocess.run(search_cmd(tmp, mini, "f"), env=env, capture_output=True, text=True, timeout=900)
+    res = subprocess.run(search_cmd(tmp, mini, "f", HALVING), env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     claimed = (tmp / "faults.json.any-3.claim").read_text()
     return {"exp": tmp / "st" / "f", "out": res.stdout, "failed": claimed, "tmp": tmp}
@@ -128,7 +108,7 @@ def test_sigkill_while_a_rerun_is_pending_then_resume(tmp_path: Path, mini: Path
     is what the synchronous rule picks over the same events: the top two of all four values,
     plus, if a promotion before the kill relied on c2's failure, the top two without c2."""
     env = with_faults(tmp_path, [{"config": "c2", "budget": 1, "epoch": 1, "times": 3}])
-    cmd = search_cmd(tmp_path, mini, "k")
+    cmd = search_cmd(tmp_path, mini, "k", HALVING)
     exp = tmp_path / "st" / "k"
     with open(tmp_path / "console-1.txt", "w") as out:
         proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=out, stderr=subprocess.DEVNULL)
