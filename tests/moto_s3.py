@@ -23,6 +23,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def s3_client(env: dict[str, str]):
+    """A boto3 S3 client as the user in `env` (moto_server's endpoint and key)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
 @contextlib.contextmanager
 def moto_server(log: Path) -> Iterator[dict[str, str]]:
     """A moto S3 server that checks signatures, with the bucket BUCKET; yields the environment a

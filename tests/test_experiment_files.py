@@ -54,12 +54,17 @@ def add_trial(exp: Path, index: int, trial_id: str, rows: list[dict], failures: 
         )
 
 
+def new_experiment(tmp_path: Path) -> Path:
+    """tmp_path/st/exp as `search` creates it (the shared space, max_failures 2), no trials yet."""
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SEARCH_SPACE))
+    ExperimentRef(str(tmp_path / "st"), "exp").create(load_space(tmp_path / "space.yaml"), max_failures=2)
+    return tmp_path / "st" / "exp"
+
+
 @pytest.fixture
 def synthetic(tmp_path: Path) -> Path:
     """An experiment as Tune lays it out, with one trial of every status (max_failures 2, 3 epochs)."""
-    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SEARCH_SPACE))
-    ExperimentRef(str(tmp_path / "st"), "exp").create(load_space(tmp_path / "space.yaml"), max_failures=2)
-    exp = tmp_path / "st" / "exp"
+    exp = new_experiment(tmp_path)
     add_trial(exp, 1, "aaaaaaa1", [row(1), row(2), row(3, done=True)])
     add_trial(exp, 2, "aaaaaaa2", [row(1, done=True)])  # ASHA stopped it
     add_trial(exp, 3, "aaaaaaa3", [row(1), {**row(2), "diverged": 1, "val_accuracy": 0.0}])

@@ -301,15 +301,22 @@ def test_resume_reconciles_the_searcher_with_the_trials_tune_restores(tmp_path: 
     assert [t.user_attrs["tune_trial_id"] for t in lost] == ["t5"] and lost[0].state == FAIL
 
 
-def test_a_rerun_of_a_failed_run_is_pending_again(tmp_path: Path) -> None:
-    """A resume reruns errored trials: until the rerun ends, no promotion may count on the
-    failure (it could still finish at the top), and its value then enters the ranking."""
-    budgets = (2, 4)
-    h = make(budgets, 0.5, 4, store=journal(tmp_path))
+def best_fails(tmp_path: Path) -> tuple[StudySearch, list[tuple[str, dict]], tuple[str, dict]]:
+    """Four configs on budgets (2, 4), keep 1/2, on a journal; the run of the best first-budget
+    config fails. (searcher, the started runs, the failed run)."""
+    h = make((2, 4), 0.5, 4, store=journal(tmp_path))
     started = [(f"t{i}", h.suggest(f"t{i}")) for i in range(4)]
     best = max(started, key=lambda tc: value(tc[1], 2))
     for tid, cfg in started:
         finish(h, tid, cfg, fails={(best[1][CONFIG_KEY], 2)})
+    return h, started, best
+
+
+def test_a_rerun_of_a_failed_run_is_pending_again(tmp_path: Path) -> None:
+    """A resume reruns errored trials: until the rerun ends, no promotion may count on the
+    failure (it could still finish at the top), and its value then enters the ranking."""
+    budgets = (2, 4)
+    h, started, best = best_fails(tmp_path)
     assert h.rungs[0].failed == {best[1][CONFIG_KEY]}
     restored = make(budgets, 0.5, 4, store=journal(tmp_path))
     view = [TrialView(t, c, "PENDING" if t == best[0] else "TERMINATED", {}) for t, c in started]
@@ -331,11 +338,7 @@ def test_a_rerun_that_finishes_inside_the_cut_is_promoted_too(tmp_path: Path) ->
     ended); --resume reruns the failed run and it finishes first. Its config is then promoted as
     well: the synchronous rule replayed over these events takes it too."""
     budgets = (2, 4)
-    h = make(budgets, 0.5, 4, store=journal(tmp_path))
-    started = [(f"t{i}", h.suggest(f"t{i}")) for i in range(4)]
-    best = max(started, key=lambda tc: value(tc[1], 2))
-    for tid, cfg in started:
-        finish(h, tid, cfg, fails={(best[1][CONFIG_KEY], 2)})
+    h, started, best = best_fails(tmp_path)
     first_run, finished = drive(h, 2, 0, first_id=10)
     assert finished and len(first_run) == 2 and best[1][CONFIG_KEY] not in rungs(first_run, budgets)[1]
     restored = make(budgets, 0.5, 4, store=journal(tmp_path))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import SEARCH_SPACE
-from test_experiment_files import add_trial, row
+from test_experiment_files import add_trial, new_experiment, row
 
 from s9tune.cli import main
 
@@ -19,12 +19,7 @@ from s9tune.cli import main
 @pytest.fixture
 def experiment(tmp_path: Path) -> Path:
     """A finished experiment as Tune lays it out (results and retrain read only its JSON)."""
-    from s9tune.search.experiment import ExperimentRef
-    from s9tune.search.space import load_space
-
-    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SEARCH_SPACE))
-    ExperimentRef(str(tmp_path / "st"), "exp").create(load_space(tmp_path / "space.yaml"), max_failures=2)
-    exp = tmp_path / "st" / "exp"
+    exp = new_experiment(tmp_path)
     add_trial(exp, 1, "bbbbbbb1", [row(1), row(2), row(3, done=True)])
     return exp
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import tune_rows
-from moto_s3 import BUCKET, free_port, moto_server
+from moto_s3 import BUCKET, free_port, moto_server, s3_client
 from ray_cluster import Cluster, running_cluster
 
 from s9tune.cli import main
@@ -53,18 +53,6 @@ def s9tune(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.
     )
 
 
-def bucket(env: dict[str, str]) -> Any:
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
-
-
 def normalised(paths: list[str]) -> set[str]:
     """Run-relative file paths, TensorBoard's (host- and time-stamped) event files as tb/events."""
     return {p.split("/events.out.tfevents.")[0] + "/events" if "events.out.tfevents" in p else p for p in paths}
@@ -81,7 +69,7 @@ def on_cluster(cluster: Cluster, s3: dict[str, str], search_experiment, mini: Pa
     )  # fmt: skip
     wall = time.time() - t
     assert res.returncode == 0, res.stderr[-3000:]
-    client, prefix = bucket(s3), OUT.split(f"{BUCKET}/", 1)[1] + "/"
+    client, prefix = s3_client(s3), OUT.split(f"{BUCKET}/", 1)[1] + "/"
     keys = [
         o["Key"][len(prefix) :]
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import SEARCH_SPACE, assert_resumed_not_restarted, kill_driver
-from moto_s3 import BUCKET, moto_server
+from moto_s3 import BUCKET, moto_server, s3_client
 
 pytestmark = pytest.mark.slow
 
@@ -42,15 +42,7 @@ def s9tune(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.
 
 def remote_rows(env: dict[str, str], prefix: str) -> dict[str, list[str]]:
     """result.json lines of every trial under s3://BUCKET/prefix, read back over the wire."""
-    import boto3
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
+    s3 = s3_client(env)
     out = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
         for obj in page.get("Contents", []):
@@ -63,15 +55,7 @@ def remote_rows(env: dict[str, str], prefix: str) -> dict[str, list[str]]:
 def uploaded_finished(env: dict[str, str], prefix: str) -> set[str]:
     """Trial ids the newest experiment state in the bucket records as TERMINATED, read as plain
     JSON (Tune's trial entries are JSON strings; nothing in them is unpickled here)."""
-    import boto3
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
+    s3 = s3_client(env)
     keys = sorted(
         o["Key"]
         for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
@@ -86,16 +70,9 @@ def uploaded_finished(env: dict[str, str], prefix: str) -> set[str]:
 
 def journal_study(env: dict[str, str], key: str, tmp: Path, name: str):
     """The study `name` of an Optuna journal in the bucket, downloaded and read with Optuna."""
-    import boto3
     from conftest import optuna_study
 
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
+    s3 = s3_client(env)
     (tmp / "journal").mkdir()
     (tmp / "journal" / "optuna.journal").write_bytes(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
     return optuna_study(tmp / "journal", name)
