@@ -36,6 +36,13 @@ def test_what_the_compat_module_uses_is_still_there() -> None:
     assert missing is None or isinstance(missing, ImportError)
 
 
+def test_the_address_file_is_where_ray_puts_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ray._common.utils import get_ray_address_file  # Ray's rule; this test fails if it moves
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    assert ray_compat.ray_address_file() == Path(get_ray_address_file(None))
+
+
 @pytest.mark.slow
 def test_the_auth_probe_names_a_refused_token_on_a_real_cluster() -> None:
     """Against a token cluster, without the opt-in, Ray's GCS client refuses at once (ray.init

@@ -10,7 +10,6 @@ import os
 import re
 import socket
 import stat
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -95,13 +94,6 @@ def connect_error(address: str, exc: BaseException) -> str:
 HANDSHAKE_S = 10.0
 
 
-def ray_address_file() -> Path:
-    """Where `ray start` records the address of this machine's cluster (Ray's own rule:
-    $RAY_TMPDIR, else $TMPDIR on Linux, else /tmp; then ray/ray_current_cluster)."""
-    base = os.environ.get("RAY_TMPDIR") or (os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None)
-    return Path(base or "/tmp") / "ray" / "ray_current_cluster"
-
-
 def trusted_local_address() -> str:
     """`--address auto`, resolved by s9tune from the file `ray start` wrote, and only if no other
     user could have written it: Ray makes its temp folder world-writable (0777), so anyone on the
@@ -109,6 +101,8 @@ def trusted_local_address() -> str:
     search's code, data and token. Ray's own `auto` would also fall back to any Ray process it
     finds running, whoever started it. The file must be a regular file owned by this user (or
     root) that nobody else may write."""
+    from s9tune.search.ray_compat import ray_address_file
+
     path = ray_address_file()
     hint = "give the head's HOST:PORT with --address instead of auto"
     try:

@@ -1,4 +1,4 @@
-"""The two things s9tune needs of Ray that its public API does not offer, kept here alone and
+"""The three things s9tune needs of Ray that its public API does not offer, kept here alone and
 held to the Ray release that pyproject.toml pins by tests/test_ray_compat.py.
 
 * `gcs_auth_error(address)`: against a cluster that wants a token, `ray.init` retries for about
@@ -8,12 +8,18 @@ held to the Ray release that pyproject.toml pins by tests/test_ray_compat.py.
 * `dashboard_missing()`: whether `ray[default]`'s packages are importable, checked as Ray checks
   it before it starts a dashboard (`ray.dashboard.optional_deps`), so that `--dashboard` fails
   with one line instead of a Ray without a dashboard.
+* `ray_address_file()`: where `ray start` records this machine's cluster address, the file
+  `--address auto` reads; Ray's rule for it lives in a private module (`ray._common.utils`).
 
 Both degrade safely when Ray changes them: the probe then reports nothing and `ray.init` says
 what failed; the test is what notices, loudly.
 """
 
 from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
 
 TESTED_RAY = "2.60"  # the minor release these were read from and tested on; pyproject pins it
 
@@ -41,3 +47,10 @@ def dashboard_missing() -> ImportError | None:
     except ImportError as exc:
         return exc
     return None
+
+
+def ray_address_file() -> Path:
+    """Where `ray start` records the address of this machine's cluster (Ray's own rule:
+    $RAY_TMPDIR, else $TMPDIR on Linux, else /tmp; then ray/ray_current_cluster)."""
+    base = os.environ.get("RAY_TMPDIR") or (os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None)
+    return Path(base or "/tmp") / "ray" / "ray_current_cluster"
