@@ -132,12 +132,13 @@ def design_space(base: SearchSpace, design: Design, *, configs: int, seed: int, 
     )
 
 
-def build_search(space: SearchSpace, *, slots: int, sampler: Any = None) -> tuple[Any, Any, int]:
+def build_search(space: SearchSpace, *, slots: int, sampler: Any = None, store: Any = None) -> tuple[Any, Any, int]:
     """(searcher, scheduler, trials) as s9tune/search/runner.py builds them for `space`: one
     StudySearch (TPE seeded, the baseline first; halving inside it) at one run per slot, with
     ASHA as Tune's scheduler under `asha`. Two additions a space file cannot express: an Optuna
     `sampler` in place of the study's TPE (random search) and Ray's synchronous
-    HyperBandScheduler in ASHA's place (with no cap on live runs: see below).
+    HyperBandScheduler in ASHA's place (with no cap on live runs: see below). `store`: where the
+    studies live (search/study.py's StudyStore; memory by default).
 
     The one place the replay builds s9tune's searcher: when runner.py's construction changes
     (a new constructor argument), change it here too."""
@@ -148,7 +149,7 @@ def build_search(space: SearchSpace, *, slots: int, sampler: Any = None) -> tupl
     sched = space.scheduler
     # HyperBand pauses whole brackets: capped at the slot count no bracket would ever fill
     # (paused runs count as live), so it runs without a cap
-    searcher = StudySearch(space, max_concurrent=None if sched.type == "hyperband" else slots)
+    searcher = StudySearch(space, store=store, max_concurrent=None if sched.type == "hyperband" else slots)
     if sampler is not None:
         searcher.studies[0].sampler = sampler  # Optuna's Study.sampler: the one that asks
     searcher.set_search_properties(METRIC, MODE, {})  # as Tune does

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -40,22 +41,41 @@ def scale_designs(base: SearchSpace, e: int) -> list[Design]:
 
 
 def simulate(
-    sur: Surrogate, base: SearchSpace, design: Design, *, configs: int, slots: int, seed: int, spread: float = 1.0
+    sur: Surrogate,
+    base: SearchSpace,
+    design: Design,
+    *,
+    configs: int,
+    slots: int,
+    seed: int,
+    spread: float = 1.0,
+    journal: bool = False,
 ) -> dict[str, Any]:
+    """One replay at scale. `journal`: the searcher's studies on an Optuna journal file in a
+    temporary folder, as a real search keeps them (STORAGE/NAME/optuna.journal), not in memory."""
+    from s9tune.search.experiment import ExperimentRef
+    from s9tune.search.study import StudyStore
+
     table = sur.table
     space = design_space(base, design, configs=configs, seed=seed, longest=table.longest)
-    searcher, scheduler, trials = build_search(space, slots=slots)
-    np.random.seed(seed)
-    ctrl = TableController(
-        searcher,
-        scheduler,
-        Oracle(sur, np.random.default_rng(seed), draw_times=True, spread=spread),
-        slots=slots,
-        max_trials=trials,
-    )
-    t0 = time.perf_counter()
-    out = ctrl.run()
-    wall = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="s9replay-") as tmp:
+        store = None
+        if journal:
+            (Path(tmp) / "e").mkdir()
+            store = StudyStore(ExperimentRef(tmp, "e"))
+        searcher, scheduler, trials = build_search(space, slots=slots, store=store)
+        np.random.seed(seed)
+        ctrl = TableController(
+            searcher,
+            scheduler,
+            Oracle(sur, np.random.default_rng(seed), draw_times=True, spread=spread),
+            slots=slots,
+            max_trials=trials,
+        )
+        t0 = time.perf_counter()
+        out = ctrl.run()
+        wall = time.perf_counter() - t0
+        written = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
     driver = sum(out.driver_s.values())
     finished = sum(r.trial.status == "TERMINATED" for r in out.runs)
     suggest = ctrl.suggest_s
@@ -65,6 +85,8 @@ def simulate(
         "configs": configs,
         "slots": slots,
         "spread": spread,
+        "studies": "journal" if journal else "memory",
+        "journal_bytes": written,
         "runs": len(out.runs),
         "epochs": out.epochs,
         "makespan_epochs": out.makespan,
@@ -100,7 +122,8 @@ def driver_limit(row: dict[str, Any], run_s: float) -> float:
 def describe(row: dict[str, Any], run_s: float) -> str:
     mem = f", peak {row['peak_bytes'] / 2**20:.1f} MiB" if "peak_bytes" in row else ""
     return (
-        f"{row['design']:38s} {row['configs']:5d} configs {row['slots']:4d} slots, spread {row['spread']:g}: "
+        f"{row['design']:38s} {row['configs']:5d} configs {row['slots']:4d} slots, spread {row['spread']:g}, "
+        f"studies in {row['studies']}: "
         f"{row['runs']:5d} runs, busy {row['busy']:.2f}, idle waiting {row['idle_waiting']:.3f} draining "
         f"{row['idle_draining']:.3f}; driver {1e3 * row['driver_s_per_finished_run']:.2f} ms/run, "
         f"{1e3 * row['driver_s_per_decision']:.3f} ms/decision, suggest {row['suggest_ms_first_tenth']:.2f} -> "
@@ -117,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spreads", default="1,0", help="run-time spread: 1 as the table measured it, 0 all equal")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--memory", action="store_true", help="also a tracemalloc pass per size (slower)")
+    p.add_argument("--journal", action="store_true", help="the studies on a journal file, as a real search keeps them")
     # 441 six-epoch runs per GPU-hour at 4 trials per H200 (RESULTS.md, GPU figures): 33 s per run and slot
     p.add_argument("--run-s", type=float, default=33.0, help="seconds of one run on a slot: the driver limit's scale")
     p.add_argument("--json", type=Path, required=True)
@@ -132,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in (int(x) for x in args.sizes.split(",")):
             for design in scale_designs(base, sur.table.longest):
                 kw = {"configs": n, "slots": max(1, n // 4), "seed": args.seed}
-                row = simulate(sur, base, design, spread=spread, **kw)
+                row = simulate(sur, base, design, spread=spread, journal=args.journal, **kw)
                 if args.memory and spread == spreads[0]:  # memory does not depend on run times
                     row["peak_bytes"] = peak_memory(sur, base, design, **kw)
                 row["driver_limit_slots"] = driver_limit(row, args.run_s)

@@ -242,3 +242,23 @@ def test_scale_replay_reports_driver_costs(tmp_path: Path) -> None:
         assert 0 < r["busy"] <= 1 and r["driver_s_per_finished_run"] > 0 and r["driver_limit_slots"] > 0
         assert r["by_call"]["searcher.suggest"]["calls"] >= 32
         assert r["busy"] + r["idle_waiting"] + r["idle_draining"] == pytest.approx(1.0)
+
+
+def test_scale_replay_on_a_journal_makes_the_same_decisions(tmp_path: Path, bench: None) -> None:
+    """--journal puts the searcher's studies on a file, as a real search keeps them: it costs
+    driver time, not decisions."""
+    import replay_scale
+    from replay_table import Surrogate, Table
+
+    from s9tune.search.space import load_space
+
+    sur = Surrogate(Table.load(fake_table(tmp_path / "t.json", lambda u: 0.3 + 0.1 * u[0], noise=0.01)), "rbf")
+    base = load_space(SPACE)
+    design = next(d for d in replay_scale.scale_designs(base, sur.table.longest) if d.shipped)
+    kw = {"configs": 16, "slots": 4, "seed": 3}
+    memory = replay_scale.simulate(sur, base, design, **kw)
+    journal = replay_scale.simulate(sur, base, design, journal=True, **kw)
+    assert memory["studies"] == "memory" and memory["journal_bytes"] == 0
+    assert journal["studies"] == "journal" and journal["journal_bytes"] > 0
+    for key in ("runs", "epochs", "makespan_epochs", "busy"):
+        assert journal[key] == memory[key], key
