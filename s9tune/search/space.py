@@ -237,7 +237,8 @@ def default_startup(num_samples: int) -> int:
     """TPE's random start-up configs when the space names none: a quarter of the search, at
     most Optuna's 10. With Optuna's 10 a search of 12 configs is nearly all random; in the
     design replay (benchmarks/RESULTS.md, "search designs by replay") a quarter was better at
-    10 configs and no worse at 19-24; above 40 configs both rules give 10."""
+    10 configs and not resolved at 23-24 (better under one surrogate); above 40 configs both
+    rules give 10."""
     return min(OPTUNA_STARTUP, max(1, round(num_samples / 4)))
 
 
