@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from replay_sim import Draw, Oracle, Run, TableController, pick
+from replay_sim import Oracle, TableController, pick
 from replay_stats import compare, report_rows, summarize
 from replay_table import Surrogate, Table
 
+from s9tune.search.reeval import ReevalSpec
 from s9tune.search.space import METRIC, MODE, SchedulerSpec, SearchSpace, load_space
 
 logger = logging.getLogger("design_replay")
@@ -46,7 +47,8 @@ class Design:
     # TPE's n_startup_trials: "s9tune" (the space's; by default a quarter of the configs, at
     # most 10) or "10" (Optuna's default)
     startup: str = "s9tune"
-    reeval: int = 0  # the top k configs retrained on the table's other seeds before the pick
+    reeval: int = 0  # the top k configs retrained on more seeds before the pick (search/reeval.py)
+    reeval_seeds: int = 0  # how many more: 0 for all the table's other seeds
     shipped: bool = False  # the default space's own design, the reference of paired differences
 
 
@@ -90,14 +92,20 @@ def designs(e: int, shipped: dict[str, Any]) -> list[Design]:
     out = [
         Design(name, fam, shipped, shipped=True),
         Design(f"{name}, TPE startup 10", fam, shipped, startup="10"),
+        Design(f"{name}, top-2 re-evaluated", fam, shipped, reeval=2),
         Design(f"{name}, top-3 re-evaluated", fam, shipped, reeval=3),
+        Design(f"{name}, top-3 re-evaluated on 1 seed", fam, shipped, reeval=3, reeval_seeds=1),
         Design("random, full schedules", "full", full, sampler="random"),
         Design("TPE, full schedules", "full", full),
         Design("TPE (startup 10), full schedules", "full", full, startup="10"),
+        Design("TPE, full schedules, top-2 re-evaluated", "full", full, reeval=2),
         Design("TPE, full schedules, top-3 re-evaluated", "full", full, reeval=3),
+        Design("TPE, full schedules, top-3 re-evaluated on 1 seed", "full", full, reeval=3, reeval_seeds=1),
         # the default before 2026-11-29, so it stays in every comparison
         Design("halving [E/4, E] keep 0.34", "halving", {"type": "halving", "budgets": (q, e), "keep": 0.34}),
     ]
+    third = {"type": "halving", "budgets": (q, e), "keep": 1 / 3}
+    out.append(Design("halving [E/4, E] keep 1/3, top-3 re-evaluated", "halving", third, reeval=3))
     for budgets in ((q, e), (max(1, e // 8), q, e)):
         for keep, kl in ((1 / 2, "1/2"), (1 / 3, "1/3"), (1 / 4, "1/4")):
             sched = {"type": "halving", "budgets": budgets, "keep": keep}
@@ -119,8 +127,11 @@ def designs(e: int, shipped: dict[str, Any]) -> list[Design]:
     ]
 
 
-def design_space(base: SearchSpace, design: Design, *, configs: int, seed: int, longest: int) -> SearchSpace:
-    """The shipped space with the table's schedule length and the design's scheduler."""
+def design_space(
+    base: SearchSpace, design: Design, *, configs: int, seed: int, longest: int, seeds: int = 3
+) -> SearchSpace:
+    """The shipped space with the table's schedule length, the design's scheduler, and its
+    re-evaluation step on the table's other `seeds - 1` seeds."""
     fields = {k: v for k, v in design.scheduler.items() if k != "type"}
     if "budgets" in fields:
         fields["budgets"] = tuple(fields["budgets"])
@@ -128,8 +139,21 @@ def design_space(base: SearchSpace, design: Design, *, configs: int, seed: int, 
     fixed = base.fixed.with_overrides({"epochs": longest})
     startup = 10 if design.startup == "10" else base.startup_trials
     return dataclasses.replace(
-        base, num_samples=configs, scheduler=spec, searcher_seed=seed, fixed=fixed, startup_trials=startup
+        base,
+        num_samples=configs,
+        scheduler=spec,
+        searcher_seed=seed,
+        fixed=fixed,
+        startup_trials=startup,
+        reevaluate=reeval_spec(design, seeds),
     )
+
+
+def reeval_spec(design: Design, seeds: int) -> ReevalSpec:
+    """The design's re-evaluation step, on at most the table's `seeds - 1` other seeds."""
+    if not design.reeval:
+        return ReevalSpec()
+    return ReevalSpec(design.reeval, min(design.reeval_seeds or seeds - 1, seeds - 1))
 
 
 def build_search(space: SearchSpace, *, slots: int, sampler: Any = None, store: Any = None) -> tuple[Any, Any, int]:
@@ -142,8 +166,9 @@ def build_search(space: SearchSpace, *, slots: int, sampler: Any = None, store: 
 
     The one place the replay builds s9tune's searcher: when runner.py's construction changes
     (a new constructor argument), change it here too."""
-    from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler
+    from ray.tune.schedulers import HyperBandScheduler
 
+    from s9tune.search.schedulers import scheduler_for
     from s9tune.search.searchers import StudySearch
 
     sched = space.scheduler
@@ -156,18 +181,12 @@ def build_search(space: SearchSpace, *, slots: int, sampler: Any = None, store: 
     scheduler: Any = None
     if sched.type == "hyperband":
         scheduler = HyperBandScheduler(max_t=space.max_t, reduction_factor=sched.reduction_factor)
-    elif sched.type == "asha":
-        scheduler = ASHAScheduler(
-            time_attr="training_iteration",
-            max_t=space.max_t,
-            grace_period=sched.grace_period,
-            reduction_factor=sched.reduction_factor,
-            brackets=sched.brackets,
-        )
+    else:
+        scheduler = scheduler_for(space)  # runner.py's: ASHA (never stopping a rerun), or none
     if scheduler is not None:
         scheduler.set_search_properties(METRIC, MODE)
     # as runner.py hands tune.run: the searcher says FINISHED before this count is reached
-    return searcher, scheduler, space.num_samples * len(sched.budgets or (space.max_t,))
+    return searcher, scheduler, space.max_trials
 
 
 def make_sampler(design: Design, seed: int) -> Any:
@@ -178,40 +197,18 @@ def make_sampler(design: Design, seed: int) -> Any:
     return None  # the study's own TPESampler (search/study.py): seeded, the space's n_startup_trials
 
 
-def reevaluate(sur: Surrogate, done: list[Run], k: int) -> tuple[Draw, int]:
-    """(pick, extra epochs): the top k complete longest runs by search value, each config
-    retrained on its table config's other seeds; the best mean over all its seeds wins."""
-    top = sorted(done, key=lambda r: r.last[METRIC], reverse=True)[:k]
-    table, j = sur.table, sur.val_longest
-    seeds = range(table.seeds)
-
-    def mean_val(r: Run) -> float:
-        d = r.draw
-        return (
-            r.last[METRIC] + sum(d.values[j] - sur.resid[d.c, d.s, j] + sur.resid[d.c, o, j] for o in seeds if o != d.s)
-        ) / table.seeds
-
-    return max(top, key=mean_val).draw, len(top) * (table.seeds - 1) * table.longest
-
-
 def replay(sur: Surrogate, base: SearchSpace, design: Design, *, configs: int, rep: int, slots: int) -> dict[str, Any]:
     """One search of `design` with `configs` configs, replay seed `rep`."""
     table = sur.table
-    space = design_space(base, design, configs=configs, seed=rep, longest=table.longest)
+    space = design_space(base, design, configs=configs, seed=rep, longest=table.longest, seeds=table.seeds)
     searcher, scheduler, trials = build_search(space, slots=slots, sampler=make_sampler(design, rep))
     np.random.seed(rep % 2**32)  # ASHA draws each trial's bracket from NumPy's global generator
     oracle = Oracle(sur, np.random.default_rng(rep))
     out = TableController(searcher, scheduler, oracle, slots=slots, max_trials=trials).run()
     best = pick(out, table.longest)
-    epochs, search_value = out.epochs, float("nan")
-    if best is None:
-        draw = None  # no complete schedule: scored as the worst table config
-    elif design.reeval:
-        done = [r for r in out.runs if r.budget == table.longest and r.epoch >= table.longest and r.last]
-        draw, extra = reevaluate(sur, done, design.reeval)
-        epochs += extra
-    else:
-        draw, search_value = best.draw, float(best.last[METRIC])
+    epochs, search_value, draw = out.epochs, float("nan"), None  # no pick: scored as the worst config
+    if best is not None:
+        draw, search_value = best[0].draw, float(np.mean(best[1]))
     quality = draw.quality if draw is not None else float(sur.mean[:, -1].min())
     expected_val = float(draw.values[sur.val_longest] - sur.resid[draw.c, draw.s, sur.val_longest]) if draw else 0.0
     return {
@@ -223,7 +220,8 @@ def replay(sur: Surrogate, base: SearchSpace, design: Design, *, configs: int, r
         "busy": out.busy,
         "stalled": out.stalled,
         "failed": best is None,
-        # the pick's value as the search saw it, minus its expected validation accuracy
+        # the pick's value as the search saw it (with re-evaluation, its mean over seeds), minus
+        # its expected validation accuracy
         "optimism": search_value - expected_val,
     }
 
@@ -232,8 +230,9 @@ def planned_epochs(design: Design, configs: int, e: int, seeds: int) -> float | 
     if design.scheduler["type"] != "halving":
         return None
     spec = SchedulerSpec("halving", budgets=tuple(design.scheduler["budgets"]), keep=design.scheduler["keep"])
-    extra = design.reeval * (seeds - 1) * e
-    return float(sum(n * b for n, b in zip(spec.rung_sizes(configs), spec.budgets, strict=True)) + extra)
+    sizes = spec.rung_sizes(configs)
+    extra = reeval_spec(design, seeds).runs(sizes[-1]) * e
+    return float(sum(n * b for n, b in zip(sizes, spec.budgets, strict=True)) + extra)
 
 
 _CACHE: dict[str, Any] = {}  # one worker's table and space, loaded once by _init

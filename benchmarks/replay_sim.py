@@ -27,6 +27,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from replay_table import Surrogate, unit_coords
 
+from s9tune.search.reeval import SEED_KEY, best_mean
 from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC
 
 
@@ -46,7 +47,9 @@ class Oracle:
     """Answers a trial's config through the table's surrogate plus one measured seed. A
     config's later runs (halving's longer budgets) reuse its draw, as a search reruns a config
     with the same `seed`; each new config near the same table config takes that config's next
-    seed, so close proposals see different measured noise (until the seeds run out)."""
+    seed, so close proposals see different measured noise (until the seeds run out). A
+    re-evaluation run (search/reeval.py) of a config takes its table config's next seed after
+    the one its search run had: with 3 seeds in the table, 2 reruns see the other two."""
 
     def __init__(
         self, surrogate: Surrogate, rng: np.random.Generator, *, draw_times: bool = False, spread: float = 1.0
@@ -56,9 +59,16 @@ class Oracle:
         self.offset = rng.integers(0, self.table.seeds, size=self.table.configs)  # common to one replay's designs
         self.uses: dict[int, int] = defaultdict(int)
         self.draws: dict[str, Draw] = {}  # by config id
+        self.reruns: dict[str, int] = {}  # re-evaluation runs drawn so far, by config id
 
     def assign(self, trial_id: str, config: dict[str, Any]) -> Draw:
         cid = str(config.get(CONFIG_KEY, trial_id))
+        if SEED_KEY in config:
+            base = self.draws[cid]
+            k = self.reruns[cid] = self.reruns.get(cid, 0) + 1
+            s = (base.s + k) % self.table.seeds
+            mu = base.values - self.surrogate.resid[base.c, base.s]
+            return Draw(base.x, base.c, s, mu + self.surrogate.resid[base.c, s], base.quality)
         if cid not in self.draws:
             x = unit_coords(self.table.dists, config)
             c = int(np.argmin(np.linalg.norm(self.table.coords - x, axis=1)))
@@ -249,7 +259,20 @@ class TableController:
         )
 
 
-def pick(outcome: Outcome, longest: int) -> Run | None:
-    """s9tune's best trial: the highest value at the end of a complete longest schedule."""
+def pick(outcome: Outcome, longest: int) -> tuple[Run, list[float]] | None:
+    """s9tune's best trial (search/trials.py): with re-evaluation runs, the re-evaluated config
+    with the best mean (search/reeval.py's rule); otherwise the highest value at the end of a
+    complete longest schedule. Returns its search run and the values it was picked on."""
     done = [r for r in outcome.runs if r.budget == longest and r.epoch >= longest and r.last]
-    return max(done, key=lambda r: r.last[METRIC], default=None)
+    key = {id(r): str(r.trial.config.get(CONFIG_KEY, r.trial.trial_id)) for r in done}
+    search = {key[id(r)]: r for r in done if SEED_KEY not in r.trial.config}
+    values = {c: [float(r.last[METRIC])] for c, r in search.items()}
+    reevaluated = set()
+    for r in done:
+        if SEED_KEY in r.trial.config and key[id(r)] in values:
+            values[key[id(r)]].append(float(r.last[METRIC]))
+            reevaluated.add(key[id(r)])
+    top = best_mean(values, reevaluated)
+    if top is None:
+        top = max(search, key=lambda c: values[c][0], default=None)
+    return None if top is None else (search[top], values[top])

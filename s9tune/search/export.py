@@ -70,6 +70,8 @@ def trial_rows(exp: Experiment) -> list[dict[str, Any]]:
     rows = []
     for r in exp.ranked():
         run = {"config": r.config_id, "budget": r.budget, "replaces": r.replaces} if exp.halving else {}
+        if exp.space.reevaluate.on:
+            run["seed"] = r.seed  # a re-evaluation run's; empty for the search's runs
         rows.append(
             {
                 "trial": r.trial_id,
@@ -102,6 +104,20 @@ def leaderboard_rows(exp: Experiment) -> list[dict[str, Any]]:
     ]
 
 
+def seed_mean_rows(exp: Experiment) -> list[dict[str, Any]]:
+    """The re-evaluated configs, best mean first: the first is the pick."""
+    return [
+        {
+            "config": m.config_id,
+            **{k: m.config.get(k) for k in exp.searched},
+            "values": m.values,
+            "mean": m.mean,
+            "runs": [m.search_run.trial_id, *[r.trial_id for r in m.reruns]],
+        }
+        for m in exp.reevaluated()
+    ]
+
+
 def _csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     if rows:
@@ -121,6 +137,7 @@ def export_experiment(experiment: str) -> Experiment:
         "scope": exp.scope,
         "rows": leaderboard_rows(exp),
         "replacements": exp.replacements(),
+        "reevaluated": seed_mean_rows(exp),
         "importance": imp,
         "importance_basis": basis,
         **exp.compute_hours(),
@@ -132,6 +149,8 @@ def export_experiment(experiment: str) -> Experiment:
         logger.warning("%s: no trial completed its schedule; no %s written", exp.path, BEST_CONFIG)
         return exp
     header = f"# best trial {best.trial_id} of {exp.path} ({best.epochs}-epoch schedule)\n# scope: {exp.scope}\n"
+    if best.seeds > 1:
+        header += f"# picked by its mean over {best.seeds} seeds: {100 * best.val_accuracy:.2f}%\n"
     ref.write_text(BEST_CONFIG, header + best.config.to_yaml())
     return exp
 
@@ -178,6 +197,14 @@ def format_results(exp: Experiment) -> str:
     out.append("")
     out.append(f"Ranked by {exp.scope.split(':')[0]}. {'Runs' if exp.halving else 'Trials'}: {exp.status_counts()}.")
     out += [f"{line[0].upper()}{line[1:]}." for line in exp.replacements()]
+    means = seed_mean_rows(exp)
+    if means:
+        out.append(f"Re-evaluated on {exp.space.reevaluate.seeds} more seed(s), picked by the mean:")
+        out += [
+            f"  {m['config']:<12} mean {_pct(m['mean'])} over {len(m['values'])} "
+            f"({', '.join(_pct(v) for v in m['values'])})" + ("  <- picked" if i == 0 else "")
+            for i, m in enumerate(means)
+        ]
     imp, basis = importance(exp)
     if imp:
         out.append(f"Parameter importance ({basis}):")

@@ -77,22 +77,6 @@ def _experiment(
     return ref, saved.with_resources(space.cpus_per_trial, space.gpus_per_trial)
 
 
-def _scheduler(space: SearchSpace) -> Any:
-    """ASHA under `asha`; under `halving` none: every run ends its own complete schedule."""
-    from ray.tune.schedulers import ASHAScheduler
-
-    sched = space.scheduler
-    if sched.type == "halving":
-        return None
-    return ASHAScheduler(
-        time_attr="training_iteration",
-        max_t=space.max_t,
-        grace_period=sched.grace_period,
-        reduction_factor=sched.reduction_factor,
-        brackets=sched.brackets,
-    )
-
-
 @contextlib.contextmanager
 def _pending_trials(slots: int) -> Iterator[None]:
     """Tune keeps one trial pending at a time for a searcher of its own; with as many as there
@@ -118,9 +102,24 @@ def _plan(space: SearchSpace, ref: ExperimentRef) -> Any:
     if sched.type == "halving":
         sizes = sched.rung_sizes(space.num_samples)
         epochs = sum(n * b for n, b in zip(sizes, sched.budgets, strict=True))
-        return Plan(ref.name, trials=sum(sizes), epochs=epochs, exact=True, max_t=space.max_t, searched=keys)
-    epochs = space.num_samples * space.max_t
-    return Plan(ref.name, trials=space.num_samples, epochs=epochs, exact=False, max_t=space.max_t, searched=keys)
+        reruns = space.reevaluate.runs(sizes[-1])
+        return Plan(
+            ref.name,
+            trials=sum(sizes) + reruns,
+            epochs=epochs + reruns * space.max_t,
+            exact=True,
+            max_t=space.max_t,
+            searched=keys,
+        )
+    reruns = space.reevaluate.runs(space.num_samples)
+    return Plan(
+        ref.name,
+        trials=space.num_samples + reruns,
+        epochs=(space.num_samples + reruns) * space.max_t,
+        exact=False,
+        max_t=space.max_t,
+        searched=keys,
+    )
 
 
 def _log_path(ref: ExperimentRef) -> Path:
@@ -224,6 +223,7 @@ def _run_tune(
 
     from s9tune.search.hparams import HParamsTBXLogger
     from s9tune.search.progress import SearchProgress
+    from s9tune.search.schedulers import scheduler_for
     from s9tune.search.searchers import SearchSync, StudySearch, StudySearchGenerator
     from s9tune.search.study import StudyStore
     from s9tune.search.trainable import train_trial
@@ -247,9 +247,9 @@ def _run_tune(
                 name=ref.name,
                 storage_path=ref.storage,
                 search_alg=StudySearchGenerator(searcher),
-                scheduler=_scheduler(space),
-                # an upper bound only (each config once per budget): the searcher ends the search
-                num_samples=space.num_samples * len(space.scheduler.budgets or (space.max_t,)),
+                scheduler=scheduler_for(space),
+                # an upper bound only: the searcher ends the search
+                num_samples=space.max_trials,
                 metric=METRIC,
                 mode=MODE,
                 callbacks=callbacks,

@@ -12,6 +12,10 @@ from or promotes on comes from the middle of a schedule:
   mid-cycle is told to Optuna as PRUNED at the step it reached, not as COMPLETE with its
   mid-cycle value, so TPE ranks it below every complete trial, by how far it got.
 
+With `reevaluate` on, once every config has its value the top ones by complete full-length
+value train again on more seeds (search/reeval.py), each run its own Tune trial, recorded in
+the study `NAME@seeds`; no scheduler stops them (search/schedulers.py).
+
 TPE (seeded, the baseline enqueued first) proposes configs through Optuna's ask-and-tell and
 learns only first-budget values. Every ask, report and tell goes to the study's storage at
 once, so the state of the search is the journal: a restarted searcher rebuilds its rungs from
@@ -28,9 +32,11 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.search import Searcher, SearchGenerator
 
+from s9tune.search.reeval import SEED_KEY
+from s9tune.search.reruns import Reruns
 from s9tune.search.rungs import Rungs
 from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC, MODE, REPLACES_KEY, SearchSpace
-from s9tune.search.study import StudyStore, open_study, report, set_attr, study_name
+from s9tune.search.study import StudyStore, add_running, open_study, report, set_attr, study_name
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +94,14 @@ class StudySearch(Searcher):
         self.open: dict[str, int] = {}  # Tune trial id -> number of its running Optuna trial
         if space.baseline and not self.studies[0].get_trials(deepcopy=False):
             self.studies[0].enqueue_trial(dict(space.baseline))
+        self.final: dict[str, float] = {}  # config id -> its complete full-length value
+        self.reruns = (
+            Reruns(
+                self.store, name=name, spec=space.reevaluate, seed=space.fixed.seed, max_t=space.max_t, dists=self.dists
+            )
+            if space.reevaluate.on
+            else None
+        )
         self._rebuild()
 
     # -- Ray's Searcher API ----------------------------------------------------------
@@ -95,7 +109,7 @@ class StudySearch(Searcher):
         return metric in (None, METRIC) and mode in (None, MODE)
 
     def suggest(self, trial_id: str) -> dict | str | None:
-        if self.max_concurrent is not None and self.rungs.live_runs() >= self.max_concurrent:
+        if self.max_concurrent is not None and self._live() >= self.max_concurrent:
             return None
         # the deepest promotion first: the final values arrive as early as possible
         for r in range(len(self.budgets) - 1, 0, -1):
@@ -104,15 +118,29 @@ class StudySearch(Searcher):
                 return self._promote(trial_id, cid, r)
         if len(self.rungs[0].started) < self.rungs[0].quota:
             return self._new_config(trial_id)
-        return Searcher.FINISHED if self.rungs.finished() else None
+        if not self.rungs.finished():
+            return None
+        if self.reruns is not None:
+            self.reruns.plan.plan(self._ranked_final())
+            run = self.reruns.plan.next_run()
+            if run is not None:
+                return self._rerun(trial_id, run)
+        return Searcher.FINISHED if self.is_finished() else None
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self.open and self.metric in result and not result.get("diverged"):
+        if self.metric not in result or result.get("diverged"):
+            return
+        step, value = int(result.get("training_iteration", 0)), float(result[self.metric])
+        if trial_id in self.open:
             _, r = self.runs[trial_id]
-            step = int(result.get("training_iteration", 0))
-            report(self.store, self.names[r], self.open[trial_id], step=step, value=float(result[self.metric]))
+            report(self.store, self.names[r], self.open[trial_id], step=step, value=value)
+        elif self.reruns is not None and trial_id in self.reruns.open:
+            self.reruns.report(trial_id, step=step, value=value)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if self.reruns is not None and trial_id in self.reruns.open:
+            self.reruns.complete(trial_id, None if error else result)
+            return
         if trial_id not in self.open:
             return  # not ours, or recorded already (a finished run that Tune ran again)
         import optuna
@@ -126,6 +154,8 @@ class StudySearch(Searcher):
         if value is not None and (epochs >= self.budgets[r] or (result or {}).get("diverged")):
             study.tell(number, value)
             self.rungs.finish(r, cid, value)
+            if r == len(self.budgets) - 1 and value > 0:  # a diverged run scores 0: not worth a rerun
+                self.final[cid] = value
         elif value is not None and not self.halving:  # stopped by ASHA mid-cycle
             report(self.store, self.names[r], number, step=epochs, value=value)
             study.tell(number, state=optuna.trial.TrialState.PRUNED)
@@ -137,7 +167,7 @@ class StudySearch(Searcher):
         self.store.sync()
 
     def is_finished(self) -> bool:
-        return self.rungs.finished()
+        return self.rungs.finished() and (self.reruns is None or self.reruns.plan.finished())
 
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
         # the state is the journal, written as it changes; Tune saving its own is the moment to
@@ -156,7 +186,15 @@ class StudySearch(Searcher):
         known = {t.trial_id for t in trials}
         for tid in [t for t in self.open if t not in known]:
             self._lose(tid)
+        for tid in [t for t in (self.reruns.open if self.reruns else {}) if t not in known]:
+            self.reruns.lose(tid)
         for t in trials:
+            if SEED_KEY in t.config and self.reruns is not None:
+                row = str(t.config[CONFIG_KEY])
+                cid = row if self.halving else self.runs.get(row, (row, 0))[0]
+                run = (cid, int(t.config[SEED_KEY]) - self.reruns.seed)
+                self.reruns.reconcile(t.trial_id, status=t.status, result=t.result, run=run, params=self.params[cid])
+                continue
             if t.trial_id not in self.runs:
                 self._adopt(t)
             cid, r = self.runs[t.trial_id]
@@ -192,8 +230,12 @@ class StudySearch(Searcher):
                     self.rungs.rerun(r, cid)
                 elif t.state in (state.COMPLETE, state.PRUNED):
                     self.rungs.finish(r, cid, t.value if t.value is not None else 0.0)
+                    if t.state == state.COMPLETE and r == len(self.studies) - 1 and (t.value or 0.0) > 0:
+                        self.final[cid] = float(t.value)
                 else:
                     self.rungs.fail(r, cid)
+        if self.reruns is not None:
+            self.reruns.rebuild()
 
     def _lose(self, tid: str) -> None:
         import optuna
@@ -212,7 +254,7 @@ class StudySearch(Searcher):
         r = self.budgets.index(int(t.config[BUDGET_KEY])) if self.halving else 0
         cid = str(t.config[CONFIG_KEY]) if self.halving else None
         extra = {REPLACES_ATTR: t.config[REPLACES_KEY]} if REPLACES_KEY in t.config else {}
-        number = self._add_running(r, params, t.trial_id, cid, extra)
+        number = self._add_running(self.studies[r], params, t.trial_id, cid, extra)
         cid = cid or self._fresh_id(number)
         if r == 0:
             self.params[cid] = params
@@ -223,7 +265,7 @@ class StudySearch(Searcher):
 
     def _reopen(self, tid: str) -> None:
         cid, r = self.runs[tid]
-        self.open[tid] = self._add_running(r, self.params[cid], tid, cid, {})
+        self.open[tid] = self._add_running(self.studies[r], self.params[cid], tid, cid, {})
         self.rungs.rerun(r, cid)
 
     # -- starting runs ---------------------------------------------------------------
@@ -238,7 +280,7 @@ class StudySearch(Searcher):
     def _promote(self, trial_id: str, cid: str, r: int) -> dict[str, Any]:
         replaces = self.rungs.replaces(r)
         extra = {REPLACES_ATTR: replaces} if replaces else {}
-        number = self._add_running(r, self.params[cid], trial_id, cid, extra)
+        number = self._add_running(self.studies[r], self.params[cid], trial_id, cid, extra)
         if replaces:
             logger.info("config %s promoted to %d epochs in place of %s", cid, self.budgets[r], replaces)
         return self._start(trial_id, cid, r, number, replaces)
@@ -252,19 +294,28 @@ class StudySearch(Searcher):
         extra = {REPLACES_KEY: replaces} if replaces else {}
         return {**self.params[cid], BUDGET_KEY: self.budgets[r], CONFIG_KEY: cid, **extra}
 
-    def _add_running(self, r: int, params: dict[str, Any], tid: str, cid: str | None, extra: dict[str, Any]) -> int:
-        """A running trial with these values in rung r's study, in one write; its number."""
-        import optuna
+    def _rerun(self, trial_id: str, run: tuple[str, int]) -> dict[str, Any]:
+        """A re-evaluation run: the config's values on a complete full-length schedule, with
+        another seed; its config id is the one its search run's row carries (results group
+        them): under halving the config id, under ASHA its trial's id."""
+        cid, j = run
+        self.reruns.start(trial_id, run, self.params[cid])
+        row = cid if self.halving else next(t for t, (c, r) in self.runs.items() if c == cid and r == 0)
+        budget = {BUDGET_KEY: self.budgets[-1]} if self.halving else {}
+        return {**self.params[cid], **budget, CONFIG_KEY: row, SEED_KEY: self.reruns.seed + j}
 
-        study = self.studies[r]
-        number = len(study.get_trials(deepcopy=False))
-        attrs = {TUNE_ID: tid, CONFIG_ATTR: cid or self._fresh_id(number), **extra}
-        study.add_trial(
-            optuna.trial.create_trial(
-                params=params, distributions=self.dists, state=optuna.trial.TrialState.RUNNING, user_attrs=attrs
-            )
-        )
-        return number
+    def _ranked_final(self) -> list[str]:
+        """Configs with a complete full-length value, best first (ties: the earlier config)."""
+        order = {c: i for i, c in enumerate(self.rungs[0].started)}
+        return sorted(self.final, key=lambda c: (-self.final[c], order.get(c, len(order))))
+
+    def _live(self) -> int:
+        return self.rungs.live_runs() + (len(self.reruns.plan.live()) if self.reruns else 0)
+
+    def _add_running(self, study: Any, params: dict[str, Any], tid: str, cid: str | None, extra: dict[str, Any]) -> int:
+        """A running trial with these values in `study`, in one write; its number."""
+        attrs = {TUNE_ID: tid, CONFIG_ATTR: cid or self._fresh_id(len(study.get_trials(deepcopy=False)))}
+        return add_running(study, self.dists, params, {**attrs, **extra})
 
     def _fresh_id(self, number: int) -> str:
         cid = f"c{number}"

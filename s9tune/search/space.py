@@ -13,6 +13,7 @@ A file looks like this (every section but `space` optional)::
     baseline: {max_lr: 0.4, pct_start: 0.2083, aug_strength: 1.0}   # trial 0
     scheduler: {type: asha, grace_period: 4, reduction_factor: 2}
     searcher: {type: optuna, seed: 0}
+    reevaluate: {top: 3, seeds: 2}   # the top 3 configs trained on 2 more seeds; pick by mean
     resources: {cpus_per_trial: 2, gpus_per_trial: 0.25}
 
 Errors name the file and the key and raise ConfigError (exit 2).
@@ -20,8 +21,6 @@ Errors name the file and the key and raise ConfigError (exit 2).
 
 from __future__ import annotations
 
-import itertools
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,12 +28,20 @@ from typing import Any
 from s9tune.config import TrainConfig, field_types, read_yaml_mapping
 from s9tune.errors import ConfigError, shown
 from s9tune.search.dists import Dist, parse_dist
+from s9tune.search.reeval import SEED_KEY, ReevalSpec
+from s9tune.search.scheduling import SchedulerSpec, parse_reeval, parse_scheduler
 from s9tune.search.validation import check_field, err, mapping, number
 
-TOP_KEYS = {"num_samples", "fixed", "space", "baseline", "scheduler", "searcher", "resources", "description"}
-SCHEDULER_KEYS = {
-    "asha": {"type", "grace_period", "reduction_factor", "max_t", "brackets"},
-    "halving": {"type", "budgets", "keep"},
+TOP_KEYS = {
+    "num_samples",
+    "fixed",
+    "space",
+    "baseline",
+    "scheduler",
+    "searcher",
+    "reevaluate",
+    "resources",
+    "description",
 }
 OPTUNA_STARTUP = 10  # TPESampler's own n_startup_trials
 SEARCHER_KEYS = {"type", "seed", "n_startup_trials"}
@@ -43,55 +50,11 @@ METRIC, MODE = "val_accuracy", "max"
 BUDGET_KEY = "budget"  # in a halving run's trial config: the epochs of its complete schedule
 CONFIG_KEY = "config_id"  # in a halving run's trial config: the config it runs (shared by its runs)
 REPLACES_KEY = "replaces"  # in a promoted run's trial config, if it took the place of that config's failed run
-RUN_KEYS = (BUDGET_KEY, CONFIG_KEY, REPLACES_KEY)  # what a halving run's config adds to the searched values
+# what a run's config adds to the searched values: a halving run its budget, config and stand-in;
+# a re-evaluation run its config and seed (search/reeval.py)
+RUN_KEYS = (BUDGET_KEY, CONFIG_KEY, REPLACES_KEY, SEED_KEY)
 MAX_NUM_SAMPLES = 10_000  # configs in one search; each is at least one trial folder
 DATA_KEYS = ("val_size", "train_subset")  # the driver loads the splits once for all trials
-
-
-@dataclass(frozen=True)
-class SchedulerSpec:
-    """How the search spends epochs on configs.
-
-    asha: every config on one full-length schedule; ASHA stops the worse ones at its rungs.
-    halving: every config on a complete schedule of `budgets[0]` epochs; the best `keep` of them
-    trained again from scratch on a complete schedule of the next budget, and so on.
-    """
-
-    type: str = "asha"
-    grace_period: int = 1
-    reduction_factor: float = 2.0
-    brackets: int = 1
-    budgets: tuple[int, ...] = ()
-    keep: float = 1.0
-
-    def rung_sizes(self, num_configs: int) -> list[int]:
-        """Configs trained at each budget: all at the first, then ceil(keep * previous), at least 1."""
-        sizes = [num_configs]
-        for _ in self.budgets[1:]:
-            sizes.append(max(1, math.ceil(self.keep * sizes[-1] - 1e-9)))
-        return sizes
-
-    def to_record(self, max_t: int) -> dict[str, Any]:
-        if self.type == "halving":
-            return {"type": "halving", "max_t": max_t, "budgets": list(self.budgets), "keep": self.keep}
-        return {
-            "type": self.type,
-            "max_t": max_t,
-            "grace_period": self.grace_period,
-            "reduction_factor": self.reduction_factor,
-            "brackets": self.brackets,
-        }
-
-    @classmethod
-    def from_record(cls, d: dict[str, Any]) -> SchedulerSpec:
-        if d.get("type") == "halving":
-            return cls("halving", budgets=tuple(int(b) for b in d["budgets"]), keep=float(d["keep"]))
-        return cls(
-            d.get("type", "asha"),
-            int(d.get("grace_period", 1)),
-            float(d.get("reduction_factor", 2)),
-            int(d.get("brackets", 1)),
-        )
 
 
 @dataclass(frozen=True)
@@ -107,10 +70,17 @@ class SearchSpace:
     gpus_per_trial: float
     raw: dict[str, Any] = field(default_factory=dict)
     startup_trials: int | None = None  # TPE's random start-up configs; None: default_startup
+    reevaluate: ReevalSpec = field(default_factory=ReevalSpec)  # top configs retrained on more seeds
 
     @property
     def max_t(self) -> int:
         return self.fixed.epochs
+
+    @property
+    def max_trials(self) -> int:
+        """At most how many Tune trials the search makes: each config once per budget, and the
+        re-evaluation runs."""
+        return self.num_samples * len(self.scheduler.budgets or (self.max_t,)) + self.reevaluate.runs(self.num_samples)
 
     @property
     def n_startup_trials(self) -> int:
@@ -131,6 +101,7 @@ class SearchSpace:
                 "seed": self.searcher_seed,
                 "n_startup_trials": self.n_startup_trials,
             },
+            "reevaluate": self.reevaluate.to_record(),
             "resources": {"cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial},
             "metric": METRIC,
             "mode": MODE,
@@ -150,6 +121,7 @@ class SearchSpace:
             gpus_per_trial=float(d["resources"]["gpus_per_trial"]),
             # an experiment recorded before the setting existed ran with Optuna's default
             startup_trials=int(d["searcher"].get("n_startup_trials", OPTUNA_STARTUP)),
+            reevaluate=ReevalSpec.from_record(d.get("reevaluate")),
         )
 
     def with_num_samples(self, n: int | None) -> SearchSpace:
@@ -210,7 +182,7 @@ def load_space(path: Path) -> SearchSpace:
     if not 1 <= num_samples <= MAX_NUM_SAMPLES:
         raise err(path, "num_samples", f"must lie in [1, {MAX_NUM_SAMPLES:,}]")
 
-    scheduler = _parse_scheduler(path, raw.get("scheduler"), fixed)
+    scheduler = parse_scheduler(path, raw.get("scheduler"), fixed)
 
     searcher = mapping(path, "searcher", raw.get("searcher"), SEARCHER_KEYS)
     if searcher.get("type", "optuna") != "optuna":
@@ -222,6 +194,8 @@ def load_space(path: Path) -> SearchSpace:
         if not 1 <= startup <= MAX_NUM_SAMPLES:
             raise err(path, "searcher.n_startup_trials", f"must lie in [1, {MAX_NUM_SAMPLES:,}]")
 
+    reevaluate = parse_reeval(path, raw.get("reevaluate"))
+
     res = mapping(path, "resources", raw.get("resources"), RESOURCE_KEYS)
     cpus = number(path, "resources.cpus_per_trial", res.get("cpus_per_trial", 1))
     gpus = number(path, "resources.gpus_per_trial", res.get("gpus_per_trial", 0))
@@ -229,7 +203,18 @@ def load_space(path: Path) -> SearchSpace:
 
     baseline = _parse_baseline(path, raw.get("baseline", "default"), dists, fixed)
     return SearchSpace(
-        path, num_samples, fixed, tuple(dists), baseline, scheduler, seed, cpus, gpus, raw, startup_trials=startup
+        path,
+        num_samples,
+        fixed,
+        tuple(dists),
+        baseline,
+        scheduler,
+        seed,
+        cpus,
+        gpus,
+        raw,
+        startup_trials=startup,
+        reevaluate=reevaluate,
     )
 
 
@@ -240,52 +225,6 @@ def default_startup(num_samples: int) -> int:
     10 configs and not resolved at 23-24 (better under one surrogate); above 40 configs both
     rules give 10."""
     return min(OPTUNA_STARTUP, max(1, round(num_samples / 4)))
-
-
-def _parse_scheduler(path: Path, raw: Any, fixed: TrainConfig) -> SchedulerSpec:
-    kind = raw.get("type", "asha") if isinstance(raw, dict) else "asha"
-    if kind not in SCHEDULER_KEYS:
-        raise err(path, "scheduler.type", f"unknown scheduler {shown(kind)} (known: {', '.join(SCHEDULER_KEYS)})")
-    sched = mapping(path, "scheduler", raw, SCHEDULER_KEYS[kind])
-    if kind == "halving":
-        return _parse_halving(path, sched, fixed)
-    grace = int(number(path, "scheduler.grace_period", sched.get("grace_period", 1), integer=True))
-    rf = number(path, "scheduler.reduction_factor", sched.get("reduction_factor", 2))
-    brackets = int(number(path, "scheduler.brackets", sched.get("brackets", 1), integer=True))
-    if "max_t" in sched and sched["max_t"] != fixed.epochs:
-        raise err(path, "scheduler.max_t", f"must equal fixed.epochs ({fixed.epochs}); it is derived from it")
-    if not 1 <= grace <= fixed.epochs:
-        raise err(path, "scheduler.grace_period", f"must lie in [1, epochs={fixed.epochs}]")
-    if rf <= 1:
-        raise err(path, "scheduler.reduction_factor", "must be > 1")
-    if brackets < 1:
-        raise err(path, "scheduler.brackets", "must be >= 1")
-    return SchedulerSpec("asha", grace, float(rf), brackets)
-
-
-def _parse_halving(path: Path, sched: dict[str, Any], fixed: TrainConfig) -> SchedulerSpec:
-    budgets = sched.get("budgets")
-    if not isinstance(budgets, list) or not budgets:
-        raise err(
-            path,
-            "scheduler.budgets",
-            f"expected a list of epochs ending at fixed.epochs ({fixed.epochs}), e.g. [6, {fixed.epochs}]",
-        )
-    for i, b in enumerate(budgets):
-        if number(path, f"scheduler.budgets[{i}]", b, integer=True) < 1:
-            raise err(path, f"scheduler.budgets[{i}]", f"must be >= 1, got {b}")
-    if any(a >= b for a, b in itertools.pairwise(budgets)):
-        raise err(path, "scheduler.budgets", f"must increase strictly, got {budgets}")
-    if budgets[-1] != fixed.epochs:
-        raise err(
-            path, "scheduler.budgets", f"the last budget ({budgets[-1]}) must equal fixed.epochs ({fixed.epochs})"
-        )
-    if len(budgets) > 1 and "keep" not in sched:
-        raise err(path, "scheduler.keep", "missing: the fraction of a budget's configs that go on to the next")
-    keep = number(path, "scheduler.keep", sched.get("keep", 1.0))
-    if len(budgets) > 1 and not 0 < keep < 1:
-        raise err(path, "scheduler.keep", f"must lie strictly between 0 and 1, got {keep}")
-    return SchedulerSpec("halving", budgets=tuple(int(b) for b in budgets), keep=float(keep))
 
 
 def check_resources(cpus: float, gpus: float, where: str = "resources", unit: str = "trial") -> None:

@@ -117,3 +117,17 @@ def report(store: StudyStore, name: str, number: int, *, step: int, value: float
 def set_attr(store: StudyStore, name: str, number: int, key: str, value: Any) -> None:
     """A user attribute on a running trial, by its number (as `report`)."""
     store.storage.set_trial_user_attr(_trial_id(store, name, number), key, value)
+
+
+def add_running(study: Any, dists: dict[str, Any], params: dict[str, Any], attrs: dict[str, Any]) -> int:
+    """A running trial with these values and user attributes in `study`, in one write (a
+    trial the study did not ask for: a promotion, a rerun, an adopted run); its number."""
+    import optuna
+
+    number = len(study.get_trials(deepcopy=False))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=params, distributions=dists, state=optuna.trial.TrialState.RUNNING, user_attrs=attrs
+        )
+    )
+    return number

@@ -21,6 +21,7 @@ from s9tune.config import TrainConfig
 from s9tune.data import Splits
 from s9tune.engine import EpochMetrics, FitResult, FitState, gpu_peak_memory, train
 from s9tune.search.faults import fault_injector
+from s9tune.search.reeval import SEED_KEY
 from s9tune.search.space import BUDGET_KEY, RUN_KEYS
 
 logger = logging.getLogger(__name__)
@@ -89,11 +90,14 @@ class TuneReport(BaseCallback):
 
 
 def trial_config(config: dict[str, Any], base: dict[str, Any]) -> TrainConfig:
-    """The run's TrainConfig: fixed values, the searched ones, and under halving the run's budget
-    as `epochs`, so its OneCycle schedule is complete at that length (pct_start scales with it)."""
+    """The run's TrainConfig: fixed values, the searched ones, under halving the run's budget
+    as `epochs`, so its OneCycle schedule is complete at that length (pct_start scales with it),
+    and for a re-evaluation run its seed."""
     searched = {k: v for k, v in config.items() if k not in RUN_KEYS}
     if BUDGET_KEY in config:
         searched["epochs"] = int(config[BUDGET_KEY])
+    if SEED_KEY in config:
+        searched["seed"] = int(config[SEED_KEY])
     return TrainConfig.from_dict(base).with_overrides(searched)
 
 

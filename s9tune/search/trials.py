@@ -41,6 +41,7 @@ class TrialRow:
     config_id: str = ""  # under halving, shared by a config's runs; else the trial id
     budget: int = 0  # epochs of the run's schedule
     replaces: str = ""  # under halving: the config whose failed run at this budget this one stood in for
+    seed: int | None = None  # a re-evaluation run's seed (search/reeval.py); None for the search's own runs
 
     @property
     def final_value(self) -> float | None:
@@ -71,6 +72,27 @@ class ConfigRow:
         return max(self.runs, key=lambda r: r.budget).status
 
 
+@dataclass
+class SeedMean:
+    """A config the re-evaluation step retrained: its search run and its reruns."""
+
+    config_id: str
+    config: dict[str, Any]
+    search_run: TrialRow
+    reruns: list[TrialRow]
+
+    @property
+    def values(self) -> list[float]:
+        """Complete full-length values: the search run's first, then the reruns' by seed."""
+        runs = [self.search_run, *sorted(self.reruns, key=lambda r: r.seed or 0)]
+        return [r.final_value for r in runs if r.final_value is not None]
+
+    @property
+    def mean(self) -> float | None:
+        vals = self.values
+        return sum(vals) / len(vals) if vals else None
+
+
 @dataclass(frozen=True)
 class BestTrial:
     """The trial a retrain reproduces: the best value at the end of a complete schedule."""
@@ -79,8 +101,9 @@ class BestTrial:
     trial_id: str
     params: dict[str, Any]  # the searched values
     config: TrainConfig  # fixed values + params
-    val_accuracy: float
+    val_accuracy: float  # the run's value, or with re-evaluation the mean over its seeds
     epochs: int
+    seeds: int = 1  # complete runs the value is the mean of
 
 
 @dataclass
@@ -103,6 +126,11 @@ class Experiment:
         """What the ranking and the best trial are based on."""
         return HALVING_SCOPE if self.halving else SCOPE
 
+    @property
+    def search_rows(self) -> list[TrialRow]:
+        """The search's own runs, without the re-evaluation runs."""
+        return [r for r in self.rows if r.seed is None]
+
     def ranked(self) -> list[TrialRow]:
         """Complete schedules first, by last-epoch val accuracy; then the rest."""
 
@@ -114,7 +142,7 @@ class Experiment:
     def configs(self) -> list[ConfigRow]:
         """Halving's configs, ranked by their value at the highest budget each reached."""
         by_id: dict[str, ConfigRow] = {}
-        for r in self.rows:
+        for r in self.search_rows:
             by_id.setdefault(r.config_id, ConfigRow(r.config_id, r.config, [])).runs.append(r)
 
         def key(c: ConfigRow) -> tuple:
@@ -123,13 +151,46 @@ class Experiment:
 
         return sorted(by_id.values(), key=key, reverse=True)
 
+    def reevaluated(self) -> list[SeedMean]:
+        """The configs the re-evaluation step retrained, best mean first (search/reeval.py)."""
+        from s9tune.search.reeval import best_mean
+
+        longest = self.space.max_t
+        search = {r.config_id: r for r in self.search_rows if r.budget == longest}
+        out: dict[str, SeedMean] = {}
+        for r in self.rows:
+            if r.seed is not None and r.config_id in search:
+                out.setdefault(r.config_id, SeedMean(r.config_id, r.config, search[r.config_id], [])).reruns.append(r)
+        ranked: list[SeedMean] = []
+        while out:  # best_mean is the one rule for the pick; the rest follow in its order
+            top = best_mean({c: m.values for c, m in out.items()}, set(out))
+            if top is None:
+                break
+            ranked.append(out.pop(top))
+        return ranked + list(out.values())
+
     def best(self) -> BestTrial:
-        """The highest value at the end of a complete schedule: under halving, at the highest budget."""
+        """With re-evaluation, the re-evaluated config with the best mean over its seeds;
+        otherwise the highest value at the end of a complete schedule (under halving, at the
+        highest budget)."""
+        means = [m for m in self.reevaluated() if m.mean is not None]
+        if means:
+            top = means[0]
+            cfg = self.space.fixed.with_overrides(top.config)
+            return BestTrial(
+                self.path,
+                top.search_run.trial_id,
+                dict(top.config),
+                cfg,
+                float(top.mean or 0.0),
+                self.space.max_t,
+                seeds=len(top.values),
+            )
         if self.halving:
             done = [c.top for c in self.configs() if c.top is not None]
             row = done[0] if done else None
         else:
-            row = next((r for r in self.ranked() if r.final_value is not None), None)
+            row = next((r for r in self.ranked() if r.final_value is not None and r.seed is None), None)
         if row is None:
             raise S9Error(f"{self.path}: no trial finished its schedule (statuses: {self.status_counts()})")
         cfg = self.space.fixed.with_overrides(row.config)
@@ -141,15 +202,21 @@ class Experiment:
         """True if a trial is unfinished or runs the plan asked for were never started."""
         if any(r.status == "unfinished" for r in self.rows):
             return True
+        longest = self.space.max_t
+        complete = sum(r.budget == longest and r.final_value is not None for r in self.search_rows)
+        if sum(r.seed is not None for r in self.rows) < self.space.reevaluate.runs(complete):
+            return True
         if not self.halving:
-            return len(self.rows) < self.space.num_samples
+            return len(self.search_rows) < self.space.num_samples
         sizes = self.space.scheduler.rung_sizes(self.space.num_samples)
         for size, budget, below in zip(
             sizes, self.space.scheduler.budgets, [None, *self.space.scheduler.budgets[:-1]], strict=True
         ):
-            ran = sum(r.budget == budget for r in self.rows)
+            ran = sum(r.budget == budget for r in self.search_rows)
             # a rung may be short only because too few configs below it got a value
-            valid_below = sum(r.budget == below and r.final_value is not None for r in self.rows) if below else size
+            valid_below = (
+                sum(r.budget == below and r.final_value is not None for r in self.search_rows) if below else size
+            )
             if ran < min(size, valid_below):
                 return True
         return False

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from s9tune.errors import S9Error
+from s9tune.search.reeval import SEED_KEY
 from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC, REPLACES_KEY, RUN_KEYS
 from s9tune.search.trials import RunStatus, TrialRow
 
@@ -125,6 +126,7 @@ def trial_row(t: TrialFiles, searched: list[str], max_t: int, max_failures: int)
         config_id=str(t.params.get(CONFIG_KEY, t.trial_id)),
         budget=budget,
         replaces=str(t.params.get(REPLACES_KEY) or ""),
+        seed=int(t.params[SEED_KEY]) if isinstance(t.params.get(SEED_KEY), int) else None,
     )
 
 
@@ -221,8 +223,11 @@ def check_resumable(files: Files, record: dict[str, Any], searched: set[str]) ->
     needed, allowed = (
         (searched | {BUDGET_KEY, CONFIG_KEY}, searched | set(RUN_KEYS)) if halving else (searched, searched)
     )
+    # a re-evaluation run's config adds its config id and seed
+    rerun = (needed | {CONFIG_KEY, SEED_KEY}, allowed | {CONFIG_KEY, SEED_KEY})
     for config in configs:
-        if not isinstance(config, dict) or not needed <= set(config) <= allowed:
+        need, allow = rerun if isinstance(config, dict) and SEED_KEY in config else (needed, allowed)
+        if not isinstance(config, dict) or not need <= set(config) <= allow:
             keys = sorted(config) if isinstance(config, dict) else config
             raise S9Error(
                 f"{files.path}: a trial's parameters {keys} do not match s9tune's record "

@@ -1,0 +1,105 @@
+"""Re-evaluation of the search's top configs on more training seeds, as plain values.
+
+The search ranks configs by one training run each, and a single run's seed noise is of the
+same size as the differences between the best configs; the best single value is, on average,
+also its config's luckiest run (the winner's curse). So once every config has its value, the
+`top` configs with a complete full-length value each train `seeds` more times on the full
+schedule, with seeds `fixed.seed + 1 .. fixed.seed + seeds`, and the pick is the config with
+the best mean over all its complete runs. Everything stays on the validation split.
+
+No Ray or Optuna here: the searcher (search/searchers.py) feeds it events, the results
+(search/trials.py) and the design replay (benchmarks/) use `best_mean`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SEED_KEY = "rerun_seed"  # in a re-evaluation run's trial config: the TrainConfig seed it trains with
+
+
+@dataclass(frozen=True)
+class ReevalSpec:
+    """`top` configs, each trained on `seeds` more seeds; top 0 turns the step off."""
+
+    top: int = 0
+    seeds: int = 0
+
+    @property
+    def on(self) -> bool:
+        return self.top > 0 and self.seeds > 0
+
+    def runs(self, configs: int) -> int:
+        """Runs the step plans after a search with `configs` complete full-length values."""
+        return min(self.top, configs) * self.seeds if self.on else 0
+
+    def to_record(self) -> dict[str, int]:
+        return {"top": self.top, "seeds": self.seeds}
+
+    @classmethod
+    def from_record(cls, d: dict[str, Any] | None) -> ReevalSpec:
+        # an experiment recorded before the step existed had none
+        return cls(int(d.get("top", 0)), int(d.get("seeds", 0))) if d else cls()
+
+
+Run = tuple[str, int]  # (config id, seed offset 1..seeds)
+
+
+@dataclass
+class Reeval:
+    """Which re-evaluation runs are planned, started, finished (with their value) and failed."""
+
+    spec: ReevalSpec
+    planned: list[Run] = field(default_factory=list)
+    started: list[Run] = field(default_factory=list)
+    values: dict[Run, float] = field(default_factory=dict)
+    failed: set[Run] = field(default_factory=set)
+    chosen: bool = False
+
+    def plan(self, ranked: list[str]) -> None:
+        """Fix the runs once, from the configs ranked best first by complete full-length value;
+        runs a resumed search had started already stay in the plan."""
+        if self.chosen:
+            return
+        self.chosen = True
+        runs = [(c, j) for c in ranked[: self.spec.top] for j in range(1, self.spec.seeds + 1)]
+        self.planned = runs + [r for r in self.started if r not in runs]
+
+    def next_run(self) -> Run | None:
+        return next((r for r in self.planned if r not in self.started), None)
+
+    def start(self, run: Run) -> None:
+        if run not in self.started:
+            self.started.append(run)
+        self.failed.discard(run)
+
+    def finish(self, run: Run, value: float) -> None:
+        self.values[run] = float(value)
+        self.failed.discard(run)
+
+    def fail(self, run: Run) -> None:
+        self.failed.add(run)
+
+    def forget(self, run: Run) -> None:
+        """A run that was started but will never run (Tune lost it in a crash): planned again."""
+        if run in self.started:
+            self.started.remove(run)
+        self.values.pop(run, None)
+        self.failed.discard(run)
+
+    def live(self) -> list[Run]:
+        return [r for r in self.started if r not in self.values and r not in self.failed]
+
+    def finished(self) -> bool:
+        return self.chosen and self.next_run() is None and not self.live()
+
+
+def best_mean(values: dict[str, list[float]], reevaluated: set[str]) -> str | None:
+    """The config with the best mean over its complete runs among those re-evaluated (each
+    list: the search's full-length value first, then its reruns'); ties go to the config that
+    ranked higher on its single value. None if no config was re-evaluated."""
+    cands = [c for c in values if c in reevaluated and values[c]]
+    if not cands:
+        return None
+    return max(cands, key=lambda c: (sum(values[c]) / len(values[c]), values[c][0]))

@@ -1,0 +1,111 @@
+"""The searcher's re-evaluation runs (search/reeval.py) and their study: `NAME@seeds` in the
+experiment's journal holds one trial per run, with its config (`config_id`), seed (`seed`) and
+Tune trial (`tune_trial_id`), so a restarted searcher knows which ran, finished or failed."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from s9tune.search.reeval import Reeval, ReevalSpec, Run
+from s9tune.search.space import METRIC, MODE
+from s9tune.search.study import StudyStore, add_running, open_study, report, set_attr
+
+logger = logging.getLogger(__name__)
+
+# user attributes of each Optuna trial (search/searchers.py uses the first three too)
+TUNE_ID, CONFIG_ATTR, LOST_ATTR, SEED_ATTR = "tune_trial_id", "config_id", "lost", "seed"
+
+
+class Reruns:
+    """Which Tune trial runs which (config, seed offset), in the journal and in `plan`.
+    `seed`: the fixed TrainConfig seed; a run with offset j trains with seed + j."""
+
+    def __init__(
+        self, store: StudyStore, *, name: str, spec: ReevalSpec, seed: int, max_t: int, dists: dict[str, Any]
+    ) -> None:
+        self.store, self.seed, self.max_t, self.dists = store, seed, max_t, dists
+        self.plan = Reeval(spec)
+        self.name = f"{name}@seeds"
+        self.study = open_study(
+            store,
+            self.name,
+            seed=0,  # never asks: every trial is added with its values
+            startup=1,
+            maximize=MODE == "max",
+            attrs={"budget_epochs": max_t, "metric": METRIC, "s9tune_experiment": name, "reruns": True},
+        )
+        self.open: dict[str, tuple[Run, int]] = {}  # Tune trial id -> (run, Optuna number)
+        self.runs: dict[str, Run] = {}  # Tune trial id -> run
+
+    def start(self, tid: str, run: Run, params: dict[str, Any]) -> None:
+        self.runs[tid] = run
+        self.plan.start(run)
+        attrs = {TUNE_ID: tid, CONFIG_ATTR: run[0], SEED_ATTR: self.seed + run[1]}
+        self.open[tid] = (run, add_running(self.study, self.dists, params, attrs))
+
+    def report(self, tid: str, *, step: int, value: float) -> None:
+        report(self.store, self.name, self.open[tid][1], step=step, value=value)
+
+    def complete(self, tid: str, result: dict | None) -> None:
+        """A finished run is one that reached the end of its schedule (or diverged: scored as
+        it reported); anything else failed and is not planned again."""
+        import optuna
+
+        run, number = self.open.pop(tid)
+        value = None if not result or METRIC not in result else float(result[METRIC])
+        if value is not None and (int(result.get("training_iteration", 0)) >= self.max_t or result.get("diverged")):
+            self.study.tell(number, value)
+            self.plan.finish(run, value)
+        else:
+            self.study.tell(number, state=optuna.trial.TrialState.FAIL)
+            self.plan.fail(run)
+            logger.info("config %s: its rerun %s with seed %d failed", run[0], tid, self.seed + run[1])
+        self.store.sync()
+
+    def rebuild(self) -> None:
+        """The runs as the journal has them (a restarted searcher)."""
+        import optuna
+
+        state = optuna.trial.TrialState
+        for t in self.study.get_trials(deepcopy=False):
+            tid, cid, seed = (t.user_attrs.get(k) for k in (TUNE_ID, CONFIG_ATTR, SEED_ATTR))
+            if t.state == state.WAITING or t.user_attrs.get(LOST_ATTR):
+                continue
+            if tid is None or cid is None or seed is None:
+                if t.state == state.RUNNING:
+                    self.study.tell(t.number, state=state.FAIL)
+                continue
+            run = (str(cid), int(seed) - self.seed)
+            self.runs[tid] = run
+            self.plan.start(run)
+            self.open.pop(tid, None)
+            if t.state == state.RUNNING:
+                self.open[tid] = (run, t.number)
+            elif t.state == state.COMPLETE:
+                self.plan.finish(run, t.value if t.value is not None else 0.0)
+            else:
+                self.plan.fail(run)
+
+    def reconcile(self, tid: str, *, status: str, result: dict, run: Run, params: dict[str, Any]) -> None:
+        """One rerun as Tune restored it: adopted if the journal never heard of it, recorded if
+        Tune finished or gave up on it, pending again if a resume reruns it after a failure."""
+        if tid not in self.runs:
+            self.start(tid, run, params)
+            logger.info("rerun %s (config %s) adopted from Tune's saved state", tid, run[0])
+        run = self.runs[tid]
+        if status in ("TERMINATED", "ERROR") and tid in self.open:
+            self.complete(tid, (result or None) if status == "TERMINATED" else None)
+        elif status not in ("TERMINATED", "ERROR") and tid not in self.open and run in self.plan.failed:
+            self.start(tid, run, params)
+
+    def lose(self, tid: str) -> None:
+        """A run the journal has but Tune lost in a crash: it will start again."""
+        import optuna
+
+        run, number = self.open.pop(tid)
+        self.runs.pop(tid, None)
+        set_attr(self.store, self.name, number, LOST_ATTR, True)
+        self.study.tell(number, state=optuna.trial.TrialState.FAIL)
+        self.plan.forget(run)
+        logger.info("rerun %s (config %s) was lost with the driver; it will start again", tid, run[0])

@@ -1,0 +1,35 @@
+"""The Tune scheduler a search space asks for: ASHA under `asha`, none under `halving` (every
+run ends its own complete schedule). ASHA's rungs are for the search's configs: a
+re-evaluation run (search/reeval.py) measures a chosen config on another seed, so it always
+runs its whole schedule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+from s9tune.search.reeval import SEED_KEY
+from s9tune.search.space import SearchSpace
+
+
+class SearchASHA(ASHAScheduler):
+    """Ray's ASHA, except that it never stops a re-evaluation run."""
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if SEED_KEY in trial.config:
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+
+def scheduler_for(space: SearchSpace) -> TrialScheduler | None:
+    sched = space.scheduler
+    if sched.type == "halving":
+        return None
+    return SearchASHA(
+        time_attr="training_iteration",
+        max_t=space.max_t,
+        grace_period=sched.grace_period,
+        reduction_factor=sched.reduction_factor,
+        brackets=sched.brackets,
+    )
