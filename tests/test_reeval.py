@@ -236,3 +236,35 @@ def test_a_search_reruns_its_top_config_and_retrain_takes_the_pick(mini: Path, t
     assert "picked by its mean over 2 seeds" in header
     assert yaml.safe_load(header)["max_lr"] == pytest.approx(of["params"]["max_lr"])
     assert "Re-evaluated on 1 more seed(s)" in res.stdout
+
+
+def test_the_console_plans_the_reruns_and_names_them() -> None:
+    import io
+    from types import SimpleNamespace
+
+    from test_progress import FakeTrial
+
+    from s9tune.search.progress import SearchProgress
+    from s9tune.search.runner import _plan
+
+    s = with_reeval(space((4,), 1.0, 2, asha=True), top=1, seeds=1)
+    plan = _plan(s, SimpleNamespace(name="exp"))
+    assert (plan.trials, plan.epochs) == (3, 12)
+    halving = _plan(with_reeval(space((2, 4), 0.5, 4), top=3, seeds=2), SimpleNamespace(name="exp"))
+    assert (halving.trials, halving.epochs) == (4 + 2 + 2 * 2, 4 * 2 + 2 * 4 + 4 * 4)  # top 3 of a rung of 2
+    out = io.StringIO()
+    progress = SearchProgress(plan, out, live=False)
+    trials: list = []
+    for t in (
+        FakeTrial("a", {"x": 0.1}),
+        FakeTrial("b", {"x": 0.2}),
+        FakeTrial("r", {"x": 0.2, CONFIG_KEY: "b", SEED_KEY: 1}),
+    ):
+        trials.append(t)
+        progress.on_trial_start(0, trials, t)
+        t.status, t.last_result = "RUNNING", {"training_iteration": 4, "val_accuracy": 0.5}
+        progress.on_trial_complete(0, trials, t)
+        t.status = "TERMINATED"
+    lines = out.getvalue().splitlines()
+    assert "trial r started" in lines[-2] and "(rerun of trial b with seed 1)" in lines[-2], lines
+    assert "(3/3 done, 0 running)" in lines[-1], lines

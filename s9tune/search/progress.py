@@ -19,6 +19,7 @@ from typing import Any, Literal, TextIO
 
 from ray.tune import Callback
 
+from s9tune.search.reeval import SEED_KEY
 from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC, REPLACES_KEY
 
 
@@ -49,6 +50,8 @@ def _params(trial: Any, plan: Plan) -> str:
     run = f" ({budget}-epoch schedule, config {cid})" if budget else ""
     if replaces:
         run += f", promoted in place of config {replaces}, whose {budget}-epoch run failed"
+    if trial.config.get(SEED_KEY) is not None:  # under ASHA a config is known by its trial's id
+        run = f" (rerun of {'config' if budget else 'trial'} {cid} with seed {trial.config[SEED_KEY]})"
     return ", ".join(parts) + run
 
 
