@@ -83,27 +83,42 @@ def _label(sched: dict[str, Any], e: int) -> str:
     return f"ASHA r{sched['reduction_factor']:g} grace {grace} {sched['brackets']} bracket(s)"
 
 
-def designs(e: int, shipped: dict[str, Any]) -> list[Design]:
-    """The shipped design (and its variants) first, then the grid; a grid design equal to the
-    shipped one is left out."""
+def _reeval_label(top: int, seeds: int) -> str:
+    """ ", top-3 re-evaluated" (on all the table's other seeds) or ", top-3 re-evaluated on 1 seed"."""
+    if not top:
+        return ""
+    return f", top-{top} re-evaluated" + (f" on {seeds} seed{'s' * (seeds > 1)}" if seeds else "")
+
+
+def _key(d: Design) -> str:
+    return json.dumps([d.scheduler, d.sampler, d.startup, d.reeval, d.reeval_seeds], sort_keys=True, default=list)
+
+
+def designs(e: int, shipped: dict[str, Any], reeval: ReevalSpec | None = None) -> list[Design]:
+    """The shipped design (its scheduler and `reeval`, the space's re-evaluation step, with its
+    seeds as given: a space's 2 are the table's 2 other seeds) and its variants first, then the
+    grid; a grid design equal to the shipped one is left out."""
     q, h = max(1, e // 4), max(1, e // 2)
     full = {"type": "halving", "budgets": (e,), "keep": 1.0}
-    name, fam = f"{SHIPPED}: {_label(shipped, e)}", shipped["type"]
+    top, seeds = (reeval.top, reeval.seeds) if reeval is not None and reeval.on else (0, 0)
+    label, fam = _label(shipped, e), shipped["type"]
+    name = f"{SHIPPED}: {label}{_reeval_label(top, seeds)}"
     out = [
-        Design(name, fam, shipped, shipped=True),
-        Design(f"{name}, TPE startup 10", fam, shipped, startup="10"),
-        Design(f"{name}, top-2 re-evaluated", fam, shipped, reeval=2),
-        Design(f"{name}, top-3 re-evaluated", fam, shipped, reeval=3),
-        Design(f"{name}, top-3 re-evaluated on 1 seed", fam, shipped, reeval=3, reeval_seeds=1),
+        Design(name, fam, shipped, reeval=top, reeval_seeds=seeds, shipped=True),
+        Design(f"{name}, TPE startup 10", fam, shipped, startup="10", reeval=top, reeval_seeds=seeds),
+        Design(label, fam, shipped),
+    ]
+    for k, m in ((2, 0), (3, 0), (3, 1)):
+        out.append(Design(f"{label}{_reeval_label(k, m)}", fam, shipped, reeval=k, reeval_seeds=m))
+    out += [
         Design("random, full schedules", "full", full, sampler="random"),
         Design("TPE, full schedules", "full", full),
         Design("TPE (startup 10), full schedules", "full", full, startup="10"),
-        Design("TPE, full schedules, top-2 re-evaluated", "full", full, reeval=2),
-        Design("TPE, full schedules, top-3 re-evaluated", "full", full, reeval=3),
-        Design("TPE, full schedules, top-3 re-evaluated on 1 seed", "full", full, reeval=3, reeval_seeds=1),
-        # the default before 2026-11-29, so it stays in every comparison
-        Design("halving [E/4, E] keep 0.34", "halving", {"type": "halving", "budgets": (q, e), "keep": 0.34}),
     ]
+    for k, m in ((2, 0), (3, 0), (3, 1)):
+        out.append(Design(f"TPE, full schedules{_reeval_label(k, m)}", "full", full, reeval=k, reeval_seeds=m))
+    # the default before 2026-11-29, so it stays in every comparison
+    out.append(Design("halving [E/4, E] keep 0.34", "halving", {"type": "halving", "budgets": (q, e), "keep": 0.34}))
     third = {"type": "halving", "budgets": (q, e), "keep": 1 / 3}
     out.append(Design("halving [E/4, E] keep 1/3, top-3 re-evaluated", "halving", third, reeval=3))
     for budgets in ((q, e), (max(1, e // 8), q, e)):
@@ -116,15 +131,13 @@ def designs(e: int, shipped: dict[str, Any]) -> list[Design]:
         sched = {"type": "asha", "grace_period": grace, "reduction_factor": rf, "brackets": brackets}
         out.append(Design(_label(sched, e), "asha", sched))
     out.append(Design("HyperBand r2", "hyperband", {"type": "hyperband", "reduction_factor": 2.0}))
-    same = {json.dumps(shipped, sort_keys=True, default=list)}
-    return out[:1] + [
-        d
-        for d in out[1:]
-        if d.reeval
-        or d.startup != "s9tune"
-        or d.sampler != "tpe"
-        or json.dumps(d.scheduler, sort_keys=True, default=list) not in same
-    ]
+    seen = {_key(out[0])}
+    kept = out[:1]
+    for d in out[1:]:
+        if _key(d) not in seen:
+            seen.add(_key(d))
+            kept.append(d)
+    return kept
 
 
 def design_space(
@@ -307,7 +320,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_all(args: argparse.Namespace, table: Table) -> list[dict[str, Any]]:
-    every = designs(table.longest, shipped_scheduler(load_space(args.space), table.longest))
+    space = load_space(args.space)
+    every = designs(table.longest, shipped_scheduler(space, table.longest), space.reevaluate)
     wanted = [s.strip() for s in args.designs.split(",") if s.strip()]
     # the shipped design always runs: every other design is paired with it
     chosen = [d for d in every if d.shipped or not wanted or any(s in d.name for s in wanted)]

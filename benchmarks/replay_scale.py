@@ -36,7 +36,7 @@ OTHERS = ("halving [E/4, E] keep 0.34", "ASHA r2 grace E/4 1 bracket(s)")
 
 
 def scale_designs(base: SearchSpace, e: int) -> list[Design]:
-    every = designs(e, shipped_scheduler(base, e))
+    every = designs(e, shipped_scheduler(base, e), base.reevaluate)
     return [d for d in every if d.shipped or d.name in OTHERS]
 
 

@@ -149,6 +149,14 @@ def test_resume_refuses_an_experiment_its_record_does_not_describe(synthetic: Pa
         json.dumps({"runner_data": {"_metric": "val_accuracy"}, "trial_data": trials})
     )
     assert check_resumable(ref).num_samples == SEARCH_SPACE["num_samples"]
+    # a re-evaluation run adds its config id and seed (and nothing else)
+    first = next(synthetic.glob("train_trial_*")) / "params.json"
+    searched = json.loads(first.read_text())
+    first.write_text(json.dumps({**searched, "config_id": "aaaaaaa0", "rerun_seed": 1}))
+    assert check_resumable(ref).num_samples == SEARCH_SPACE["num_samples"]
+    first.write_text(json.dumps({**searched, "rerun_seed": 1}))
+    with pytest.raises(S9Error, match="do not match s9tune's record"):
+        check_resumable(ref)
     # a trial whose parameters the record does not search: another search's folder
     (next(synthetic.glob("train_trial_*")) / "params.json").write_text(json.dumps({"lr": 0.1}))
     with pytest.raises(S9Error, match="do not match s9tune's record"):
