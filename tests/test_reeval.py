@@ -30,25 +30,44 @@ def searched_runs(started: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
     return [(t, c) for t, c in started if SEED_KEY not in c]
 
 
-def test_the_top_configs_rerun_on_more_seeds_once_every_value_is_in() -> None:
+@pytest.mark.parametrize("slots", [1, 2, 4])
+@pytest.mark.parametrize("order", range(8))
+def test_exactly_the_top_configs_rerun_on_more_seeds_in_any_order(slots: int, order: int) -> None:
+    """Reruns start as soon as a config is certain to be in the top, so whatever order runs
+    end in, the reruns are exactly the final top's, each with every seed once."""
     h = StudySearch(with_reeval(space((2, 4), 0.5, 6), top=2, seeds=2), name="t")
-    started, finished = drive(h, 3, order_seed=1)
+    started, finished = drive(h, slots, order_seed=order)
     assert finished
     search = searched_runs(started)
     reruns = [c for _, c in started if SEED_KEY in c]
     assert len(search) == 6 + 3 and len(reruns) == 2 * 2
-    # every rerun starts after the search's last run: the top is known only then
-    assert [SEED_KEY in c for _, c in started] == [False] * 9 + [True] * 4
     final = {c[CONFIG_KEY]: h.rungs[1].values[c[CONFIG_KEY]] for _, c in search if c[BUDGET_KEY] == 4}
     top = sorted(final, key=final.get, reverse=True)[:2]
-    assert sorted({c[CONFIG_KEY] for c in reruns}) == sorted(top)
-    for c in reruns:  # the config's values on a complete full-length schedule, with another seed
-        assert c[BUDGET_KEY] == 4 and c[SEED_KEY] in (1, 2)
-        assert c["x"] == next(s["x"] for _, s in search if s[CONFIG_KEY] == c[CONFIG_KEY])
     assert sorted((c[CONFIG_KEY], c[SEED_KEY]) for c in reruns) == sorted((t, j) for t in top for j in (1, 2))
+    for c in reruns:  # the config's values on a complete full-length schedule, with another seed
+        assert c[BUDGET_KEY] == 4
+        assert c["x"] == next(s["x"] for _, s in search if s[CONFIG_KEY] == c[CONFIG_KEY])
     study = h.reruns.study
     assert [t.state for t in study.trials] == [COMPLETE] * 4 and study.user_attrs["reruns"] is True
     assert h.suggest("more") == Searcher.FINISHED
+
+
+def test_a_rerun_fills_a_free_slot_once_its_config_is_certain() -> None:
+    """ASHA, top 2: with one search run still going, the best complete config is certain to
+    stay in the top 2 and reruns at once; the second is certain only when the last run ends."""
+    h = StudySearch(with_reeval(space((4,), 1.0, 3, asha=True), top=2, seeds=1), name="a")
+    for tid in ("a", "b", "c"):
+        h.suggest(tid)
+    h.on_trial_complete("a", {METRIC: 0.9, "training_iteration": 4})
+    h.on_trial_complete("c", {METRIC: 0.5, "training_iteration": 4})
+    first = h.suggest("r1")  # b still runs: c may yet fall to third, a cannot
+    assert first[CONFIG_KEY] == "a" and h.suggest("r2") is None
+    h.on_trial_complete("b", {METRIC: 0.7, "training_iteration": 4})
+    assert h.suggest("r2")[CONFIG_KEY] == "b"
+    assert h.suggest("r3") is None and not h.is_finished()
+    for tid in ("r1", "r2"):
+        h.on_trial_complete(tid, {METRIC: 0.6, "training_iteration": 4})
+    assert h.suggest("r3") == Searcher.FINISHED and h.is_finished()
 
 
 def test_under_asha_only_complete_schedules_are_ranked_and_reruns_name_their_trial() -> None:
@@ -70,11 +89,17 @@ def test_under_asha_only_complete_schedules_are_ranked_and_reruns_name_their_tri
 
 def test_no_rerun_is_repeated_or_lost_across_a_restart(tmp_path: Path) -> None:
     s = with_reeval(space((2, 4), 0.5, 4), top=2, seeds=2)
-    h = StudySearch(s, store=journal(tmp_path), name="t")
-    started, _ = drive(h, 2, order_seed=3, stop_after=4 + 2 + 1)  # the search, then one rerun done
-    live = {t: c for t, c in started if t in h.open or t in h.reruns.open}
-    assert any(SEED_KEY in c for c in live.values())
-    restored = StudySearch(s, store=journal(tmp_path), name="t")
+    for stop in range(4, 12):  # the first stop with a rerun finished and another running
+        tmp = tmp_path / str(stop)
+        tmp.mkdir()
+        h = StudySearch(s, store=journal(tmp), name="t")
+        started, _ = drive(h, 2, order_seed=3, stop_after=stop)
+        live = {t: c for t, c in started if t in h.open or t in h.reruns.open}
+        if h.reruns.plan.values and any(SEED_KEY in c for c in live.values()):
+            break
+    else:
+        pytest.fail("no stop left a rerun finished and another running")
+    restored = StudySearch(s, store=journal(tmp), name="t")
     assert restored.reruns.plan.values == h.reruns.plan.values and restored.final == h.final
     restored.reconcile([TrialView(t, c, "PENDING" if t in live else "TERMINATED", {}) for t, c in started])
     after, finished = drive(restored, 2, order_seed=4, first_id=100, live=live)
@@ -118,14 +143,20 @@ def test_asha_never_stops_a_rerun() -> None:
     assert sched.on_trial_result(None, trials["good"], {METRIC: 0.9, "training_iteration": 2}) == "CONTINUE"
     assert sched.on_trial_result(None, trials["bad"], {METRIC: 0.1, "training_iteration": 2}) == TrialScheduler.STOP
     assert sched.on_trial_result(None, trials["rerun"], {METRIC: 0.1, "training_iteration": 2}) == "CONTINUE"
+    # a rerun's final value never joins a rung's cutoff: a late search trial is judged as if no
+    # rerun had run (recorded at rung 2, its 0.99 would lift the cutoff from 0.5 to 0.9)
+    sched.on_trial_complete(None, trials["rerun"], {METRIC: 0.99, "training_iteration": 8})
+    late = Trial("t", config={"x": 2}, trial_id="late", stub=True)
+    sched.on_trial_add(None, late)
+    assert sched.on_trial_result(None, late, {METRIC: 0.5, "training_iteration": 2}) == "CONTINUE"
 
 
-def test_bookkeeping_plans_once_and_keeps_what_was_started() -> None:
-    r = Reeval(ReevalSpec(top=1, seeds=2))
-    r.start(("old", 1))  # a resumed search had started it before the ranking changed
-    r.plan(["new", "old"])
-    r.plan(["other"])  # fixed once
-    assert r.planned == [("new", 1), ("new", 2), ("old", 1)]
+def test_bookkeeping_plans_the_certain_configs_and_keeps_what_was_started() -> None:
+    r = Reeval(ReevalSpec(top=2, seeds=2))
+    r.start(("old", 1))  # a resumed search had started it when its config was certain
+    r.add(["new", "other"])  # at most `top` configs
+    assert r.planned == [("old", 1), ("new", 1), ("new", 2)] and r.configs == ["old", "new"]
+    assert r.next_run() == ("new", 1) and not r.finished()
     assert ReevalSpec(3, 2).runs(2) == 4 and ReevalSpec().runs(10) == 0
     assert ReevalSpec.from_record(None) == ReevalSpec() and ReevalSpec.from_record({"top": 3, "seeds": 2}).on
 

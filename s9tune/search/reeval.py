@@ -2,10 +2,11 @@
 
 The search ranks configs by one training run each, and a single run's seed noise is of the
 same size as the differences between the best configs; the best single value is, on average,
-also its config's luckiest run (the winner's curse). So once every config has its value, the
-`top` configs with a complete full-length value each train `seeds` more times on the full
-schedule, with seeds `fixed.seed + 1 .. fixed.seed + seeds`, and the pick is the config with
-the best mean over all its complete runs. Everything stays on the validation split.
+also its config's luckiest run (the winner's curse). So the `top` configs by complete
+full-length value each train `seeds` more times on the full schedule, with seeds
+`fixed.seed + 1 .. fixed.seed + seeds` (a config as soon as it is certain to be among them,
+whatever values the runs still pending bring), and the pick is the config with the best mean
+over all its complete runs. Everything stays on the validation split.
 
 No Ray or Optuna here: the searcher (search/searchers.py) feeds it events, the results
 (search/trials.py) and the design replay (benchmarks/) use `best_mean`.
@@ -48,28 +49,34 @@ Run = tuple[str, int]  # (config id, seed offset 1..seeds)
 
 @dataclass
 class Reeval:
-    """Which re-evaluation runs are planned, started, finished (with their value) and failed."""
+    """Which re-evaluation runs are planned, started, finished (with their value) and failed.
+    A config's runs are planned as soon as it is certain to be among the top (the searcher
+    decides that), so reruns fill the slots the search's last runs leave free."""
 
     spec: ReevalSpec
+    configs: list[str] = field(default_factory=list)  # planned configs, in the order they were certain
     planned: list[Run] = field(default_factory=list)
     started: list[Run] = field(default_factory=list)
     values: dict[Run, float] = field(default_factory=dict)
     failed: set[Run] = field(default_factory=set)
-    chosen: bool = False
 
-    def plan(self, ranked: list[str]) -> None:
-        """Fix the runs once, from the configs ranked best first by complete full-length value;
-        runs a resumed search had started already stay in the plan."""
-        if self.chosen:
-            return
-        self.chosen = True
-        runs = [(c, j) for c in ranked[: self.spec.top] for j in range(1, self.spec.seeds + 1)]
-        self.planned = runs + [r for r in self.started if r not in runs]
+    def add(self, certain: list[str]) -> None:
+        """Plan the runs of configs certain to be among the top `top`, best first."""
+        for cid in certain:
+            if cid not in self.configs and len(self.configs) < self.spec.top:
+                self.configs.append(cid)
+                self.planned += [(cid, j) for j in range(1, self.spec.seeds + 1) if (cid, j) not in self.planned]
 
     def next_run(self) -> Run | None:
         return next((r for r in self.planned if r not in self.started), None)
 
     def start(self, run: Run) -> None:
+        """A run starts (or, rebuilt from the journal, had started): planned, whatever the ranking
+        says now, since its config was certain when it started."""
+        if run[0] not in self.configs:
+            self.configs.append(run[0])
+        if run not in self.planned:
+            self.planned.append(run)
         if run not in self.started:
             self.started.append(run)
         self.failed.discard(run)
@@ -92,7 +99,9 @@ class Reeval:
         return [r for r in self.started if r not in self.values and r not in self.failed]
 
     def finished(self) -> bool:
-        return self.chosen and self.next_run() is None and not self.live()
+        """Nothing planned is left to start or running (the searcher adds the last certain
+        configs before it asks)."""
+        return self.next_run() is None and not self.live()
 
 
 def best_mean(values: dict[str, list[float]], reevaluated: set[str]) -> str | None:

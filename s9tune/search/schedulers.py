@@ -14,12 +14,26 @@ from s9tune.search.space import SearchSpace
 
 
 class SearchASHA(ASHAScheduler):
-    """Ray's ASHA, except that it never stops a re-evaluation run."""
+    """Ray's ASHA, except that a re-evaluation run is not one of its trials: never stopped, and
+    its final value never enters a rung's cutoff (ASHA would record it at the highest rung it
+    passed, beside the mid-schedule values of the search's runs still going)."""
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        if SEED_KEY not in trial.config:
+            super().on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         if SEED_KEY in trial.config:
             return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        if SEED_KEY not in trial.config:
+            super().on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        if SEED_KEY not in trial.config:
+            super().on_trial_remove(tune_controller, trial)
 
 
 def scheduler_for(space: SearchSpace) -> TrialScheduler | None:

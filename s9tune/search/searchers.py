@@ -12,9 +12,8 @@ from or promotes on comes from the middle of a schedule:
   mid-cycle is told to Optuna as PRUNED at the step it reached, not as COMPLETE with its
   mid-cycle value, so TPE ranks it below every complete trial, by how far it got.
 
-With `reevaluate` on, once every config has its value the top ones by complete full-length
-value train again on more seeds (search/reeval.py), each run its own Tune trial, recorded in
-the study `NAME@seeds`; no scheduler stops them (search/schedulers.py).
+With `reevaluate`, the top configs by complete full-length value train again on more seeds
+(search/reeval.py; their study is `NAME@seeds`, search/reruns.py; ASHA never stops them).
 
 TPE (seeded, the baseline enqueued first) proposes configs through Optuna's ask-and-tell and
 learns only first-budget values. Every ask, report and tell goes to the study's storage at
@@ -118,10 +117,8 @@ class StudySearch(Searcher):
                 return self._promote(trial_id, cid, r)
         if len(self.rungs[0].started) < self.rungs[0].quota:
             return self._new_config(trial_id)
-        if not self.rungs.finished():
-            return None
         if self.reruns is not None:
-            self.reruns.plan.plan(self._ranked_final())
+            self.reruns.plan.add(self._certain_top())
             run = self.reruns.plan.next_run()
             if run is not None:
                 return self._rerun(trial_id, run)
@@ -167,6 +164,8 @@ class StudySearch(Searcher):
         self.store.sync()
 
     def is_finished(self) -> bool:
+        if self.reruns is not None and self.rungs.finished():
+            self.reruns.plan.add(self._certain_top())
         return self.rungs.finished() and (self.reruns is None or self.reruns.plan.finished())
 
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
@@ -304,10 +303,12 @@ class StudySearch(Searcher):
         budget = {BUDGET_KEY: self.budgets[-1]} if self.halving else {}
         return {**self.params[cid], **budget, CONFIG_KEY: row, SEED_KEY: self.reruns.seed + j}
 
-    def _ranked_final(self) -> list[str]:
-        """Configs with a complete full-length value, best first (ties: the earlier config)."""
+    def _certain_top(self) -> list[str]:
+        """Configs certain to be in the re-evaluated top even if every pending value beat them."""
         order = {c: i for i, c in enumerate(self.rungs[0].started)}
-        return sorted(self.final, key=lambda c: (-self.final[c], order.get(c, len(order))))
+        ranked = sorted(self.final, key=lambda c: (-self.final[c], order.get(c, len(order))))
+        pending = self.rungs.pending(len(self.budgets) - 1)
+        return [c for pos, c in enumerate(ranked) if pos + pending < self.reruns.plan.spec.top]
 
     def _live(self) -> int:
         return self.rungs.live_runs() + (len(self.reruns.plan.live()) if self.reruns else 0)
