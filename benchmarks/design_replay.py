@@ -90,6 +90,14 @@ def _reeval_label(top: int, seeds: int) -> str:
     return f", top-{top} re-evaluated" + (f" on {seeds} seed{'s' * (seeds > 1)}" if seeds else "")
 
 
+def base_of(name: str) -> str:
+    """The design a variant is paired with in `vs_base`: without its re-evaluation step, or
+    with s9tune's TPE start-up count in place of Optuna's 10."""
+    if ", TPE startup 10" in name or "TPE (startup 10)" in name:
+        return name.replace(", TPE startup 10", "").replace("TPE (startup 10)", "TPE")
+    return name.removeprefix(f"{SHIPPED}: ").split(", top-")[0]
+
+
 def _key(d: Design) -> str:
     return json.dumps([d.scheduler, d.sampler, d.startup, d.reeval, d.reeval_seeds], sort_keys=True, default=list)
 
@@ -107,6 +115,7 @@ def designs(e: int, shipped: dict[str, Any], reeval: ReevalSpec | None = None) -
         Design(name, fam, shipped, reeval=top, reeval_seeds=seeds, shipped=True),
         Design(f"{name}, TPE startup 10", fam, shipped, startup="10", reeval=top, reeval_seeds=seeds),
         Design(label, fam, shipped),
+        Design(f"{label}, TPE startup 10", fam, shipped, startup="10"),
     ]
     for k, m in ((2, 0), (3, 0), (3, 1)):
         out.append(Design(f"{label}{_reeval_label(k, m)}", fam, shipped, reeval=k, reeval_seeds=m))
@@ -363,6 +372,13 @@ def main(argv: list[str] | None = None) -> int:
         c["is_default"] = c.pop("shipped")
         c["summary"] = summarize(c["rows"], sigma=sigma, longest=table.longest)
         c["vs_default"] = compare(c["rows"], default.get(c["total"], []))
+    # each variant against its base design (the same one without re-evaluation, or with
+    # s9tune's start-up count), paired by replay seed as well
+    by_name = {(c["total"], c["design"]): c["rows"] for c in cells}
+    for c in cells:
+        base = (c["total"], base_of(c["design"]))
+        if base[1] != c["design"] and base in by_name:
+            c["vs_base"] = {"base": base[1], **compare(c["rows"], by_name[base])}
     out = {
         "command": " ".join(["python", "benchmarks/design_replay.py", *argv]),
         "date": time.strftime("%Y-%m-%d %H:%M"),

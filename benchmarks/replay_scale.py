@@ -30,9 +30,9 @@ from replay_table import Surrogate, Table
 from s9tune.search.space import SearchSpace, load_space
 
 REPO = Path(__file__).resolve().parents[1]
-# besides the shipped design: one of each of s9tune's two schedulers (the one equal to the
-# shipped design is not in the list of designs)
-OTHERS = ("halving [E/4, E] keep 0.34", "ASHA r2 grace E/4 1 bracket(s)")
+# besides the shipped design: ASHA without its re-evaluation step, and one more of each of
+# s9tune's two schedulers (one equal to the shipped design is not in the list of designs)
+OTHERS = ("ASHA r3 grace E/2 1 bracket(s)", "halving [E/4, E] keep 0.34", "ASHA r2 grace E/4 1 bracket(s)")
 
 
 def scale_designs(base: SearchSpace, e: int) -> list[Design]:

@@ -232,9 +232,9 @@ def test_scale_replay_reports_driver_costs(tmp_path: Path) -> None:
     args = ["--table", str(table), "--sizes", "32", "--spreads", "1,0", "--memory", "--json", str(out)]
     proc = run_script([str(BENCH / "replay_scale.py"), *args])
     rows = json.loads(out.read_text())["rows"]
-    # the shipped design and each of the two others not equal to it, at both spreads
+    # the shipped design and each of the three others not equal to it, at both spreads
     names = {r["design"] for r in rows}
-    assert any(n.startswith("shipped") for n in names) and 2 <= len(names) <= 3
+    assert any(n.startswith("shipped") for n in names) and 3 <= len(names) <= 4
     assert sorted((r["configs"], r["spread"]) for r in rows) == sorted([(32, 1.0), (32, 0.0)] * len(names))
     assert "ms/run" in proc.stdout
     for r in rows:
