@@ -119,7 +119,10 @@ def test_a_rerun_tune_lost_is_planned_again(tmp_path: Path) -> None:
     assert lost[CONFIG_KEY] == "a"
     restored = StudySearch(s, store=journal(tmp_path), name="t")
     done = {METRIC: 0.5, "training_iteration": 4}
-    restored.reconcile([TrialView(t, {"x": 0.0}, "TERMINATED", done) for t in ("a", "b")])
+    # and one rerun Tune has whose search run neither knows (a foreign or damaged state): ignored
+    ghost = TrialView("ghost", {"x": 0.0, CONFIG_KEY: "nobody", SEED_KEY: 1}, "TERMINATED", done)
+    restored.reconcile([*(TrialView(t, {"x": 0.0}, "TERMINATED", done) for t in ("a", "b")), ghost])
+    assert "ghost" not in restored.reruns.runs
     again = restored.suggest("again")
     assert again[CONFIG_KEY] == "a" and again[SEED_KEY] == lost[SEED_KEY]
     assert restored.reruns.study.trials[0].user_attrs["lost"] is True

@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from s9tune.search.reeval import Reeval, ReevalSpec, Run
-from s9tune.search.space import METRIC, MODE
+from s9tune.search.reeval import Reeval, Run
+from s9tune.search.space import METRIC, MODE, SearchSpace
 from s9tune.search.study import StudyStore, add_running, open_study, report, set_attr
 
 logger = logging.getLogger(__name__)
@@ -21,11 +21,9 @@ class Reruns:
     """Which Tune trial runs which (config, seed offset), in the journal and in `plan`.
     `seed`: the fixed TrainConfig seed; a run with offset j trains with seed + j."""
 
-    def __init__(
-        self, store: StudyStore, *, name: str, spec: ReevalSpec, seed: int, max_t: int, dists: dict[str, Any]
-    ) -> None:
-        self.store, self.seed, self.max_t, self.dists = store, seed, max_t, dists
-        self.plan = Reeval(spec)
+    def __init__(self, store: StudyStore, *, name: str, space: SearchSpace, dists: dict[str, Any]) -> None:
+        self.store, self.seed, self.max_t, self.dists = store, space.fixed.seed, space.max_t, dists
+        self.plan = Reeval(space.reevaluate)
         self.name = f"{name}@seeds"
         self.study = open_study(
             store,
@@ -33,7 +31,7 @@ class Reruns:
             seed=0,  # never asks: every trial is added with its values
             startup=1,
             maximize=MODE == "max",
-            attrs={"budget_epochs": max_t, "metric": METRIC, "s9tune_experiment": name, "reruns": True},
+            attrs={"budget_epochs": space.max_t, "metric": METRIC, "s9tune_experiment": name, "reruns": True},
         )
         self.open: dict[str, tuple[Run, int]] = {}  # Tune trial id -> (run, Optuna number)
         self.runs: dict[str, Run] = {}  # Tune trial id -> run
@@ -87,17 +85,18 @@ class Reruns:
             else:
                 self.plan.fail(run)
 
-    def reconcile(self, tid: str, *, status: str, result: dict, run: Run, params: dict[str, Any]) -> None:
+    def reconcile(self, tid: str, *, status: str, result: dict, run: Run, params: dict[str, dict[str, Any]]) -> None:
         """One rerun as Tune restored it: adopted if the journal never heard of it, recorded if
-        Tune finished or gave up on it, pending again if a resume reruns it after a failure."""
+        Tune finished or gave up on it, pending again if a resume reruns it after a failure.
+        `params`: the searched values of each config, by id."""
         if tid not in self.runs:
-            self.start(tid, run, params)
+            self.start(tid, run, params[run[0]])
             logger.info("rerun %s (config %s) adopted from Tune's saved state", tid, run[0])
         run = self.runs[tid]
         if status in ("TERMINATED", "ERROR") and tid in self.open:
             self.complete(tid, (result or None) if status == "TERMINATED" else None)
         elif status not in ("TERMINATED", "ERROR") and tid not in self.open and run in self.plan.failed:
-            self.start(tid, run, params)
+            self.start(tid, run, params[run[0]])
 
     def lose(self, tid: str) -> None:
         """A run the journal has but Tune lost in a crash: it will start again."""

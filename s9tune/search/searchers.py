@@ -94,13 +94,7 @@ class StudySearch(Searcher):
         if space.baseline and not self.studies[0].get_trials(deepcopy=False):
             self.studies[0].enqueue_trial(dict(space.baseline))
         self.final: dict[str, float] = {}  # config id -> its complete full-length value
-        self.reruns = (
-            Reruns(
-                self.store, name=name, spec=space.reevaluate, seed=space.fixed.seed, max_t=space.max_t, dists=self.dists
-            )
-            if space.reevaluate.on
-            else None
-        )
+        self.reruns = Reruns(self.store, name=name, space=space, dists=self.dists) if space.reevaluate.on else None
         self._rebuild()
 
     # -- Ray's Searcher API ----------------------------------------------------------
@@ -191,8 +185,9 @@ class StudySearch(Searcher):
             if SEED_KEY in t.config and self.reruns is not None:
                 row = str(t.config[CONFIG_KEY])
                 cid = row if self.halving else self.runs.get(row, (row, 0))[0]
-                run = (cid, int(t.config[SEED_KEY]) - self.reruns.seed)
-                self.reruns.reconcile(t.trial_id, status=t.status, result=t.result, run=run, params=self.params[cid])
+                if cid in self.params:  # else its config's run is unknown to both: nothing to pick by
+                    run = (cid, int(t.config[SEED_KEY]) - self.reruns.seed)
+                    self.reruns.reconcile(t.trial_id, status=t.status, result=t.result, run=run, params=self.params)
                 continue
             if t.trial_id not in self.runs:
                 self._adopt(t)
