@@ -191,7 +191,11 @@ def test_results_pick_by_mean_and_say_so(tmp_path: Path) -> None:
     assert best.trial_id == "steady" and best.seeds == 3 and best.val_accuracy == pytest.approx(0.7767, abs=1e-4)
     assert not exp.interrupted()
     assert [m["config"] for m in seed_mean_rows(exp)] == ["steady", "lucky"]
-    assert "steady       mean 77.67% over 3 (78.00%, 77.00%, 78.00%)  <- picked" in format_results(exp)
+    printed = format_results(exp)
+    assert "steady       mean 77.67% over 3 (78.00%, 77.00%, 78.00%)  <- picked" in printed
+    assert "rerun of" in printed.splitlines()[0] and "lucky, seed 2" in printed
+    # parameter importance counts each config once: the reruns repeat its values
+    assert "n/a: 3 trials that completed the schedule" in printed
     # a rerun missing (the search was stopped before it) is an interrupted search
     assert Experiment(str(tmp_path), s, rows + reruns[:3]).interrupted()
     # without reruns, the best single run, as before

@@ -36,7 +36,7 @@ def _importance_basis(exp: Experiment) -> tuple[list[TrialRow], str]:
         first = exp.space.scheduler.budgets[0]
         runs = [r for r in exp.rows if r.budget == first and r.final_value is not None]
         return runs, f"configs' values at the first budget ({first}-epoch schedules), which every config reaches"
-    return [r for r in exp.rows if r.final_value is not None], "trials that completed the schedule"
+    return [r for r in exp.search_rows if r.final_value is not None], "trials that completed the schedule"
 
 
 def _fanova(exp: Experiment) -> tuple[dict[str, float], str]:
@@ -171,7 +171,8 @@ def _table_cells(exp: Experiment) -> tuple[list[str], list[list[str]]]:
             for c in exp.configs()
         ]
         return head, cells
-    head = ["trial", *keys, "best val", "last val", "epochs", "status"]
+    seeds = exp.space.reevaluate.on  # a rerun's row says which seed and whose rerun it is
+    head = ["trial", *keys, "best val", "last val", "epochs", "status", *(["rerun of"] if seeds else [])]
     cells = [
         [
             r.trial_id,
@@ -180,6 +181,7 @@ def _table_cells(exp: Experiment) -> tuple[list[str], list[list[str]]]:
             _pct(r.last_val_accuracy),
             f"{r.epochs}/{exp.space.max_t}",
             r.status,
+            *([f"{r.config_id}, seed {r.seed}" if r.seed is not None else "-"] if seeds else []),
         ]
         for r in exp.ranked()
     ]
