@@ -48,6 +48,7 @@ def space_doc(args: argparse.Namespace, gpus: float) -> dict[str, Any]:
         doc["fixed"]["epochs"] = args.epochs
         doc["scheduler"] = {"type": "halving", "budgets": [args.epochs]}
         doc["num_samples"] = args.configs
+        doc.pop("reevaluate", None)  # packing is measured on exactly `configs` runs
     if args.device:
         doc["fixed"]["device"] = args.device
     doc["resources"] = {"cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": gpus}
