@@ -69,7 +69,9 @@ else
 fi
 "$py" benchmarks/make_cifar_like.py /tmp/cifar-like "${cifar_args[@]}" >/dev/null
 # the real CLI's 24-epoch train (width 64, batch 512, a test evaluation every epoch), its metrics kept
-train_cmd="$py -m s9tune train --data-dir /tmp/cifar-like --set val_size=0 ${train_set[*]} --set device=$dev --out /tmp/run24 --force && cp /tmp/run24/metrics.json /tmp/run24/metrics.jsonl $res/"
+# a fresh folder each session: --force replaces only what s9tune made, and the run's checkpoints stay out of $res
+run24="$(mktemp -d /tmp/run24.XXXX)/run"
+train_cmd="$py -m s9tune train --data-dir /tmp/cifar-like --set val_size=0 ${train_set[*]} --set device=$dev --out $run24 && cp $run24/metrics.json $run24/metrics.jsonl $res/"
 train24=(bash -c "time $train_cmd")
 # the same train with its whole process timed (import, data, fit, analysis-free exit), in seconds
 train24t=(bash -c "t0=\$(date +%s%N); $train_cmd && ms=\$(( (\$(date +%s%N) - t0) / 1000000 )) && printf '%d.%03d\n' \$((ms / 1000)) \$((ms % 1000)) > $res/train24_process_s.txt")
