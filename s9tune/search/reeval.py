@@ -9,7 +9,7 @@ whatever values the runs still pending bring), and the pick is the config with t
 over all its complete runs. Everything stays on the validation split.
 
 No Ray or Optuna here: the searcher (search/searchers.py) feeds it events, the results
-(search/trials.py) and the design replay (benchmarks/) use `best_mean`.
+(search/trials.py) and the design replay (benchmarks/) use `by_mean` and `best_mean`.
 """
 
 from __future__ import annotations
@@ -54,18 +54,22 @@ class Reeval:
     decides that), so reruns fill the slots the search's last runs leave free."""
 
     spec: ReevalSpec
-    configs: list[str] = field(default_factory=list)  # planned configs, in the order they were certain
     planned: list[Run] = field(default_factory=list)
     started: list[Run] = field(default_factory=list)
     values: dict[Run, float] = field(default_factory=dict)
     failed: set[Run] = field(default_factory=set)
 
+    @property
+    def configs(self) -> list[str]:
+        """The planned configs, in the order they were certain."""
+        return list(dict.fromkeys(cid for cid, _ in self.planned))
+
     def add(self, certain: list[str]) -> None:
         """Plan the runs of configs certain to be among the top `top`, best first."""
         for cid in certain:
-            if cid not in self.configs and len(self.configs) < self.spec.top:
-                self.configs.append(cid)
-                self.planned += [(cid, j) for j in range(1, self.spec.seeds + 1) if (cid, j) not in self.planned]
+            configs = self.configs
+            if cid not in configs and len(configs) < self.spec.top:
+                self.planned += [(cid, j) for j in range(1, self.spec.seeds + 1)]
 
     def next_run(self) -> Run | None:
         return next((r for r in self.planned if r not in self.started), None)
@@ -73,8 +77,6 @@ class Reeval:
     def start(self, run: Run) -> None:
         """A run starts (or, rebuilt from the journal, had started): planned, whatever the ranking
         says now, since its config was certain when it started."""
-        if run[0] not in self.configs:
-            self.configs.append(run[0])
         if run not in self.planned:
             self.planned.append(run)
         if run not in self.started:
@@ -104,11 +106,14 @@ class Reeval:
         return self.next_run() is None and not self.live()
 
 
-def best_mean(values: dict[str, list[float]], reevaluated: set[str]) -> str | None:
-    """The config with the best mean over its complete runs among those re-evaluated (each
-    list: the search's full-length value first, then its reruns'); ties go to the config that
-    ranked higher on its single value. None if no config was re-evaluated."""
+def by_mean(values: dict[str, list[float]], reevaluated: set[str]) -> list[str]:
+    """The re-evaluated configs, best mean over their complete runs first (each list: the
+    search's full-length value first, then its reruns'); ties go to the config that ranked
+    higher on its single value, then to the earlier one."""
     cands = [c for c in values if c in reevaluated and values[c]]
-    if not cands:
-        return None
-    return max(cands, key=lambda c: (sum(values[c]) / len(values[c]), values[c][0]))
+    return sorted(cands, key=lambda c: (sum(values[c]) / len(values[c]), values[c][0]), reverse=True)
+
+
+def best_mean(values: dict[str, list[float]], reevaluated: set[str]) -> str | None:
+    """The pick: the first of `by_mean`; None if no config was re-evaluated."""
+    return next(iter(by_mean(values, reevaluated)), None)

@@ -153,7 +153,7 @@ class Experiment:
 
     def reevaluated(self) -> list[SeedMean]:
         """The configs the re-evaluation step retrained, best mean first (search/reeval.py)."""
-        from s9tune.search.reeval import best_mean
+        from s9tune.search.reeval import by_mean
 
         longest = self.space.max_t
         search = {r.config_id: r for r in self.search_rows if r.budget == longest}
@@ -161,13 +161,8 @@ class Experiment:
         for r in self.rows:
             if r.seed is not None and r.config_id in search:
                 out.setdefault(r.config_id, SeedMean(r.config_id, r.config, search[r.config_id], [])).reruns.append(r)
-        ranked: list[SeedMean] = []
-        while out:  # best_mean is the one rule for the pick; the rest follow in its order
-            top = best_mean({c: m.values for c, m in out.items()}, set(out))
-            if top is None:
-                break
-            ranked.append(out.pop(top))
-        return ranked + list(out.values())
+        ranked = by_mean({c: m.values for c, m in out.items()}, set(out))  # the pick's rule
+        return [out[c] for c in ranked] + [m for c, m in out.items() if c not in ranked]
 
     def best(self) -> BestTrial:
         """With re-evaluation, the re-evaluated config with the best mean over its seeds;
