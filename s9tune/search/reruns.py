@@ -9,7 +9,7 @@ from typing import Any
 
 from s9tune.search.reeval import Reeval, Run
 from s9tune.search.space import METRIC, MODE, SearchSpace
-from s9tune.search.study import StudyStore, add_running, open_study, report, set_attr
+from s9tune.search.study import StudyStore, add_running, open_study, report, run_value, set_attr
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +51,8 @@ class Reruns:
         import optuna
 
         run, number = self.open.pop(tid)
-        value = None if not result or METRIC not in result else float(result[METRIC])
-        if value is not None and (int(result.get("training_iteration", 0)) >= self.max_t or result.get("diverged")):
+        value, done = run_value(result, METRIC, budget=self.max_t)
+        if done:
             self.study.tell(number, value)
             self.plan.finish(run, value)
         else:

@@ -35,7 +35,7 @@ from s9tune.search.reeval import SEED_KEY
 from s9tune.search.reruns import Reruns
 from s9tune.search.rungs import Rungs
 from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC, MODE, REPLACES_KEY, SearchSpace
-from s9tune.search.study import StudyStore, add_running, open_study, report, set_attr, study_name
+from s9tune.search.study import StudyStore, add_running, open_study, report, run_value, set_attr, study_name
 
 logger = logging.getLogger(__name__)
 
@@ -139,16 +139,14 @@ class StudySearch(Searcher):
         cid, r = self.runs[trial_id]
         number, study = self.open.pop(trial_id), self.studies[r]
         result = None if error else result  # a failed run's last result is partial: no value
-        value = None if not result or self.metric not in result else float(result[self.metric])
-        epochs = int((result or {}).get("training_iteration", 0))
-        # a diverged run is a verdict on the config: a finished run, valued at its reported worst
-        if value is not None and (epochs >= self.budgets[r] or (result or {}).get("diverged")):
+        value, done = run_value(result, self.metric, budget=self.budgets[r])
+        if done:
             study.tell(number, value)
             self.rungs.finish(r, cid, value)
             if r == len(self.budgets) - 1 and value > 0:  # a diverged run scores 0: not worth a rerun
                 self.final[cid] = value
         elif value is not None and not self.halving:  # stopped by ASHA mid-cycle
-            report(self.store, self.names[r], number, step=epochs, value=value)
+            report(self.store, self.names[r], number, step=int(result.get("training_iteration", 0)), value=value)
             study.tell(number, state=optuna.trial.TrialState.PRUNED)
             self.rungs.finish(r, cid, value)
         else:

@@ -131,3 +131,12 @@ def add_running(study: Any, dists: dict[str, Any], params: dict[str, Any], attrs
         )
     )
     return number
+
+
+def run_value(result: dict | None, metric: str, *, budget: int) -> tuple[float | None, bool]:
+    """(its last value, whether it finished) for a run's last result: a run finished if it
+    reached the end of its `budget`-epoch schedule, or diverged (a verdict on the config,
+    valued at its reported worst). A failed run has no result, so no value."""
+    value = None if not result or metric not in result else float(result[metric])
+    done = value is not None and (int(result.get("training_iteration", 0)) >= budget or bool(result.get("diverged")))
+    return value, done
