@@ -15,7 +15,7 @@ SPACES_DIR = REPO / "search_spaces"
 if TYPE_CHECKING:
     import torch
 
-    from s9tune.search.space import SearchSpace
+    from s9tune.search.space.space import SearchSpace
 
 
 def sync(device: torch.device) -> None:
@@ -27,6 +27,6 @@ def sync(device: torch.device) -> None:
 
 
 def shipped_space(name: str = "default") -> SearchSpace:
-    from s9tune.search.space import load_space
+    from s9tune.search.space.space import load_space
 
     return load_space(SPACES_DIR / f"{name}.yaml")

@@ -36,8 +36,8 @@ def main() -> None:
     from s9tune.config import TrainConfig
     from s9tune.data import load_splits
     from s9tune.engine import train
-    from s9tune.search.runner import run_search
-    from s9tune.search.space import load_space
+    from s9tune.search.execution.runner import run_search
+    from s9tune.search.space.space import load_space
 
     fixed = {
         "width": args.width,

@@ -30,8 +30,8 @@ from replay_sim import Oracle, TableController, pick
 from replay_stats import compare, report_rows, summarize
 from replay_table import Surrogate, Table
 
-from s9tune.search.reeval import ReevalSpec
-from s9tune.search.space import METRIC, MODE, SchedulerSpec, SearchSpace, load_space
+from s9tune.search.space.sections import ReevalSpec
+from s9tune.search.space.space import METRIC, MODE, SchedulerSpec, SearchSpace, load_space
 
 logger = logging.getLogger("design_replay")
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ class Design:
     # TPE's n_startup_trials: "s9tune" (the space's; by default a quarter of the configs, at
     # most 10) or "10" (Optuna's default)
     startup: str = "s9tune"
-    reeval: int = 0  # the top k configs retrained on more seeds before the pick (search/reeval.py)
+    reeval: int = 0  # the top k configs retrained on more seeds before the pick (search/searcher/reeval.py)
     reeval_seeds: int = 0  # how many more: 0 for all the table's other seeds
     shipped: bool = False  # the default space's own design, the reference of paired differences
 
@@ -179,19 +179,19 @@ def reeval_spec(design: Design, seeds: int) -> ReevalSpec:
 
 
 def build_search(space: SearchSpace, *, slots: int, sampler: Any = None, store: Any = None) -> tuple[Any, Any, int]:
-    """(searcher, scheduler, trials) as s9tune/search/runner.py builds them for `space`: one
+    """(searcher, scheduler, trials) as s9tune/search/execution/runner.py builds them for `space`: one
     StudySearch (TPE seeded, the baseline first; halving inside it) at one run per slot, with
     ASHA as Tune's scheduler under `asha`. Two additions a space file cannot express: an Optuna
     `sampler` in place of the study's TPE (random search) and Ray's synchronous
     HyperBandScheduler in ASHA's place (with no cap on live runs: see below). `store`: where the
-    studies live (search/study.py's StudyStore; memory by default).
+    studies live (search/searcher/journal.py's StudyStore; memory by default).
 
     The one place the replay builds s9tune's searcher: when runner.py's construction changes
     (a new constructor argument), change it here too."""
     from ray.tune.schedulers import HyperBandScheduler
 
-    from s9tune.search.schedulers import scheduler_for
-    from s9tune.search.searchers import StudySearch
+    from s9tune.search.searcher.asha import scheduler_for
+    from s9tune.search.searcher.searcher import StudySearch
 
     sched = space.scheduler
     # HyperBand pauses whole brackets: capped at the slot count no bracket would ever fill
@@ -216,7 +216,7 @@ def make_sampler(design: Design, seed: int) -> Any:
 
     if design.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return None  # the study's own TPESampler (search/study.py): seeded, the space's n_startup_trials
+    return None  # the study's own TPESampler (search/searcher/journal.py): seeded, the space's n_startup_trials
 
 
 def replay(sur: Surrogate, base: SearchSpace, design: Design, *, configs: int, rep: int, slots: int) -> dict[str, Any]:
@@ -265,7 +265,7 @@ def _init(table_path: str, space_path: str, surrogate: str) -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # a HyperBand run stopped while paused ends with no result: the searcher logs each one
-    logging.getLogger("s9tune.search.searchers").setLevel(logging.WARNING)
+    logging.getLogger("s9tune.search.searcher.searcher").setLevel(logging.WARNING)
     _CACHE["sur"] = Surrogate(Table.load(Path(table_path)), surrogate)
     _CACHE["space"] = load_space(Path(space_path))
 

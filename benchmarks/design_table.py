@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from s9tune.config import TrainConfig
-from s9tune.search.space import SearchSpace, load_space
+from s9tune.search.space.space import SearchSpace, load_space
 
 logger = logging.getLogger("design_table")
 REPO = Path(__file__).resolve().parents[1]

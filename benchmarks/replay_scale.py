@@ -27,7 +27,7 @@ from design_replay import Design, build_search, design_space, designs, shipped_s
 from replay_sim import Oracle, TableController
 from replay_table import Surrogate, Table
 
-from s9tune.search.space import SearchSpace, load_space
+from s9tune.search.space.space import SearchSpace, load_space
 
 REPO = Path(__file__).resolve().parents[1]
 # besides the shipped design: ASHA without its re-evaluation step, and one more of each of
@@ -53,8 +53,8 @@ def simulate(
 ) -> dict[str, Any]:
     """One replay at scale. `journal`: the searcher's studies on an Optuna journal file in a
     temporary folder, as a real search keeps them (STORAGE/NAME/optuna.journal), not in memory."""
-    from s9tune.search.experiment import ExperimentRef
-    from s9tune.search.study import StudyStore
+    from s9tune.search.experiment.record import ExperimentRef
+    from s9tune.search.searcher.journal import StudyStore
 
     table = sur.table
     space = design_space(base, design, configs=configs, seed=seed, longest=table.longest)
@@ -62,7 +62,7 @@ def simulate(
         store = None
         if journal:
             (Path(tmp) / "e").mkdir()
-            store = StudyStore(ExperimentRef(tmp, "e"))
+            store = StudyStore(ExperimentRef(tmp, "e").folder)
         searcher, scheduler, trials = build_search(space, slots=slots, store=store)
         np.random.seed(seed)
         ctrl = TableController(

@@ -27,8 +27,8 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from replay_table import Surrogate, unit_coords
 
-from s9tune.search.reeval import SEED_KEY, best_mean
-from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC
+from s9tune.search.searcher.reeval import best_mean
+from s9tune.search.space.space import BUDGET_KEY, CONFIG_KEY, METRIC, SEED_KEY
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Oracle:
     config's later runs (halving's longer budgets) reuse its draw, as a search reruns a config
     with the same `seed`; each new config near the same table config takes that config's next
     seed, so close proposals see different measured noise (until the seeds run out). A
-    re-evaluation run (search/reeval.py) of a config takes its table config's next seed after
+    re-evaluation run (search/searcher/reeval.py) of a config takes its table config's next seed after
     the one its search run had: with 3 seeds in the table, 2 reruns see the other two."""
 
     def __init__(
@@ -260,8 +260,8 @@ class TableController:
 
 
 def pick(outcome: Outcome, longest: int) -> tuple[Run, list[float]] | None:
-    """s9tune's best trial (search/trials.py): with re-evaluation runs, the re-evaluated config
-    with the best mean (search/reeval.py's rule); otherwise the highest value at the end of a
+    """s9tune's best trial (search/experiment/trials.py): with re-evaluation runs, the re-evaluated config
+    with the best mean (search/searcher/reeval.py's rule); otherwise the highest value at the end of a
     complete longest schedule. Returns its search run and the values it was picked on."""
     done = [r for r in outcome.runs if r.budget == longest and r.epoch >= longest and r.last]
     key = {id(r): str(r.trial.config.get(CONFIG_KEY, r.trial.trial_id)) for r in done}

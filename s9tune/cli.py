@@ -114,14 +114,14 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from s9tune.search.space import check_resources, load_space
+    from s9tune.search.space.space import check_resources, load_space
 
     space = load_space(args.space).with_num_samples(args.num_samples)  # validated before Ray starts
     space = space.with_resources(args.cpus_per_trial, args.gpus_per_trial)
     check_resources(space.cpus_per_trial, space.gpus_per_trial, where="--cpus-per-trial/--gpus-per-trial")
     from s9tune.nextsteps import after_search, dashboard_hint, search_resume, tensorboard_hint
-    from s9tune.search.export import format_results
-    from s9tune.search.runner import run_search
+    from s9tune.search.execution.runner import run_search
+    from s9tune.search.experiment.export import format_results
 
     outcome = run_search(
         space,
@@ -149,7 +149,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from s9tune.search.export import BEST_CONFIG, export_experiment, format_results
+    from s9tune.search.experiment.export import BEST_CONFIG, export_experiment, format_results
 
     exp = export_experiment(args.experiment)
     print(format_results(exp))

@@ -28,9 +28,9 @@ def tensorboard_hint(experiment: str) -> str:
 
 
 def dashboard_hint(experiment: str) -> str:
-    """optuna-dashboard on the search's Optuna journal (search/study.py), which it reads from a
+    """optuna-dashboard on the search's Optuna journal (search/searcher/journal.py), which it reads from a
     local file only."""
-    from s9tune.search.study import JOURNAL
+    from s9tune.search.searcher.journal import JOURNAL
 
     folder = Folder.parse(experiment)
     if folder.is_local:
@@ -51,7 +51,7 @@ def after_search(experiment: str, data_dir: Path | None, address: str | None) ->
 
 
 def search_resume(space: Path, experiment: str) -> str:
-    from s9tune.search.experiment import ExperimentRef
+    from s9tune.search.experiment.record import ExperimentRef
 
     ref = ExperimentRef.parse(experiment)
     return f"s9tune search --space {space} --storage {ref.storage} --name {ref.name} --resume"

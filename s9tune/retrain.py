@@ -2,9 +2,9 @@
 schedule, evaluated on the test set every epoch, then analysed (plots, GradCAM, report).
 
 Best trial = highest validation accuracy at the last epoch of a complete schedule
-(search/experiment.py, Experiment.scope), taken from the loaded experiment (a folder or a storage URI).
+(search/experiment/record.py, Experiment.scope), taken from the loaded experiment (a folder or a storage URI).
 
-The seeds run on Ray (search/seeds.py): on the cluster at `--address`, or on a Ray started
+The seeds run on Ray (search/execution/retrain_seeds.py): on the cluster at `--address`, or on a Ray started
 in-process, in parallel as far as the resources allow. OUT (a folder or a URI) then holds seed
 0's run at its top and the others under seeds/seed-N/; the analysis runs once, here, on the
 driver, from the checkpoint the report names. Until every seed has finished, OUT/tune holds
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 RECORD = "s9tune_retrain.json"  # what was started: resume continues exactly that
 LOG = "retrain.log"
-TUNE_DIR = "tune"  # Tune's experiment (search/seeds.py), until every seed has finished
+TUNE_DIR = "tune"  # Tune's experiment (search/execution/retrain_seeds.py), until every seed has finished
 MAX_SEEDS = 100  # each is a full retrain
 
 
@@ -178,9 +178,9 @@ def run_retrain(
     from s9tune.analysis.cam import resolve_target_layer
     from s9tune.data import load_splits
     from s9tune.model import build_model
-    from s9tune.search.experiment import load_experiment
-    from s9tune.search.logfile import ray_output_to
-    from s9tune.search.space import check_resources
+    from s9tune.search.execution.logfile import ray_output_to
+    from s9tune.search.experiment.record import load_experiment
+    from s9tune.search.space.space import check_resources
 
     if not 1 <= seeds <= MAX_SEEDS:
         raise ConfigError(f"--seeds {seeds}: must lie in [1, {MAX_SEEDS}]")
@@ -195,7 +195,7 @@ def run_retrain(
     seed_list = _resumed_seeds(dest, cfg) if resume else [cfg.seed + k for k in range(seeds)]
     splits = load_splits(data_dir, val_size=cfg.val_size, seed=cfg.seed, train_subset=cfg.train_subset)
 
-    from s9tune.search import seeds as ray_seeds
+    from s9tune.search.execution import retrain_seeds as ray_seeds
 
     log = None if ray_to_console else _log_path(dest)
     started = time.perf_counter()
@@ -256,7 +256,7 @@ def _analyse(stage: Path, run: str, splits: Any, exp: Any, target_layer: str, me
     from s9tune.analysis.analyze import analyze_model
     from s9tune.callbacks import read_metrics_jsonl
     from s9tune.checkpoint import Checkpoint
-    from s9tune.search.export import leaderboard_rows
+    from s9tune.search.experiment.export import leaderboard_rows
 
     rel = str(Path(run) / "checkpoints" / "last.pt")
     ckpt = Checkpoint.load(stage / rel)

@@ -328,8 +328,8 @@ def failed_search(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixt
     import ray
     import yaml
 
-    from s9tune.search.runner import run_search
-    from s9tune.search.space import load_space
+    from s9tune.search.execution.runner import run_search
+    from s9tune.search.space.space import load_space
 
     mini = _require_mini(request)
     tmp = tmp_path_factory.mktemp("failed")

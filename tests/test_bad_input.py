@@ -164,7 +164,7 @@ def test_a_port_that_is_not_ray_fails_within_the_handshake_limit(
 ) -> None:
     """Something accepts TCP but never speaks Ray's protocol: one line after the handshake
     limit, not a hang of minutes, and no experiment folder left behind."""
-    from s9tune.search import cluster
+    from s9tune.search.execution import cluster
 
     monkeypatch.setattr(cluster, "HANDSHAKE_S", 2.0)
     write_cifar_dir(tmp_path / "data")

@@ -69,7 +69,7 @@ def test_checkpointer_skips_epochs_the_pacer_rules_out(tiny_cifar: Path, tmp_pat
 
 
 def test_trial_reports_every_epoch_and_checkpoints_when_due(tiny_cifar: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from s9tune.search import trainable
+    from s9tune.search.execution import trainable
 
     reports: list[tuple[int, bool]] = []
 
@@ -158,7 +158,7 @@ def test_pacer_skips_epochs_where_a_checkpoint_is_dear(tmp_path: Path) -> None:
 def test_a_restored_trials_repeated_epochs_count_once() -> None:
     """A trial restored from a checkpoint older than its last report reports those epochs again
     (same training_iteration): the leaderboard keeps the later row of each epoch."""
-    from s9tune.search.tune_files import TrialFiles, trial_row
+    from s9tune.search.experiment.tune_files import TrialFiles, trial_row
 
     iters, vals = [1, 2, 3, 2, 3, 4], [0.1, 0.2, 0.3, 0.25, 0.35, 0.4]  # checkpoint after epoch 1, killed after 3
     rows = [

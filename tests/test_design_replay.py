@@ -32,7 +32,7 @@ def fake_table(path: Path, quality: Any, *, configs: int = 24, seeds: int = 3, n
     with benchmarks_on_path():
         from design_table import sample_configs
         from replay_table import unit_coords
-    from s9tune.search.space import load_space
+    from s9tune.search.space.space import load_space
 
     space = load_space(SPACE)
     dists = [d.to_record() for d in space.dists]
@@ -159,7 +159,7 @@ def test_replay_statistics_and_pairing(tmp_path: Path) -> None:
     cells = {(c["design"], c["total"]): c for c in res["cells"]}
     shipped_name = next(c["design"] for c in res["cells"] if c["is_default"])
     # the shipped design is default.yaml's, its epochs scaled to the table's schedule, and always runs
-    from s9tune.search.space import load_space
+    from s9tune.search.space.space import load_space
 
     assert shipped_name.startswith("shipped: ") and load_space(SPACE).scheduler.type in shipped_name.lower()
     assert {d for d, _ in cells} == {"random, full schedules", shipped_name}
@@ -181,7 +181,7 @@ def test_asha_in_the_replay_stops_trials_below_the_rung_cutoff(tmp_path: Path, b
     from replay_sim import Oracle, TableController
     from replay_table import Surrogate, Table
 
-    from s9tune.search.space import load_space
+    from s9tune.search.space.space import load_space
 
     table = Table.load(fake_table(tmp_path / "t.json", lambda u: 0.2 + 0.3 * u[0], noise=0.02))
     space = load_space(SPACE)
@@ -206,7 +206,7 @@ def test_halving_in_the_replay_waits_for_certain_promotions(tmp_path: Path, benc
     from replay_sim import Oracle, TableController
     from replay_table import Surrogate, Table
 
-    from s9tune.search.space import load_space
+    from s9tune.search.space.space import load_space
 
     table = Table.load(fake_table(tmp_path / "t.json", lambda u: 0.2 + 0.3 * u[2], noise=0.01))
     space = load_space(SPACE)
@@ -250,7 +250,7 @@ def test_scale_replay_on_a_journal_makes_the_same_decisions(tmp_path: Path, benc
     import replay_scale
     from replay_table import Surrogate, Table
 
-    from s9tune.search.space import load_space
+    from s9tune.search.space.space import load_space
 
     sur = Surrogate(Table.load(fake_table(tmp_path / "t.json", lambda u: 0.3 + 0.1 * u[0], noise=0.01)), "rbf")
     base = load_space(SPACE)

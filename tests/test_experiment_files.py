@@ -1,5 +1,5 @@
 """Reading an experiment executes nothing: `results` and `retrain` read Tune's per-trial JSON and
-text files only (search/tune_files.py), and a trial's status follows from them as Tune's own
+text files only (search/experiment/tune_files.py), and a trial's status follows from them as Tune's own
 state says it (checked on the real searches). `search --resume`, which must unpickle Tune's
 state, refuses an experiment whose record does not match it."""
 
@@ -16,8 +16,8 @@ from conftest import SEARCH_SPACE
 
 from s9tune.cli import main
 from s9tune.errors import S9Error
-from s9tune.search.experiment import ExperimentRef, check_resumable, load_experiment
-from s9tune.search.space import load_space
+from s9tune.search.experiment.record import ExperimentRef, check_resumable, load_experiment
+from s9tune.search.space.space import load_space
 
 
 class Payload:

@@ -12,11 +12,11 @@ import pytest
 from ray.tune.search import Searcher
 
 from s9tune.config import TrainConfig
-from s9tune.search.dists import Dist
-from s9tune.search.experiment import ExperimentRef
-from s9tune.search.searchers import StudySearch, TrialView
-from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, REPLACES_KEY, SchedulerSpec, SearchSpace
-from s9tune.search.study import StudyStore
+from s9tune.search.experiment.record import ExperimentRef
+from s9tune.search.searcher.journal import StudyStore
+from s9tune.search.searcher.searcher import StudySearch, TrialView
+from s9tune.search.space.dists import Dist
+from s9tune.search.space.space import BUDGET_KEY, CONFIG_KEY, REPLACES_KEY, SchedulerSpec, SearchSpace
 
 METRIC = "val_accuracy"
 COMPLETE, PRUNED, FAIL = (
@@ -49,7 +49,7 @@ def make(
 
 def journal(tmp_path: Path) -> StudyStore:
     (tmp_path / "e").mkdir(exist_ok=True)
-    return StudyStore(ExperimentRef(str(tmp_path), "e"))
+    return StudyStore(ExperimentRef(str(tmp_path), "e").folder)
 
 
 def value(config: dict, budget: int) -> float:
@@ -374,9 +374,9 @@ def test_importance_needs_enough_values_of_one_budget(tmp_path: Path) -> None:
     import numpy as np
     import yaml
 
-    from s9tune.search.export import importance
-    from s9tune.search.space import load_space
-    from s9tune.search.trials import Experiment, TrialRow
+    from s9tune.search.experiment.export import importance
+    from s9tune.search.experiment.trials import Experiment, TrialRow
+    from s9tune.search.space.space import load_space
 
     doc = {
         "num_samples": 12,

@@ -125,7 +125,7 @@ def test_tensorboard_has_a_run_per_run_with_its_budget(halving: Path) -> None:
 def test_results_and_best_config_use_the_highest_budget(halving: Path, capsys: pytest.CaptureFixture) -> None:
     from s9tune.cli import main
     from s9tune.config import TrainConfig
-    from s9tune.search.experiment import load_experiment
+    from s9tune.search.experiment.record import load_experiment
 
     assert main(["results", str(halving)]) == 0
     out = capsys.readouterr().out
@@ -144,7 +144,7 @@ def test_results_and_best_config_use_the_highest_budget(halving: Path, capsys: p
 
 def test_retrain_takes_the_best_config(halving: Path, mini: Path, tmp_path: Path) -> None:
     from s9tune.cli import main
-    from s9tune.search.experiment import load_experiment
+    from s9tune.search.experiment.record import load_experiment
 
     best = load_experiment(str(halving)).best()
     out = tmp_path / "rt"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from s9tune.search import cluster
+from s9tune.search.execution import cluster
 
 
 @pytest.fixture

@@ -234,8 +234,9 @@ def test_clean_up_never_removes_a_folder_it_did_not_create(
     """Even if the 'already exists' check is passed (a folder made meanwhile), the folder is
     created exclusively, so the search stops before it could clean anything up."""
     from s9tune.errors import S9Error
-    from s9tune.search import experiment, runner
-    from s9tune.search.space import load_space
+    from s9tune.search.execution import runner
+    from s9tune.search.experiment import record as experiment
+    from s9tune.search.space.space import load_space
 
     victim = tmp_path / "st" / "mine"
     victim.mkdir(parents=True)
@@ -247,8 +248,8 @@ def test_clean_up_never_removes_a_folder_it_did_not_create(
 
 
 def test_discard_removes_only_what_create_wrote(tmp_path: Path) -> None:
-    from s9tune.search.experiment import ExperimentRef
-    from s9tune.search.space import load_space
+    from s9tune.search.experiment.record import ExperimentRef
+    from s9tune.search.space.space import load_space
 
     ref = ExperimentRef(str(tmp_path / "st"), "e")
     ref.create(load_space(_space(tmp_path)), max_failures=2)
@@ -263,9 +264,9 @@ def test_discard_removes_only_what_create_wrote(tmp_path: Path) -> None:
 
 def test_uri_log_is_private_and_no_log_is_written_through_a_link(tmp_path: Path) -> None:
     from s9tune.errors import S9Error
-    from s9tune.search.experiment import ExperimentRef
-    from s9tune.search.logfile import open_log, ray_output_to
-    from s9tune.search.runner import _log_path
+    from s9tune.search.execution.logfile import open_log, ray_output_to
+    from s9tune.search.execution.runner import _log_path
+    from s9tune.search.experiment.record import ExperimentRef
 
     ref = ExperimentRef("s3://bucket/searches", "exp")
     a, b = _log_path(ref), _log_path(ref)

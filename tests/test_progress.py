@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from s9tune.search.progress import Plan, SearchProgress
+from s9tune.search.execution.console import Plan, SearchProgress
 
 PLAN = Plan("exp", trials=4, epochs=16, exact=False, max_t=4, searched=("max_lr", "aug_strength"))
 

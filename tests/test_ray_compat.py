@@ -1,4 +1,4 @@
-"""s9tune/search/ray_compat.py holds the only uses of Ray beyond its public API. These tests fail
+"""s9tune/search/execution/ray_compat.py holds the only uses of Ray beyond its public API. These tests fail
 loudly when the installed Ray is not the release they were checked on, or no longer has what
 the module uses, so that a Ray upgrade is a decision and not a surprise."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from s9tune.search import ray_compat
+from s9tune.search.execution import ray_compat
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,7 @@ def test_installed_ray_is_the_release_the_compat_module_was_checked_on() -> None
     import ray
 
     assert ray.__version__.startswith(ray_compat.TESTED_RAY + "."), (
-        f"Ray {ray.__version__} is installed, but s9tune/search/ray_compat.py was checked on "
+        f"Ray {ray.__version__} is installed, but s9tune/search/execution/ray_compat.py was checked on "
         f"{ray_compat.TESTED_RAY}: re-check its two uses of Ray, then move TESTED_RAY and the pin"
     )
     pin = re.search(r'"ray\[tune\]>=([\d.]+),<([\d.]+)"', (REPO / "pyproject.toml").read_text())
@@ -50,7 +50,7 @@ def test_the_auth_probe_names_a_refused_token_on_a_real_cluster() -> None:
     from ray_cluster import running_cluster
 
     code = (
-        "import sys; from s9tune.search.ray_compat import gcs_auth_error; e = gcs_auth_error(sys.argv[1]); "
+        "import sys; from s9tune.search.execution.ray_compat import gcs_auth_error; e = gcs_auth_error(sys.argv[1]); "
         "print(type(e).__name__)"
     )
     with running_cluster() as c:

@@ -48,8 +48,8 @@ def test_trials_never_receive_the_test_set(tiny_cifar: Path, tmp_path: Path, mon
     """What the Tuner ships to trials (tune.with_parameters) holds no test image."""
     from ray import tune
 
-    from s9tune.search import cluster, runner
-    from s9tune.search.space import load_space
+    from s9tune.search.execution import cluster, runner
+    from s9tune.search.space.space import load_space
 
     handed: dict = {}
 
@@ -77,7 +77,7 @@ def test_a_trials_cuda_oom_is_that_trials_error(tiny_cifar: Path, monkeypatch: p
     import torch
 
     from s9tune.data import load_splits
-    from s9tune.search import trainable
+    from s9tune.search.execution import trainable
 
     def oom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -93,7 +93,7 @@ def test_a_trials_cuda_oom_is_that_trials_error(tiny_cifar: Path, monkeypatch: p
 
 
 def test_relative_paths_are_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from s9tune.search.experiment import ExperimentRef, resolve_storage
+    from s9tune.search.experiment.record import ExperimentRef, resolve_storage
 
     monkeypatch.chdir(tmp_path)
     assert resolve_storage("searches") == str(tmp_path.resolve() / "searches")
@@ -115,7 +115,7 @@ def test_verbose_and_quiet(tiny_cifar: Path, tmp_path: Path, capsys: pytest.Capt
     assert main([*analyze, "--out", str(tmp_path / "a2")]) == 0
     assert " DEBUG " not in capsys.readouterr().err
     # a search: -v sends Ray's own output to the console, -q turns s9tune's progress off
-    from s9tune.search import runner
+    from s9tune.search.execution import runner
 
     seen: list[dict] = []
 

@@ -15,9 +15,10 @@ import pytest
 from ray.tune.search import Searcher
 from test_halving import METRIC, drive, journal, space
 
-from s9tune.search.reeval import SEED_KEY, Reeval, ReevalSpec, best_mean
-from s9tune.search.searchers import StudySearch, TrialView
-from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, SchedulerSpec, SearchSpace
+from s9tune.search.searcher.reeval import Reeval, best_mean
+from s9tune.search.searcher.searcher import StudySearch, TrialView
+from s9tune.search.space.sections import ReevalSpec
+from s9tune.search.space.space import BUDGET_KEY, CONFIG_KEY, SEED_KEY, SchedulerSpec, SearchSpace
 
 COMPLETE, FAIL = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
 
@@ -132,7 +133,7 @@ def test_asha_never_stops_a_rerun() -> None:
     from ray.tune.experiment import Trial
     from ray.tune.schedulers import TrialScheduler
 
-    from s9tune.search.schedulers import scheduler_for
+    from s9tune.search.searcher.asha import scheduler_for
 
     s = dataclasses.replace(space((8,), 1.0, 4, asha=True), scheduler=SchedulerSpec("asha", 2, 2.0, 1))
     sched = scheduler_for(s)
@@ -173,9 +174,9 @@ def test_the_pick_is_the_best_mean_not_the_best_single_run() -> None:
 
 
 def test_results_pick_by_mean_and_say_so(tmp_path: Path) -> None:
-    from s9tune.search.dists import Dist
-    from s9tune.search.export import format_results, seed_mean_rows
-    from s9tune.search.trials import Experiment, TrialRow
+    from s9tune.search.experiment.export import format_results, seed_mean_rows
+    from s9tune.search.experiment.trials import Experiment, TrialRow
+    from s9tune.search.space.dists import Dist
 
     s = with_reeval(space((4,), 1.0, 3, asha=True), top=2, seeds=2)
     s = dataclasses.replace(s, dists=(Dist("max_lr", "uniform", 0.05, 2.0),))
@@ -206,7 +207,7 @@ def test_space_file_parses_checks_and_records_the_step(tmp_path: Path) -> None:
     from conftest import SEARCH_SPACE
 
     from s9tune.errors import ConfigError
-    from s9tune.search.space import load_space
+    from s9tune.search.space.space import load_space
 
     def load(extra: dict) -> SearchSpace:
         import yaml
@@ -235,7 +236,7 @@ def test_space_file_parses_checks_and_records_the_step(tmp_path: Path) -> None:
 
 
 def test_a_rerun_trains_with_its_seed() -> None:
-    from s9tune.search.trainable import trial_config
+    from s9tune.search.execution.trainable import trial_config
 
     base = {"epochs": 4, "seed": 7}
     assert trial_config({"max_lr": 0.3, CONFIG_KEY: "t1", SEED_KEY: 9}, base).seed == 9
@@ -282,8 +283,8 @@ def test_the_console_plans_the_reruns_and_names_them() -> None:
 
     from test_progress import FakeTrial
 
-    from s9tune.search.progress import SearchProgress
-    from s9tune.search.runner import _plan
+    from s9tune.search.execution.console import SearchProgress
+    from s9tune.search.execution.runner import _plan
 
     s = with_reeval(space((4,), 1.0, 2, asha=True), top=1, seeds=1)
     plan = _plan(s, SimpleNamespace(name="exp"))

@@ -212,7 +212,7 @@ def test_existing_experiment_needs_resume(search, capsys: pytest.CaptureFixture)
 def test_diverged_and_raising_trials_do_not_stop_the_search(failed_search: Path) -> None:
     """NaN trials are reported as diverged and scored worst; a trial that raises (device=cuda on a
     CPU-only machine) is that trial's error (FailureConfig), and the search goes on."""
-    from s9tune.search.experiment import load_experiment
+    from s9tune.search.experiment.record import load_experiment
 
     exp = load_experiment(str(failed_search))
     assert len(exp.rows) == 4

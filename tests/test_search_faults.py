@@ -1,5 +1,5 @@
 """Failed runs in a real halving search (Ray Tune on the mini slice), with failures injected by
-the test-only fault hook (search/faults.py): a run that raises once (Tune retries it), a
+the test-only fault hook (search/execution/faults.py): a run that raises once (Tune retries it), a
 promoted run that always raises (its place goes to the next config in line, and the console
 and `results` say so), and a SIGKILL while a failed run's rerun is pending, then --resume."""
 

@@ -24,7 +24,7 @@ CPU_NODES = [
 
 
 def test_run_resources_default_to_one_gpu_and_its_share_of_cpus(monkeypatch) -> None:
-    from s9tune.search import cluster
+    from s9tune.search.execution import cluster
 
     monkeypatch.setattr(cluster, "_alive_nodes", lambda: [GPU_NODE, SMALL_GPU_NODE, HEAD])
     # the least-provisioned GPU node decides: 3 CPUs for its one GPU, so a run fits on every GPU node
@@ -37,7 +37,7 @@ def test_run_resources_default_to_one_gpu_and_its_share_of_cpus(monkeypatch) -> 
 
 
 def test_a_run_no_node_can_hold_is_refused(monkeypatch, tmp_path: Path) -> None:
-    from s9tune.search import cluster
+    from s9tune.search.execution import cluster
 
     monkeypatch.setattr(cluster, "_alive_nodes", lambda: [GPU_NODE, *CPU_NODES])
     with pytest.raises(
@@ -74,7 +74,7 @@ class Clock:
 def test_seed_console_lines(tmp_path: Path) -> None:
     """Started (where, and from which epoch), epochs at most every 5 s a seed, finished with the
     test accuracy, a retry, an error: one line each."""
-    from s9tune.search.progress import SEED_FINISHED, SEED_STARTED, SeedProgress
+    from s9tune.search.execution.console import SEED_FINISHED, SEED_STARTED, SeedProgress
 
     out, clock = io.StringIO(), Clock()
     p = SeedProgress(epochs=24, stream=out, clock=clock)
@@ -147,7 +147,7 @@ def test_next_commands_parse_with_the_real_cli() -> None:
 
 def test_a_seed_that_failed_for_good_is_in_the_table_and_the_others_count() -> None:
     from s9tune.retrain import Retrain, _seed_summary, summary_lines
-    from s9tune.search.seeds import SeedResult
+    from s9tune.search.execution.retrain_seeds import SeedResult
 
     seeds = [SeedResult(0, "completed"), SeedResult(1, "error", error="RuntimeError: CUDA out of memory")]
     per_seed = [

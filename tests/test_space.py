@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from s9tune.errors import ConfigError
-from s9tune.search.space import load_space
+from s9tune.search.space.space import load_space
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,7 +129,7 @@ def test_bad_spaces(tmp_path: Path, path: list[str], value, needle: str) -> None
 
 
 def test_tpe_start_up_is_a_quarter_of_the_configs_at_most_optunas_ten(tmp_path: Path) -> None:
-    from s9tune.search.space import SearchSpace
+    from s9tune.search.space.space import SearchSpace
 
     base = load_space(write(tmp_path, with_change(["num_samples"], 8)))
     assert base.startup_trials is None
@@ -152,7 +152,7 @@ def test_halving_scheduler(tmp_path: Path) -> None:
     assert space.scheduler.type == "halving" and space.scheduler.budgets == (1, 3) and space.scheduler.keep == 0.34
     assert space.scheduler.rung_sizes(space.num_samples) == [4, 2]
     # the record the experiment stores gives the same space back (resume and results read it)
-    from s9tune.search.space import SearchSpace
+    from s9tune.search.space.space import SearchSpace
 
     again = SearchSpace.from_record(space.to_record())
     assert again.scheduler == space.scheduler and again.dists == space.dists and again.fixed == space.fixed
@@ -222,7 +222,7 @@ def test_cli_rejects_bad_resources(tmp_path: Path) -> None:
 def test_preflight_rejects_unshared_storage_and_oversized_trials(tmp_path: Path, monkeypatch) -> None:
     """Checked before launch: resources that no node has, and a local storage path that another
     node cannot see (here the probe's answer is faked; test_cluster runs the real probe)."""
-    from s9tune.search import cluster
+    from s9tune.search.execution import cluster
 
     space = load_space(write(tmp_path, GOOD)).with_resources(1, 0)
     nodes = [
@@ -246,7 +246,7 @@ def test_missing_tensorboardx_fails_loudly(monkeypatch) -> None:
     import sys
 
     from s9tune.errors import S9Error
-    from s9tune.search.runner import require_tensorboardx
+    from s9tune.search.execution.runner import require_tensorboardx
 
     monkeypatch.setitem(sys.modules, "tensorboardX", None)
     with pytest.raises(S9Error, match=r"tensorboardX is not installed.*pip install tensorboardX"):
@@ -259,7 +259,7 @@ def test_embedded_ray_is_private_and_its_dashboard_local(monkeypatch) -> None:
     ray[default]. With $RAY_ADDRESS (what `ray job submit` sets) that cluster is joined."""
     import ray
 
-    from s9tune.search import cluster, ray_compat
+    from s9tune.search.execution import cluster, ray_compat
 
     calls: list[dict] = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
@@ -287,7 +287,7 @@ def test_dashboard_refusal_leaves_nothing_behind(
     tmp_path: Path, tiny_cifar: Path, capsys: pytest.CaptureFixture
 ) -> None:
     from s9tune.cli import main
-    from s9tune.search.ray_compat import dashboard_missing
+    from s9tune.search.execution.ray_compat import dashboard_missing
 
     if dashboard_missing() is None:
         pytest.skip("ray[default] is installed here: the dashboard would start")
@@ -332,7 +332,7 @@ def test_an_address_where_nothing_listens_is_one_line_at_once(monkeypatch: pytes
 
     import ray
 
-    from s9tune.search import cluster
+    from s9tune.search.execution import cluster
 
     attempts: list[tuple] = []
     real = socket.create_connection

@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from s9tune.errors import S9Error
-from s9tune.search.reeval import SEED_KEY
-from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC, REPLACES_KEY, RUN_KEYS
-from s9tune.search.trials import RunStatus, TrialRow
+from s9tune.search.experiment.trials import RunStatus, TrialRow
+from s9tune.search.space.space import BUDGET_KEY, CONFIG_KEY, METRIC, REPLACES_KEY, RUN_KEYS, SEED_KEY
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import logging
 from typing import Any
 
 from s9tune.errors import S9Error
-from s9tune.search.experiment import ExperimentRef, load_experiment
-from s9tune.search.trials import Experiment, TrialRow
+from s9tune.search.experiment.record import ExperimentRef, load_experiment
+from s9tune.search.experiment.trials import Experiment, TrialRow
 
 logger = logging.getLogger(__name__)
 

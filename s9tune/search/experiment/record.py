@@ -1,5 +1,5 @@
 """The experiment on storage: where it lives (a folder or a URI), how s9tune's record of it is
-written and read, and what its trials hold, read from Tune's JSON files (search/tune_files.py).
+written and read, and what its trials hold, read from Tune's JSON files (search/experiment/tune_files.py).
 
 `STORAGE/NAME` is one Tune experiment plus s9tune's record (`s9tune_space.json`: the
 validated search space, so resume and results never depend on today's YAML file).
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from s9tune.errors import S9Error, shown
-from s9tune.search.space import SearchSpace
-from s9tune.search.trials import Experiment
+from s9tune.search.experiment.trials import Experiment
+from s9tune.search.space.space import SearchSpace
 from s9tune.storage import Folder, StorageError, is_uri, storage_error
 
 SPACE_RECORD = "s9tune_space.json"
@@ -249,7 +249,7 @@ def _read_local(path: Path, limit: int) -> bytes:
 def check_resumable(ref: ExperimentRef) -> SearchSpace:
     """The experiment's own space, if its record and Tune's state describe the same search
     (search/tune_files.check_resumable); else one line saying why it is not resumed."""
-    from s9tune.search.tune_files import check_resumable as check
+    from s9tune.search.experiment.tune_files import check_resumable as check
 
     try:
         record = ref.read_record_dict()
@@ -262,9 +262,9 @@ def check_resumable(ref: ExperimentRef) -> SearchSpace:
 
 def load_experiment(experiment: str) -> Experiment:
     """Read STORAGE/NAME through JSON and text only: s9tune's record, then each trial's
-    params.json, result.json and error.txt (search/tune_files.py). No pickle is opened, so an
+    params.json, result.json and error.txt (search/experiment/tune_files.py). No pickle is opened, so an
     experiment someone else wrote runs none of their code here."""
-    from s9tune.search.tune_files import read_trials, trial_row
+    from s9tune.search.experiment.tune_files import read_trials, trial_row
 
     ref = ExperimentRef.parse(experiment)
     record = ref.read_record_dict()

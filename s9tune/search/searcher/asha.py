@@ -1,6 +1,6 @@
 """The Tune scheduler a search space asks for: ASHA under `asha`, none under `halving` (every
 run ends its own complete schedule). ASHA's rungs are for the search's configs: a
-re-evaluation run (search/reeval.py) measures a chosen config on another seed, so it always
+re-evaluation run (search/searcher/reeval.py) measures a chosen config on another seed, so it always
 runs its whole schedule."""
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from s9tune.search.reeval import SEED_KEY
-from s9tune.search.space import SearchSpace
+from s9tune.search.space.space import SEED_KEY, SearchSpace
 
 
 class SearchASHA(ASHAScheduler):

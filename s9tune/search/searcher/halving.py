@@ -1,7 +1,7 @@
 """Successive halving's bookkeeping, as plain values: which configs run at which budget, which
 finished with what value, which failed, and which config is certain enough to promote.
 
-No Ray or Optuna here: the searcher (search/searchers.py) feeds it events and asks it what to
+No Ray or Optuna here: the searcher (search/searcher/searcher.py) feeds it events and asks it what to
 start, so the rule can be checked on its own against every order and failure.
 
 The rule is the synchronous one, applied as early as it is certain: rung r takes the best

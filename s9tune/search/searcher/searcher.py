@@ -1,4 +1,4 @@
-"""The search's Ray `Searcher`, over Optuna studies s9tune owns (search/study.py).
+"""The search's Ray `Searcher`, over Optuna studies s9tune owns (search/searcher/journal.py).
 
 A OneCycle run's accuracy part-way through its schedule measures where it is in the LR cycle
 more than how good the config is (benchmarks/RUNG_STUDY.md), so no value the search learns
@@ -6,14 +6,14 @@ from or promotes on comes from the middle of a schedule:
 
 * halving: every config first trains from scratch on a complete schedule of `budgets[0]`
   epochs; the best `keep` fraction trains again, from scratch, on a complete schedule of the
-  next budget, and so on (search/rungs.py decides what is certain enough to start). Each run
+  next budget, and so on (search/searcher/halving.py decides what is certain enough to start). Each run
   is its own Tune trial, so the experiment stays one Tune experiment.
 * asha: one full-length schedule per config, which Tune's ASHA may stop; a trial stopped
   mid-cycle is told to Optuna as PRUNED at the step it reached, not as COMPLETE with its
   mid-cycle value, so TPE ranks it below every complete trial, by how far it got.
 
 With `reevaluate`, the top configs by complete full-length value train again on more seeds
-(search/reeval.py; their study is `NAME@seeds`, search/reruns.py; ASHA never stops them).
+(reeval.py, their study `NAME@seeds`; ASHA never stops them, asha.py).
 
 TPE (seeded, the baseline enqueued first) proposes configs through Optuna's ask-and-tell and
 learns only first-budget values. Every ask, report and tell goes to the study's storage at
@@ -31,11 +31,10 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.search import Searcher, SearchGenerator
 
-from s9tune.search.reeval import SEED_KEY
-from s9tune.search.reruns import Reruns
-from s9tune.search.rungs import Rungs
-from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC, MODE, REPLACES_KEY, SearchSpace
-from s9tune.search.study import StudyStore, add_running, open_study, report, run_value, set_attr, study_name
+from s9tune.search.searcher.halving import Rungs
+from s9tune.search.searcher.journal import StudyStore, add_running, open_study, report, run_value, set_attr, study_name
+from s9tune.search.searcher.reeval import Reruns
+from s9tune.search.space.space import BUDGET_KEY, CONFIG_KEY, METRIC, MODE, REPLACES_KEY, SEED_KEY, SearchSpace
 
 logger = logging.getLogger(__name__)
 

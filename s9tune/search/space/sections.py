@@ -11,8 +11,7 @@ from typing import Any
 
 from s9tune.config import TrainConfig
 from s9tune.errors import shown
-from s9tune.search.reeval import ReevalSpec
-from s9tune.search.validation import err, mapping, number
+from s9tune.search.space.checks import err, mapping, number
 
 SCHEDULER_KEYS = {
     "asha": {"type", "grace_period", "reduction_factor", "max_t", "brackets"},
@@ -67,6 +66,30 @@ class SchedulerSpec:
             float(d.get("reduction_factor", 2)),
             int(d.get("brackets", 1)),
         )
+
+
+@dataclass(frozen=True)
+class ReevalSpec:
+    """`top` configs, each trained on `seeds` more seeds; top 0 turns the step off."""
+
+    top: int = 0
+    seeds: int = 0
+
+    @property
+    def on(self) -> bool:
+        return self.top > 0 and self.seeds > 0
+
+    def runs(self, configs: int) -> int:
+        """Runs the step plans after a search with `configs` complete full-length values."""
+        return min(self.top, configs) * self.seeds if self.on else 0
+
+    def to_record(self) -> dict[str, int]:
+        return {"top": self.top, "seeds": self.seeds}
+
+    @classmethod
+    def from_record(cls, d: dict[str, Any] | None) -> ReevalSpec:
+        # an experiment recorded before the step existed had none
+        return cls(int(d.get("top", 0)), int(d.get("seeds", 0))) if d else cls()
 
 
 def parse_reeval(path: Path, raw: Any) -> ReevalSpec:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from s9tune.errors import ConfigError, S9Error
-from s9tune.search.experiment import (
+from s9tune.search.experiment.record import (
     SEARCH_LOG,
     ExperimentRef,
     check_name,
@@ -27,8 +27,8 @@ from s9tune.search.experiment import (
     is_uri,
     resolve_storage,
 )
-from s9tune.search.space import METRIC, MODE, SearchSpace
-from s9tune.search.trials import Experiment
+from s9tune.search.experiment.trials import Experiment
+from s9tune.search.space.space import METRIC, MODE, SearchSpace
 
 if TYPE_CHECKING:
     from s9tune.data import Splits
@@ -95,7 +95,7 @@ def _pending_trials(slots: int) -> Iterator[None]:
 
 
 def _plan(space: SearchSpace, ref: ExperimentRef) -> Any:
-    from s9tune.search.progress import Plan
+    from s9tune.search.execution.console import Plan
 
     keys = tuple(d.key for d in space.dists)
     sched = space.scheduler
@@ -148,8 +148,8 @@ def run_search(
     import ray
 
     from s9tune.data import load_splits
-    from s9tune.search.export import export_experiment
-    from s9tune.search.logfile import ray_output_to
+    from s9tune.search.execution.logfile import ray_output_to
+    from s9tune.search.experiment.export import export_experiment
 
     require_tensorboardx()
     ref, space = _experiment(space, storage, name, resume)
@@ -200,7 +200,7 @@ def run_search(
 
 def _start_ray(space: SearchSpace, ref: ExperimentRef, *, address: str | None, dashboard: bool) -> int:
     """Start or join Ray and check the cluster can run the search; the slots it has."""
-    from s9tune.search.cluster import init_ray, preflight
+    from s9tune.search.execution.cluster import init_ray, preflight
 
     init_ray(address, dashboard)
     return preflight(space, ref.storage, ref.name)
@@ -221,12 +221,12 @@ def _run_tune(
     process's own either way; the searcher's state comes from the experiment's Optuna journal."""
     from ray import tune
 
-    from s9tune.search.hparams import HParamsTBXLogger
-    from s9tune.search.progress import SearchProgress
-    from s9tune.search.schedulers import scheduler_for
-    from s9tune.search.searchers import SearchSync, StudySearch, StudySearchGenerator
-    from s9tune.search.study import StudyStore
-    from s9tune.search.trainable import train_trial
+    from s9tune.search.execution.console import SearchProgress
+    from s9tune.search.execution.hparams import HParamsTBXLogger
+    from s9tune.search.execution.trainable import train_trial
+    from s9tune.search.searcher.asha import scheduler_for
+    from s9tune.search.searcher.journal import StudyStore
+    from s9tune.search.searcher.searcher import SearchSync, StudySearch, StudySearchGenerator
 
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, splits=splits.without_test(), base=space.fixed.to_dict()),
@@ -235,7 +235,7 @@ def _run_tune(
     logger.info(
         "%s %s: %d configs, %d trials at once", "resuming" if resume else "search", ref.path, space.num_samples, slots
     )
-    store = StudyStore(ref)
+    store = StudyStore(ref.folder)
     try:
         searcher = StudySearch(space, store=store, name=ref.name, max_concurrent=slots)
         callbacks: list[Any] = [SearchSync(searcher), HParamsTBXLogger()]

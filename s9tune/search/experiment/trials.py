@@ -1,6 +1,6 @@
 """What a loaded experiment holds, as values: its trials (TrialRow), halving's configs
 (ConfigRow), the ranking, the best trial (BestTrial) and whether the search got through its plan.
-search/experiment.py builds it from storage; export, results and retrain read it."""
+search/experiment/record.py builds it from storage; export, results and retrain read it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from s9tune.config import TrainConfig
 from s9tune.errors import S9Error
-from s9tune.search.space import SearchSpace
+from s9tune.search.space.space import SearchSpace
 
 SCOPE = (
     "last epoch of a complete schedule: the final weights of a OneCycle run are what a retrain "
@@ -41,7 +41,7 @@ class TrialRow:
     config_id: str = ""  # under halving, shared by a config's runs; else the trial id
     budget: int = 0  # epochs of the run's schedule
     replaces: str = ""  # under halving: the config whose failed run at this budget this one stood in for
-    seed: int | None = None  # a re-evaluation run's seed (search/reeval.py); None for the search's own runs
+    seed: int | None = None  # a re-evaluation run's seed (search/searcher/reeval.py); None for the search's own runs
 
     @property
     def final_value(self) -> float | None:
@@ -152,8 +152,8 @@ class Experiment:
         return sorted(by_id.values(), key=key, reverse=True)
 
     def reevaluated(self) -> list[SeedMean]:
-        """The configs the re-evaluation step retrained, best mean first (search/reeval.py)."""
-        from s9tune.search.reeval import by_mean
+        """The configs the re-evaluation step retrained, best mean first (search/searcher/reeval.py)."""
+        from s9tune.search.searcher.reeval import by_mean
 
         longest = self.space.max_t
         search = {r.config_id: r for r in self.search_rows if r.budget == longest}

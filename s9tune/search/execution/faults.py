@@ -21,7 +21,7 @@ from typing import Any
 
 from s9tune.callbacks import BaseCallback
 from s9tune.engine import EpochMetrics, FitState
-from s9tune.search.space import BUDGET_KEY, CONFIG_KEY
+from s9tune.search.space.space import BUDGET_KEY, CONFIG_KEY
 
 FAULTS_ENV = "S9TUNE_TEST_FAULTS"
 

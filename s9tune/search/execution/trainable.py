@@ -20,9 +20,8 @@ from s9tune.checkpoint import Checkpoint
 from s9tune.config import TrainConfig
 from s9tune.data import Splits
 from s9tune.engine import EpochMetrics, FitResult, FitState, gpu_peak_memory, train
-from s9tune.search.faults import fault_injector
-from s9tune.search.reeval import SEED_KEY
-from s9tune.search.space import BUDGET_KEY, RUN_KEYS
+from s9tune.search.execution.faults import fault_injector
+from s9tune.search.space.space import BUDGET_KEY, RUN_KEYS, SEED_KEY
 
 logger = logging.getLogger(__name__)
 

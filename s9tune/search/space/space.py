@@ -27,10 +27,9 @@ from typing import Any
 
 from s9tune.config import TrainConfig, field_types, read_yaml_mapping
 from s9tune.errors import ConfigError, shown
-from s9tune.search.dists import Dist, parse_dist
-from s9tune.search.reeval import SEED_KEY, ReevalSpec
-from s9tune.search.scheduling import SchedulerSpec, parse_reeval, parse_scheduler
-from s9tune.search.validation import check_field, err, mapping, number
+from s9tune.search.space.checks import check_field, err, mapping, number
+from s9tune.search.space.dists import Dist, parse_dist
+from s9tune.search.space.sections import ReevalSpec, SchedulerSpec, parse_reeval, parse_scheduler
 
 TOP_KEYS = {
     "num_samples",
@@ -49,9 +48,10 @@ RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial"}
 METRIC, MODE = "val_accuracy", "max"
 BUDGET_KEY = "budget"  # in a halving run's trial config: the epochs of its complete schedule
 CONFIG_KEY = "config_id"  # in a halving run's trial config: the config it runs (shared by its runs)
+SEED_KEY = "rerun_seed"  # in a re-evaluation run's trial config: the TrainConfig seed it trains with
 REPLACES_KEY = "replaces"  # in a promoted run's trial config, if it took the place of that config's failed run
 # what a run's config adds to the searched values: a halving run its budget, config and stand-in;
-# a re-evaluation run its config and seed (search/reeval.py)
+# a re-evaluation run its config and seed (search/searcher/reeval.py)
 RUN_KEYS = (BUDGET_KEY, CONFIG_KEY, REPLACES_KEY, SEED_KEY)
 MAX_NUM_SAMPLES = 10_000  # configs in one search; each is at least one trial folder
 DATA_KEYS = ("val_size", "train_subset")  # the driver loads the splits once for all trials
@@ -87,7 +87,7 @@ class SearchSpace:
         return self.startup_trials if self.startup_trials is not None else default_startup(self.num_samples)
 
     def to_record(self) -> dict[str, Any]:
-        """The space as the experiment stores it (search/experiment.py), for resume and results."""
+        """The space as the experiment stores it (search/experiment/record.py), for resume and results."""
         return {
             "space_file": str(self.path),
             "num_samples": self.num_samples,

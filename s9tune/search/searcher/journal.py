@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from s9tune.errors import S9Error
-from s9tune.search.experiment import ExperimentRef, is_uri
+from s9tune.storage import Folder
 
 logger = logging.getLogger(__name__)
 
@@ -37,35 +37,35 @@ def study_name(experiment: str, budgets: tuple[int, ...], rung: int) -> str:
 
 
 class StudyStore:
-    """Where the studies live: the experiment's journal, or memory (`ref` None: a searcher
+    """Where the studies live: the journal in the experiment's folder, or memory (`folder` None: a searcher
     built on its own, as the tests and benchmarks do)."""
 
-    def __init__(self, ref: ExperimentRef | None = None) -> None:
+    def __init__(self, folder: Folder | None = None) -> None:
         import optuna
 
-        self.ref = ref
+        self.folder = folder
         self._tmp: Path | None = None
-        if ref is None:
+        if folder is None:
             self.storage: Any = optuna.storages.InMemoryStorage()
             return
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
-        path = Path(ref.path) / JOURNAL
-        if is_uri(ref.storage):
+        path = Path(folder.base) / JOURNAL
+        if not folder.is_local:
             self._tmp = Path(tempfile.mkdtemp(prefix="s9tune-journal-"))  # private: 0700
             path = self._tmp / JOURNAL
-            if ref.folder.exists(JOURNAL):
-                ref.folder.download(path, JOURNAL)
+            if folder.exists(JOURNAL):
+                folder.download(path, JOURNAL)
         self.path = path
         self.storage = JournalStorage(JournalFileBackend(str(path)))
 
     def sync(self) -> None:
         """Copy a URI experiment's journal to it (a local one is written in place)."""
-        if self._tmp is None or self.ref is None:
+        if self._tmp is None or self.folder is None:
             return
         try:
-            self.ref.folder.upload(self._tmp)  # the folder holds the journal alone
+            self.folder.upload(self._tmp)  # the folder holds the journal alone
         except S9Error as exc:  # the next sync tries again; the run itself is unharmed
             logger.warning("could not copy the Optuna journal to the experiment: %s", exc)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from s9tune.errors import S9Error, shown
-from s9tune.search.space import SearchSpace
+from s9tune.search.space.space import SearchSpace
 from s9tune.storage import is_uri
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def init_ray(address: str | None, dashboard: bool = False) -> None:
         )
     options: dict[str, Any] = {"include_dashboard": False}
     if dashboard:
-        from s9tune.search.ray_compat import dashboard_missing
+        from s9tune.search.execution.ray_compat import dashboard_missing
 
         if dashboard_missing() is not None:
             raise ClusterError("--dashboard needs Ray's dashboard packages: pip install 'ray[default]'")
@@ -101,7 +101,7 @@ def trusted_local_address() -> str:
     search's code, data and token. Ray's own `auto` would also fall back to any Ray process it
     finds running, whoever started it. The file must be a regular file owned by this user (or
     root) that nobody else may write."""
-    from s9tune.search.ray_compat import ray_address_file
+    from s9tune.search.execution.ray_compat import ray_address_file
 
     path = ray_address_file()
     hint = "give the head's HOST:PORT with --address instead of auto"
@@ -173,7 +173,7 @@ def check_reachable(address: str) -> None:
             f"{address} accepts connections but did not answer as a Ray cluster within {HANDSHAKE_S:g} s "
             "(no gRPC handshake); check the host and port of the head"
         )
-    from s9tune.search.ray_compat import gcs_auth_error
+    from s9tune.search.execution.ray_compat import gcs_auth_error
 
     refused = gcs_auth_error(address)
     if refused is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from s9tune.errors import shown
-from s9tune.search.validation import check_field, err, number
+from s9tune.search.space.checks import check_field, err, number
 
 DIST_KEYS = {
     "uniform": {"low", "high"},

@@ -19,8 +19,7 @@ from typing import Any, Literal, TextIO
 
 from ray.tune import Callback
 
-from s9tune.search.reeval import SEED_KEY
-from s9tune.search.space import BUDGET_KEY, CONFIG_KEY, METRIC, REPLACES_KEY
+from s9tune.search.space.space import BUDGET_KEY, CONFIG_KEY, METRIC, REPLACES_KEY, SEED_KEY
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ from s9tune.config import TrainConfig
 from s9tune.data import Splits
 from s9tune.engine import EpochMetrics, FitState
 from s9tune.runs import METRICS_JSON, train_to_dir, write_metrics
-from s9tune.search.progress import SEED_FINISHED, SEED_STARTED, SeedProgress, error_line
-from s9tune.search.trainable import within_gpu_share
+from s9tune.search.execution.console import SEED_FINISHED, SEED_STARTED, SeedProgress, error_line
+from s9tune.search.execution.trainable import within_gpu_share
 from s9tune.storage import Folder
 
 logger = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def ray_session(address: str | None) -> Iterator[None]:
     log redirect, so Ray's goodbyes go to its log too."""
     import ray
 
-    from s9tune.search.cluster import init_ray
+    from s9tune.search.execution.cluster import init_ray
 
     try:
         init_ray(address)
@@ -156,7 +156,7 @@ def ray_session(address: str | None) -> Iterator[None]:
 def plan_resources(cpus: float | None, gpus: float | None, out: Folder) -> tuple[float, float, int]:
     """(CPUs, GPUs) per run, the user's or the defaults, and how many runs fit at once; refused
     (one line) when no node can hold a run, or a local --out is not seen by every node."""
-    from s9tune.search.cluster import check_cluster, default_run_resources
+    from s9tune.search.execution.cluster import check_cluster, default_run_resources
 
     dcpus, dgpus = default_run_resources()
     cpus = dcpus if cpus is None else cpus
