@@ -33,11 +33,11 @@ def main() -> None:
 
     import ray
 
+    from s9tune.api import run_search
     from s9tune.config import TrainConfig
     from s9tune.data import load_splits
     from s9tune.engine import train
-    from s9tune.search.execution.runner import run_search
-    from s9tune.search.space.space import load_space
+    from s9tune.options import SearchOptions
 
     fixed = {
         "width": args.width,
@@ -71,10 +71,10 @@ def main() -> None:
             space_file = Path(tmp) / f"{label}.yaml"
             space_file.write_text(yaml.safe_dump(doc))
             t0 = time.time()
-            res = run_search(load_space(space_file), args.data_dir, storage=f"{tmp}/st", name=label)
+            res = run_search(SearchOptions(space=space_file, data_dir=args.data_dir, storage=f"{tmp}/st", name=label))
             ray.shutdown()
             starts, ips = [], []
-            for d in Path(res.experiment).glob("train_trial_*"):
+            for d in Path(res.path).glob("train_trial_*"):
                 rows = [json.loads(line) for line in (d / "result.json").read_text().splitlines()]
                 first = rows[0]
                 # the trial began training when its first epoch (train + eval) started

@@ -1,22 +1,24 @@
-"""`s9tune` command line. Subcommand modules are imported inside handlers so --help is fast
-and `s9tune train` works without Ray. Any S9Error becomes one line on stderr and exit 2."""
+"""`s9tune` command line: a thin shell over the Python API (s9tune/api.py). Each handler fills
+an options object from the flags, calls the API and prints what it returns. Any S9Error becomes
+one line on stderr and exit 2."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from s9tune import __version__
+from s9tune import __version__, api
+from s9tune.analysis import DEFAULT_TARGET_LAYER
+from s9tune.analysis.seedlog import seed_style_lines, seed_test_line
 from s9tune.errors import S9Error
+from s9tune.nextsteps import after_search, dashboard_hint, retrain_resume, search_resume, tensorboard_hint
+from s9tune.options import AnalyzeOptions, LRFindOptions, RetrainOptions, SearchOptions, TrainOptions
 
 logger = logging.getLogger("s9tune")
-
-MAX_NUM_ITER = 100_000  # lr-find steps
 
 
 # -- shared pieces --------------------------------------------------------------------
@@ -50,37 +52,25 @@ def _add_address(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-def _load_splits(cfg, data_dir: Path | None):
-    from s9tune.data import load_splits
-
-    return load_splits(data_dir, val_size=cfg.val_size, seed=cfg.seed, train_subset=cfg.train_subset)
-
-
-# -- handlers -------------------------------------------------------------------------
+# -- handlers: each fills its options from the flags, calls the API, prints what it got --
 def cmd_summary(args: argparse.Namespace) -> int:
-    from s9tune.config import LIMITS
-    from s9tune.errors import ConfigError
-    from s9tune.model import summary_table
-
-    if not 1 <= args.width <= LIMITS["width"]:
-        raise ConfigError(f"--width {args.width}: must lie in [1, {LIMITS['width']}]")
-    print(summary_table(args.width))
+    print(api.summary(args.width))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from s9tune.analysis.metrics import seed_test_line
-    from s9tune.config import load_config
-    from s9tune.outdir import prepare_out_dir
-    from s9tune.runs import train_to_dir, write_metrics
-
-    cfg = load_config(args.config, args.sets)
-    splits = _load_splits(cfg, args.data_dir)  # data errors surface before anything is written
-    out = prepare_out_dir(args.out, kind="train", force=args.force, resume=args.resume, protect=(args.data_dir,))
-    m = train_to_dir(cfg, splits, out, resume=args.resume).metrics
-    write_metrics(out, m)
+    opts = TrainOptions(
+        out=args.out,
+        data_dir=args.data_dir,
+        config=args.config,
+        sets=tuple(args.sets),
+        force=args.force,
+        resume=args.resume,
+    )
+    m = api.train(opts)
+    out = m["run_dir"]
     if m["status"] == "diverged":
-        print(f"Run diverged (non-finite loss) after {m['epochs']} epoch(s); see {out / 'metrics.jsonl'}")
+        print(f"Run diverged (non-finite loss) after {m['epochs']} epoch(s); see {Path(out) / 'metrics.jsonl'}")
         return 0
     print(seed_test_line(m["test_loss"], m["test_correct"], m["test_images"]))
     if m["val_accuracy"] is not None:
@@ -90,19 +80,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
-    from s9tune.config import load_config
-    from s9tune.errors import ConfigError
-    from s9tune.lrfind import run_lr_find
-    from s9tune.outdir import prepare_out_dir
-
-    if not (0 < args.start_lr < args.end_lr < math.inf):
-        raise ConfigError(f"--start-lr {args.start_lr} / --end-lr {args.end_lr}: need 0 < start < end, both finite")
-    if not 10 <= args.num_iter <= MAX_NUM_ITER:
-        raise ConfigError(f"--num-iter {args.num_iter}: must lie in [10, {MAX_NUM_ITER:,}]")
-    cfg = load_config(args.config, args.sets)
-    splits = _load_splits(cfg, args.data_dir)
-    out = prepare_out_dir(args.out, kind="lr-find", force=args.force, protect=(args.data_dir,))
-    res = run_lr_find(cfg, splits, out, start_lr=args.start_lr, end_lr=args.end_lr, num_iter=args.num_iter)
+    opts = LRFindOptions(
+        out=args.out,
+        data_dir=args.data_dir,
+        config=args.config,
+        sets=tuple(args.sets),
+        force=args.force,
+        start_lr=args.start_lr,
+        end_lr=args.end_lr,
+        num_iter=args.num_iter,
+    )
+    res = api.lr_find(opts)
+    out = Path(opts.out).resolve()
     print(
         f"Suggested max LR: {res.suggested_max_lr:.3g} ({res.method.split(':')[0]}); "
         f"loss is lowest at LR {res.lr_at_min_loss:.3g}"
@@ -113,49 +102,46 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    from s9tune.search.space.space import check_resources, load_space
-
-    space = load_space(args.space).with_num_samples(args.num_samples)  # validated before Ray starts
-    space = space.with_resources(args.cpus_per_trial, args.gpus_per_trial)
-    check_resources(space.cpus_per_trial, space.gpus_per_trial, where="--cpus-per-trial/--gpus-per-trial")
-    from s9tune.nextsteps import after_search, dashboard_hint, search_resume, tensorboard_hint
-    from s9tune.search.execution.runner import run_search
-    from s9tune.search.experiment.export import format_results
-
-    outcome = run_search(
-        space,
-        args.data_dir,
-        storage=args.storage,
+def search_options(args: argparse.Namespace) -> SearchOptions:
+    return SearchOptions(
+        space=args.space,
+        data_dir=args.data_dir,
+        num_samples=args.num_samples,
         name=args.name,
+        storage=args.storage,
         address=args.address,
         resume=args.resume,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
         dashboard=args.dashboard,
         ray_to_console=args.verbose > 0,
         progress=not args.quiet,
     )
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    opts = search_options(args)
+    exp = api.run_search(opts)
     print()
-    print(format_results(outcome.result))
-    print(f"\nExperiment: {outcome.experiment}")
-    print(f"TensorBoard: {tensorboard_hint(outcome.experiment)}")
-    print(f"Optuna dashboard: {dashboard_hint(outcome.experiment)}")
-    if outcome.log:
-        print(f"Ray's log: {outcome.log}")
-    if outcome.interrupted:
-        print(f"Interrupted. Continue with: {search_resume(args.space, outcome.experiment)}")
+    print(exp.table())
+    print(f"\nExperiment: {exp.path}")
+    print(f"TensorBoard: {tensorboard_hint(exp.path)}")
+    print(f"Optuna dashboard: {dashboard_hint(exp.path)}")
+    if exp.log:
+        print(f"Ray's log: {exp.log}")
+    if exp.interrupted:
+        print(f"Interrupted. Continue with: {search_resume(opts.space, exp.path)}")
         return 130
-    print("Next:\n" + "\n".join(f"  {cmd}" for cmd in after_search(outcome.experiment, args.data_dir, args.address)))
+    print("Next:\n" + "\n".join(f"  {cmd}" for cmd in after_search(exp.path, opts.data_dir, opts.address)))
     return 0
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from s9tune.search.experiment.export import BEST_CONFIG, export_experiment, format_results
-
-    exp = export_experiment(args.experiment)
-    print(format_results(exp))
+    exp = api.results(args.experiment)
+    print(exp.table())
     try:
-        exp.best()
-        print(f"\nBest config: {exp.path}/{BEST_CONFIG}")
+        exp.pick  # noqa: B018 - raises if no trial finished its schedule: then there is no best config
+        print(f"\nBest config: {exp.best_config_file}")
     except S9Error as exc:
         print(f"\n{exc}")
     return 0
@@ -193,23 +179,14 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_results)
 
 
-def _print_seed_style(result: dict) -> None:
-    from s9tune.analysis.analyze import seed_style_lines
-
-    print("\n".join(seed_style_lines(result)))
-
-
-def cmd_retrain(args: argparse.Namespace) -> int:
-    from s9tune.nextsteps import retrain_resume
-    from s9tune.retrain import run_retrain, summary_lines
-
-    r = run_retrain(
-        args.experiment,
-        args.data_dir,
-        args.out,
+def retrain_options(args: argparse.Namespace) -> RetrainOptions:
+    return RetrainOptions(
+        experiment=args.experiment,
+        out=args.out,
+        data_dir=args.data_dir,
         epochs=args.epochs,
         seeds=args.seeds,
-        sets=args.sets,
+        sets=tuple(args.sets),
         force=args.force,
         resume=args.resume,
         target_layer=args.target_layer,
@@ -219,7 +196,14 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         ray_to_console=args.verbose > 0,
         progress=not args.quiet,
     )
-    again = retrain_resume(vars(args))
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from s9tune.retrain import summary_lines
+
+    opts = retrain_options(args)
+    r = api.retrain(opts)
+    again = retrain_resume(opts)
     if r.interrupted:
         print(f"\nInterrupted. Continue with: {again}")
         return 130
@@ -232,24 +216,26 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from s9tune.analysis.from_checkpoint import analyze_checkpoint
-
-    result = analyze_checkpoint(
-        args.checkpoint, args.data_dir, args.out, force=args.force, target_layer=args.target_layer, width=args.width
+    opts = AnalyzeOptions(
+        checkpoint=args.checkpoint,
+        out=args.out,
+        data_dir=args.data_dir,
+        force=args.force,
+        target_layer=args.target_layer,
+        width=args.width,
     )
-    _print_seed_style(result)
-    print(f"Report: {Path(args.out).resolve() / 'report.html'}")
+    print("\n".join(seed_style_lines(api.analyze(opts))))
+    print(f"Report: {Path(opts.out).resolve() / 'report.html'}")
     return 0
 
 
 def _register_analysis(sub: argparse._SubParsersAction) -> None:
-    from s9tune.analysis import DEFAULT_TARGET_LAYER
-
     layer_help = f"GradCAM target layer (default {DEFAULT_TARGET_LAYER}: the last residual block, the deepest 4x4 map)"
     p = sub.add_parser("retrain", help="retrain a search's best trial on train+val, test it and write a report")
     p.add_argument("experiment", help="STORAGE/NAME of a search (a folder or the storage URI the search used)")
     _add_data_dir(p)
-    p.add_argument("--epochs", type=int, default=24, help="epochs of the retrain schedule (default 24)")
+    epochs = RetrainOptions.epochs
+    p.add_argument("--epochs", type=int, default=epochs, help=f"epochs of the retrain schedule (default {epochs})")
     p.add_argument("--seeds", type=int, default=1, help="retrain N seeds and report mean ± std")
     _add_sets(p)
     p.add_argument("--out", required=True, help="run folder to create: a local path or a URI (s3://, gs://, file://)")
@@ -294,7 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("summary", help="print the model's layer table and parameter count")
-    p.add_argument("--width", type=int, default=64, help="channel width of the prep layer (64 = the seed's net)")
+    p.add_argument(
+        "--width", type=int, default=api.TrainConfig.width, help="channel width of the prep layer (64 = the seed's net)"
+    )
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("train", help="train one config and write a run folder")
@@ -310,9 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--out", type=Path, required=True, help="folder for lr_find.png and lr_find.json")
     p.add_argument("--force", action="store_true", help="replace --out if it holds files")
-    p.add_argument("--start-lr", type=float, default=1e-5)
-    p.add_argument("--end-lr", type=float, default=10.0)
-    p.add_argument("--num-iter", type=int, default=100)
+    p.add_argument("--start-lr", type=float, default=LRFindOptions.start_lr)
+    p.add_argument("--end-lr", type=float, default=LRFindOptions.end_lr)
+    p.add_argument("--num-iter", type=int, default=LRFindOptions.num_iter)
     p.set_defaults(func=cmd_lr_find)
 
     _register_search(sub)

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -192,7 +192,7 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
     raise ConfigError(f"{key}={shown(value)}: expected {inner.__name__}, got {type(value).__name__}")
 
 
-def parse_set_args(items: list[str] | None) -> dict[str, Any]:
+def parse_set_args(items: Sequence[str] | None) -> dict[str, Any]:
     """`--set key=value` pairs; values are parsed as YAML scalars (so 0.1 is a float, null is None)."""
     out: dict[str, Any] = {}
     for item in items or []:
@@ -236,9 +236,13 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_config(path: Path | None, sets: list[str] | None) -> TrainConfig:
-    """YAML file (optional) then --set overrides, as the CLI does it."""
+def load_config(source: TrainConfig | Path | str | None, sets: Sequence[str] | None) -> TrainConfig:
+    """A TrainConfig, a YAML file of TrainConfig values, or the defaults (the seed's recipe);
+    then the --set overrides (KEY=VALUE)."""
+    if isinstance(source, TrainConfig):
+        return source.with_overrides(parse_set_args(sets))
     cfg = TrainConfig()
+    path = None if source is None else Path(source)
     if path is not None:
         try:
             cfg = cfg.with_overrides(read_yaml_mapping(path))

@@ -266,7 +266,18 @@ def read_classes(folder: Path) -> tuple[str, ...]:
     return out
 
 
-def read_cifar10(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+@dataclass(frozen=True)
+class Cifar10:
+    """The data set as read from its batch files: uint8 NHWC images, int64 labels, class names."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: tuple[str, ...] = CLASSES
+
+
+def read_cifar10(folder: Path) -> Cifar10:
     """Every training batch present (at least one), plus the test batch."""
     folder = Path(folder)
     present = [folder / f for f in TRAIN_FILES if (folder / f).exists()]
@@ -282,7 +293,7 @@ def read_cifar10(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         raise DataError(f"{folder}: the data_batch_* files hold no images")
     if not len(test_y):
         raise DataError(f"{folder / TEST_FILE}: holds no images; the test set cannot be empty")
-    return train_x, train_y, test_x, test_y, read_classes(folder)
+    return Cifar10(train_x, train_y, test_x, test_y, read_classes(folder))
 
 
 # -- splitting ------------------------------------------------------------------------
@@ -307,22 +318,13 @@ def subset_indices(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
     return taken
 
 
-def make_splits(
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    test_x: np.ndarray,
-    test_y: np.ndarray,
-    *,
-    val_size: float,
-    seed: int,
-    train_subset: int | None = None,
-    classes: tuple[str, ...] = CLASSES,
-) -> Splits:
+def make_splits(data: Cifar10, *, val_size: float, seed: int, train_subset: int | None = None) -> Splits:
     """Carve a seeded, stratified validation split out of the training set.
 
     The split depends only on (`val_size`, `seed`), so every trial of a search scores on the
     same images. `train_subset` then caps the remaining training images (stratified).
     """
+    train_x, train_y = data.train_x, data.train_y
     if val_size > 0:
         tr, va = stratified_indices(train_y, val_size, seed)
     else:
@@ -331,7 +333,7 @@ def make_splits(
         tr = tr[subset_indices(train_y[tr], train_subset, seed + 1)]
     if not len(tr):
         raise DataError(f"no training images left after val_size={val_size} of {len(train_y)}; lower val_size")
-    return Splits(train_x[tr], train_y[tr], train_x[va], train_y[va], test_x, test_y, classes)
+    return Splits(train_x[tr], train_y[tr], train_x[va], train_y[va], data.test_x, data.test_y, data.classes)
 
 
 def load_splits(
@@ -343,7 +345,4 @@ def load_splits(
     download: bool = True,
 ) -> Splits:
     folder = ensure_cifar10(data_dir, download=download)
-    train_x, train_y, test_x, test_y, classes = read_cifar10(folder)
-    return make_splits(
-        train_x, train_y, test_x, test_y, val_size=val_size, seed=seed, train_subset=train_subset, classes=classes
-    )
+    return make_splits(read_cifar10(folder), val_size=val_size, seed=seed, train_subset=train_subset)

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
+from s9tune.options import RetrainOptions
 from s9tune.storage import Folder, is_uri
 
 
@@ -57,14 +56,14 @@ def search_resume(space: Path, experiment: str) -> str:
     return f"s9tune search --space {space} --storage {ref.storage} --name {ref.name} --resume"
 
 
-def retrain_resume(opts: Mapping[str, Any]) -> str:
-    """The retrain that `opts` (its parsed command line) describes, with --resume: the same
-    config, since resume refuses another."""
-    argv = ["s9tune", "retrain", opts["experiment"], "--out", str(opts["out"])]
-    argv += ["--epochs", str(opts["epochs"]), "--seeds", str(opts["seeds"])]
-    argv += [a for kv in opts["sets"] for a in ("--set", kv)]
-    for flag, key in (("--data-dir", "data_dir"), ("--address", "address"), ("--target-layer", "target_layer")):
-        argv += [flag, str(opts[key])] if opts.get(key) is not None else []
-    for flag, key in (("--cpus-per-run", "cpus_per_run"), ("--gpus-per-run", "gpus_per_run")):
-        argv += [flag, f"{opts[key]:g}"] if opts.get(key) is not None else []
+def retrain_resume(opts: RetrainOptions) -> str:
+    """The retrain `opts` describes, with --resume: the same config, since resume refuses another."""
+    argv = ["s9tune", "retrain", opts.experiment, "--out", str(opts.out)]
+    argv += ["--epochs", str(opts.epochs), "--seeds", str(opts.seeds)]
+    argv += [a for kv in opts.sets for a in ("--set", kv)]
+    for flag, value in (("--data-dir", opts.data_dir), ("--address", opts.address)):
+        argv += [flag, str(value)] if value is not None else []
+    argv += ["--target-layer", opts.target_layer]
+    for flag, number in (("--cpus-per-run", opts.cpus_per_run), ("--gpus-per-run", opts.gpus_per_run)):
+        argv += [flag, f"{number:g}"] if number is not None else []
     return shlex.join([*argv, "--resume"])

@@ -19,13 +19,14 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from s9tune.analysis import DEFAULT_TARGET_LAYER
 from s9tune.config import TrainConfig, parse_set_args
 from s9tune.errors import ConfigError, OutputExistsError
+from s9tune.options import RetrainOptions
 from s9tune.storage import Folder
 
 logger = logging.getLogger(__name__)
@@ -33,13 +34,10 @@ logger = logging.getLogger(__name__)
 RECORD = "s9tune_retrain.json"  # what was started: resume continues exactly that
 LOG = "retrain.log"
 TUNE_DIR = "tune"  # Tune's experiment (search/execution/retrain_seeds.py), until every seed has finished
-MAX_SEEDS = 100  # each is a full retrain
 
 
-def retrain_config(best: TrainConfig, epochs: int, sets: list[str] | None) -> TrainConfig:
+def retrain_config(best: TrainConfig, epochs: int, sets: Sequence[str]) -> TrainConfig:
     """Full training set (train + validation), full schedule, then the user's --set."""
-    if epochs < 1:
-        raise ConfigError(f"--epochs {epochs}: must be >= 1")
     cfg = best.with_overrides({"epochs": epochs, "val_size": 0.0, "train_subset": None})
     return cfg.with_overrides(parse_set_args(sets))
 
@@ -157,24 +155,8 @@ def _seed_summary(per_seed: list[dict[str, Any]], wall_s: float) -> dict[str, An
     }
 
 
-def run_retrain(
-    experiment: str,
-    data_dir: str | Path | None,
-    out: str | Path,
-    *,
-    epochs: int = 24,
-    seeds: int = 1,
-    sets: list[str] | None = None,
-    force: bool = False,
-    resume: bool = False,
-    target_layer: str = DEFAULT_TARGET_LAYER,
-    address: str | None = None,
-    cpus_per_run: float | None = None,
-    gpus_per_run: float | None = None,
-    ray_to_console: bool = False,
-    progress: bool = True,
-) -> Retrain:
-    """Retrain (or continue retraining) EXPERIMENT's best trial into OUT; see the module doc."""
+def run_retrain(opts: RetrainOptions) -> Retrain:
+    """Retrain (or continue retraining) the pick of `opts.experiment` into `opts.out`; see the module doc."""
     from s9tune.analysis.cam import resolve_target_layer
     from s9tune.data import load_splits
     from s9tune.model import build_model
@@ -182,43 +164,49 @@ def run_retrain(
     from s9tune.search.experiment.record import load_experiment
     from s9tune.search.space.space import check_resources
 
-    if not 1 <= seeds <= MAX_SEEDS:
-        raise ConfigError(f"--seeds {seeds}: must lie in [1, {MAX_SEEDS}]")
-    if cpus_per_run is not None or gpus_per_run is not None:
-        check_resources(cpus_per_run or 1, gpus_per_run or 0, where="--cpus-per-run/--gpus-per-run", unit="run")
-    exp = load_experiment(experiment)
+    if opts.cpus_per_run is not None or opts.gpus_per_run is not None:
+        check_resources(
+            opts.cpus_per_run or 1, opts.gpus_per_run or 0, where="--cpus-per-run/--gpus-per-run", unit="run"
+        )
+    exp = load_experiment(opts.experiment)
     best = exp.best()  # raises if no trial finished its schedule
     logger.info("best trial %s of %s (%s)", best.trial_id, exp.path, exp.scope.split(":")[0])
-    cfg = retrain_config(best.config, epochs, sets)
-    resolve_target_layer(build_model(cfg.with_overrides({"width": 1})), target_layer)  # typo -> error now
-    dest = _check_out(str(out), exp.path, force=force, resume=resume, data_dir=data_dir)
-    seed_list = _resumed_seeds(dest, cfg) if resume else [cfg.seed + k for k in range(seeds)]
-    splits = load_splits(data_dir, val_size=cfg.val_size, seed=cfg.seed, train_subset=cfg.train_subset)
+    cfg = retrain_config(best.config, opts.epochs, opts.sets)
+    resolve_target_layer(build_model(cfg.with_overrides({"width": 1})), opts.target_layer)  # typo -> error now
+    dest = _check_out(str(opts.out), exp.path, force=opts.force, resume=opts.resume, data_dir=opts.data_dir)
+    seed_list = _resumed_seeds(dest, cfg) if opts.resume else [cfg.seed + k for k in range(opts.seeds)]
+    splits = load_splits(opts.data_dir, val_size=cfg.val_size, seed=cfg.seed, train_subset=cfg.train_subset)
 
     from s9tune.search.execution import retrain_seeds as ray_seeds
 
-    log = None if ray_to_console else _log_path(dest)
+    log = None if opts.ray_to_console else _log_path(dest)
     started = time.perf_counter()
     result = Retrain(dest, log=str(log) if log else None)
     extra = {"experiment": exp.path, "best_trial": best.trial_id}
     try:
-        with ray_output_to(log) as console, ray_seeds.ray_session(address):
-            cpus, gpus, slots = ray_seeds.plan_resources(cpus_per_run, gpus_per_run, dest)
+        with ray_output_to(log) as console, ray_seeds.ray_session(opts.address):
+            cpus, gpus, slots = ray_seeds.plan_resources(opts.cpus_per_run, opts.gpus_per_run, dest)
             logger.info(
                 "retrain %s: %d seed(s), %d at once, %g CPUs and %g GPUs each", dest, len(seed_list), slots, cpus, gpus
             )
-            _make_out(dest, str(out), force=force, resume=resume, data_dir=data_dir)
-            if not resume:
+            _make_out(dest, str(opts.out), force=opts.force, resume=opts.resume, data_dir=opts.data_dir)
+            if not opts.resume:
                 dest.write_text(RECORD, json.dumps(_record(cfg, seed_list, exp.path, best.trial_id), indent=2))
             runs = ray_seeds.SeedRuns(cfg, seed_list, dest.child(TUNE_DIR), extra, cpus, gpus)
-            result.seeds = ray_seeds.fit_seeds(runs, splits, resume=resume, console=console if progress else None)
+            result.seeds = ray_seeds.fit_seeds(
+                runs,
+                splits,
+                resume=opts.resume,
+                console=console if opts.progress else None,
+                max_failures=opts.max_failures,
+            )
     finally:
         if log is not None and log.exists() and dest.exists(RECORD):
             old = dest.read_text(LOG) or ""
             dest.write_text(LOG, old + log.read_text(encoding="utf-8", errors="replace"))
             result.log = f"{dest.child(LOG)}"
     if not result.interrupted:
-        result.metrics = _finish(result, splits, exp, target_layer, time.perf_counter() - started)
+        result.metrics = _finish(result, splits, exp, opts.target_layer, time.perf_counter() - started)
     return result
 
 
@@ -253,7 +241,7 @@ def _finish(result: Retrain, splits: Any, exp: Any, target_layer: str, wall_s: f
 
 def _analyse(stage: Path, run: str, splits: Any, exp: Any, target_layer: str, metrics: dict[str, Any]) -> dict:
     """The analysis of one seed's final checkpoint, on this machine, into OUT's top."""
-    from s9tune.analysis.analyze import analyze_model
+    from s9tune.analysis.analyze import AnalysisSpec, analyze_model
     from s9tune.callbacks import read_metrics_jsonl
     from s9tune.checkpoint import Checkpoint
     from s9tune.search.experiment.export import leaderboard_rows
@@ -261,17 +249,14 @@ def _analyse(stage: Path, run: str, splits: Any, exp: Any, target_layer: str, me
     rel = str(Path(run) / "checkpoints" / "last.pt")
     ckpt = Checkpoint.load(stage / rel)
     keys = ("seeds", "test_accuracy_mean", "test_accuracy_std")
-    analysis = analyze_model(
-        ckpt.build_model(stage / rel),
-        ckpt.train_config(stage / rel),
-        splits,
-        stage,
-        history_rows=read_metrics_jsonl(stage / run / "metrics.jsonl"),
-        leaderboard=leaderboard_rows(exp),
+    spec = AnalysisSpec(
         target_layer=target_layer,
+        history_rows=read_metrics_jsonl(stage / run / "metrics.jsonl"),
         title=f"s9tune retrain of {exp.path} (trial {metrics.get('best_trial')})",
+        leaderboard=leaderboard_rows(exp),
         extra={"experiment": exp.path, "checkpoint": rel, **{k: metrics[k] for k in keys}},
     )
+    analysis = analyze_model(ckpt.build_model(stage / rel), ckpt.train_config(stage / rel), splits, stage, spec=spec)
     if analysis.get("test_accuracy") != metrics.get("test_accuracy"):
         logger.warning(
             "the analysis scored %s here, the run %s on its own device (another device or precision "
@@ -285,7 +270,7 @@ def _analyse(stage: Path, run: str, splits: Any, exp: Any, target_layer: str, me
 def summary_lines(r: Retrain) -> list[str]:
     """What the console shows at the end: the seed's test lines for the analysed run, a line per
     seed (when there are several, or failures) with mean ± std, and the report."""
-    from s9tune.analysis.analyze import seed_style_lines
+    from s9tune.analysis.seedlog import seed_style_lines
 
     m, lines = r.metrics, []
     if m.get("status") == "diverged":

@@ -328,16 +328,17 @@ def failed_search(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixt
     import ray
     import yaml
 
-    from s9tune.search.execution.runner import run_search
-    from s9tune.search.space.space import load_space
+    from s9tune.api import run_search
+    from s9tune.options import SearchOptions
 
     mini = _require_mini(request)
     tmp = tmp_path_factory.mktemp("failed")
     (tmp / "s.yaml").write_text(yaml.safe_dump(FAILING_SPACE))
     try:
         # one retry: every raising trial fails twice, then is that trial's error (FailureConfig)
-        out = run_search(load_space(tmp / "s.yaml"), mini, storage=str(tmp / "st"), name="bad", max_failures=1)
+        opts = SearchOptions(space=tmp / "s.yaml", data_dir=mini, storage=str(tmp / "st"), name="bad", max_failures=1)
+        exp = run_search(opts)
     finally:
         ray.shutdown()
-    assert out.total == 4
+    assert len(exp.loaded.rows) == 4
     return tmp / "st" / "bad"

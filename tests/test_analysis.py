@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from s9tune.analysis import metrics as M
-from s9tune.analysis.analyze import seed_style_lines
+from s9tune.analysis import seedlog
 from s9tune.analysis.cam import compute_gradcam, gradcam_maps, prepare_cam_model
-from s9tune.analysis.from_checkpoint import analyze_checkpoint
+from s9tune.analysis.seedlog import seed_style_lines
+from s9tune.api import analyze
 from s9tune.augment import EvalBatches, normalize_uint8
 from s9tune.checkpoint import Checkpoint
 from s9tune.config import TrainConfig
@@ -23,6 +24,7 @@ from s9tune.data import Splits, load_splits
 from s9tune.engine import score
 from s9tune.errors import CheckpointError, ConfigError, OutputExistsError
 from s9tune.model import CustomResNet, build_model
+from s9tune.options import AnalyzeOptions
 
 CFG = TrainConfig(width=8, device="cpu")
 
@@ -153,11 +155,13 @@ def test_misclassified_indices_are_wrong_and_most_confident_first() -> None:
 
 
 def test_class_table_matches_seed_format() -> None:
-    lines = M.class_table(["airplane", "cat", "ship"], [0.9412, 0.29, float("nan")])
+    lines = seedlog.class_table(["airplane", "cat", "ship"], [0.9412, 0.29, float("nan")])
     assert lines[0] == "Accuracy of airplane : 94 %"
     assert lines[1] == "Accuracy of   cat : 29 %"  # %5s and float error (0.29 * 100 = 28.99...) as the seed had none
     assert "n/a" in lines[2]
-    assert M.seed_test_line(0.12341, 9365, 10000) == "Test set: Average loss: 0.1234, Accuracy: 9365/10000 (93.65%)"
+    assert (
+        seedlog.seed_test_line(0.12341, 9365, 10000) == "Test set: Average loss: 0.1234, Accuracy: 9365/10000 (93.65%)"
+    )
 
 
 # -- GradCAM --------------------------------------------------------------------------
@@ -207,7 +211,7 @@ def test_analyze_checkpoint_writes_consistent_report(
     run_checkpoint: Path, tiny_cifar: Path, tmp_path: Path, trained: nn.Module
 ) -> None:
     out = tmp_path / "analysis"
-    res = analyze_checkpoint(run_checkpoint, tiny_cifar, out, target_layer="r2")
+    res = analyze(AnalyzeOptions(checkpoint=run_checkpoint, data_dir=tiny_cifar, out=out, target_layer="r2"))
     splits = tiny_splits(tiny_cifar)
 
     on_disk = json.loads((out / "analysis.json").read_text())
@@ -266,7 +270,7 @@ def test_analyze_checkpoint_writes_consistent_report(
 
 
 def test_report_renders_leaderboard(tmp_path: Path, tiny_cifar: Path, trained: nn.Module) -> None:
-    from s9tune.analysis.analyze import analyze_model
+    from s9tune.analysis.analyze import AnalysisSpec, analyze_model
 
     board = [
         {
@@ -286,7 +290,8 @@ def test_report_renders_leaderboard(tmp_path: Path, tiny_cifar: Path, trained: n
             "status": "STOPPED",
         },
     ]
-    analyze_model(trained, CFG, tiny_splits(tiny_cifar), tmp_path / "a", leaderboard=board, n_cam=0, n_gallery=0)
+    spec = AnalysisSpec(leaderboard=board, n_cam=0, n_gallery=0)
+    analyze_model(trained, CFG, tiny_splits(tiny_cifar), tmp_path / "a", spec=spec)
     page = (tmp_path / "a" / "report.html").read_text()
     assert "Leaderboard" in page and "91.00%" in page and "t2&lt;b&gt;" in page and "t2<b>" not in page
     assert "| trial | max_lr |" in (tmp_path / "a" / "report.md").read_text()
@@ -296,20 +301,20 @@ def test_corrupt_checkpoint_and_width_mismatch(tmp_path: Path, tiny_cifar: Path,
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError):
-        analyze_checkpoint(garbage, tiny_cifar, tmp_path / "o1")
+        analyze(AnalyzeOptions(checkpoint=garbage, data_dir=tiny_cifar, out=tmp_path / "o1"))
     good = write_checkpoint(tmp_path / "good.pt", trained)
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(CheckpointError):
-        analyze_checkpoint(truncated, tiny_cifar, tmp_path / "o2")
+        analyze(AnalyzeOptions(checkpoint=truncated, data_dir=tiny_cifar, out=tmp_path / "o2"))
     with pytest.raises(CheckpointError):
-        analyze_checkpoint(good, tiny_cifar, tmp_path / "o3", width=16)
+        analyze(AnalyzeOptions(checkpoint=good, data_dir=tiny_cifar, out=tmp_path / "o3", width=16))
     # weights of another width under a width-8 config
     wrong = write_checkpoint(tmp_path / "wrong.pt", CustomResNet(16))
     with pytest.raises(CheckpointError):
-        analyze_checkpoint(wrong, tiny_cifar, tmp_path / "o4")
+        analyze(AnalyzeOptions(checkpoint=wrong, data_dir=tiny_cifar, out=tmp_path / "o4"))
     with pytest.raises(ConfigError):
-        analyze_checkpoint(good, tiny_cifar, tmp_path / "o5", target_layer="r9")
+        analyze(AnalyzeOptions(checkpoint=good, data_dir=tiny_cifar, out=tmp_path / "o5", target_layer="r9"))
     assert not any((tmp_path / f"o{i}").exists() for i in range(1, 6)), "nothing is written on failure"
 
 
@@ -318,18 +323,20 @@ def test_existing_out_dir_needs_force(tmp_path: Path, tiny_cifar: Path, run_chec
     out.mkdir()
     (out / "keep.txt").write_text("previous")
     with pytest.raises(OutputExistsError):
-        analyze_checkpoint(run_checkpoint, tiny_cifar, out)
+        analyze(AnalyzeOptions(checkpoint=run_checkpoint, data_dir=tiny_cifar, out=out))
     assert (out / "keep.txt").exists()
     # --force into the run folder itself would delete the checkpoint: refused
     with pytest.raises(OutputExistsError):
-        analyze_checkpoint(run_checkpoint, tiny_cifar, run_checkpoint.parent.parent, force=True)
+        analyze(
+            AnalyzeOptions(checkpoint=run_checkpoint, data_dir=tiny_cifar, out=run_checkpoint.parent.parent, force=True)
+        )
     assert run_checkpoint.exists()
     # --force replaces only an analysis s9tune wrote, not a folder of someone else's files
     with pytest.raises(OutputExistsError, match=r"s9tune\.json missing"):
-        analyze_checkpoint(run_checkpoint, tiny_cifar, out, force=True)
+        analyze(AnalyzeOptions(checkpoint=run_checkpoint, data_dir=tiny_cifar, out=out, force=True))
     assert (out / "keep.txt").read_text() == "previous"
     done = tmp_path / "done"
-    analyze_checkpoint(run_checkpoint, tiny_cifar, done)
+    analyze(AnalyzeOptions(checkpoint=run_checkpoint, data_dir=tiny_cifar, out=done))
     (done / "report.html").write_text("old")
-    res = analyze_checkpoint(run_checkpoint, tiny_cifar, done, force=True)
+    res = analyze(AnalyzeOptions(checkpoint=run_checkpoint, data_dir=tiny_cifar, out=done, force=True))
     assert (done / "report.html").read_text() != "old" and res["test_images"] > 0

@@ -18,7 +18,8 @@ from s9tune.errors import DataError
 # -- reading --------------------------------------------------------------------------
 def test_reads_official_layout(tiny_cifar: Path) -> None:
     folder = data.ensure_cifar10(tiny_cifar, download=False)
-    train_x, train_y, test_x, _test_y, classes = data.read_cifar10(folder)
+    cifar = data.read_cifar10(folder)
+    train_x, train_y, test_x, classes = cifar.train_x, cifar.train_y, cifar.test_x, cifar.classes
     assert train_x.shape == (200, 32, 32, 3) and train_x.dtype == np.uint8
     assert train_y.dtype == np.int64 and set(train_y) == set(range(10))
     assert test_x.shape == (30, 32, 32, 3)
@@ -127,7 +128,7 @@ def test_download_good_md5(tmp_path: Path, served) -> None:
     server, md5 = served
     folder = data.ensure_cifar10(tmp_path / "dl", url=server.url, md5=md5)
     assert folder == tmp_path / "dl" / "cifar-10-batches-py"
-    assert data.read_cifar10(folder)[0].shape == (200, 32, 32, 3)
+    assert data.read_cifar10(folder).train_x.shape == (200, 32, 32, 3)
     assert server.hits == 1
     # a second call finds the folder and does not download again
     data.ensure_cifar10(tmp_path / "dl", url=server.url, md5=md5)

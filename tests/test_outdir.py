@@ -233,17 +233,19 @@ def test_clean_up_never_removes_a_folder_it_did_not_create(
 ) -> None:
     """Even if the 'already exists' check is passed (a folder made meanwhile), the folder is
     created exclusively, so the search stops before it could clean anything up."""
+    from s9tune.api import run_search
     from s9tune.errors import S9Error
-    from s9tune.search.execution import runner
+    from s9tune.options import SearchOptions
     from s9tune.search.experiment import record as experiment
-    from s9tune.search.space.space import load_space
 
     victim = tmp_path / "st" / "mine"
     victim.mkdir(parents=True)
     (victim / "results.csv").write_text("irreplaceable")
     monkeypatch.setattr(experiment.ExperimentRef, "exists", lambda self: False)
     with pytest.raises(S9Error, match="already exists"):
-        runner.run_search(load_space(_space(tmp_path)), tiny_cifar, storage=str(tmp_path / "st"), name="mine")
+        run_search(
+            SearchOptions(space=_space(tmp_path), data_dir=tiny_cifar, storage=str(tmp_path / "st"), name="mine")
+        )
     assert snapshot(victim) == {"results.csv": b"irreplaceable"}
 
 

@@ -48,8 +48,9 @@ def test_trials_never_receive_the_test_set(tiny_cifar: Path, tmp_path: Path, mon
     """What the Tuner ships to trials (tune.with_parameters) holds no test image."""
     from ray import tune
 
-    from s9tune.search.execution import cluster, runner
-    from s9tune.search.space.space import load_space
+    from s9tune.api import run_search
+    from s9tune.options import SearchOptions
+    from s9tune.search.execution import cluster
 
     handed: dict = {}
 
@@ -65,7 +66,9 @@ def test_trials_never_receive_the_test_set(tiny_cifar: Path, tmp_path: Path, mon
     monkeypatch.setattr(tune, "with_parameters", capture)
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(SEARCH_SPACE))
     with pytest.raises(Stop):
-        runner.run_search(load_space(tmp_path / "s.yaml"), tiny_cifar, storage=str(tmp_path / "st"), name="t")
+        run_search(
+            SearchOptions(space=tmp_path / "s.yaml", data_dir=tiny_cifar, storage=str(tmp_path / "st"), name="t")
+        )
     splits = handed["splits"]
     assert len(splits.test_y) == 0 and len(splits.test_x) == 0
     assert len(splits.train_y) > 0 and len(splits.val_y) > 0  # trials score on validation
@@ -119,12 +122,12 @@ def test_verbose_and_quiet(tiny_cifar: Path, tmp_path: Path, capsys: pytest.Capt
 
     seen: list[dict] = []
 
-    def fake_search(*args, **kwargs):
-        seen.append(kwargs)
+    def fake_search(space, opts):
+        seen.append(opts)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner, "run_search", fake_search)
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(SEARCH_SPACE))
     for flags in ([], ["-v"], ["-q"]):
         assert main([*flags, "search", "--space", str(tmp_path / "s.yaml")]) == 130
-    assert [(k["ray_to_console"], k["progress"]) for k in seen] == [(False, True), (True, True), (False, False)]
+    assert [(o.ray_to_console, o.progress) for o in seen] == [(False, True), (True, True), (False, False)]

@@ -2,7 +2,7 @@
 
 Writes into one folder: plots/*.png (training curves, per-class accuracy, confusion matrix,
 misclassified gallery, GradCAM grids, augmentation samples), analysis.json, report.md and a
-self-contained report.html. `seed_style_lines` gives the seed's console output for the CLI;
+self-contained report.html (`metrics.seed_style_lines` gives the seed's console output);
 `analysis/from_checkpoint.py` runs the same analysis on a saved checkpoint.
 """
 
@@ -21,6 +21,7 @@ from torch import nn
 
 from s9tune.analysis import metrics as M
 from s9tune.analysis import plots as P
+from s9tune.analysis import seedlog
 from s9tune.analysis.cam import (
     DEFAULT_TARGET_LAYER,
     compute_gradcam,
@@ -61,6 +62,35 @@ class _Figures:
         self.figures.append(ReportFigure(section, caption, rel, wide))
 
 
+@dataclass(frozen=True)
+class AnalysisSpec:
+    """What an analysis shows besides the model's test predictions: the GradCAM layer, how many
+    images the gallery and each GradCAM grid hold, the device it runs on (default: CUDA if
+    available), the run's per-epoch history (training curves), and the report's title,
+    leaderboard and extra fields (also written into analysis.json)."""
+
+    target_layer: str = DEFAULT_TARGET_LAYER
+    device: torch.device | str | None = None
+    n_gallery: int = 20
+    n_cam: int = 10
+    history_rows: Sequence[Mapping[str, Any]] = ()
+    title: str | None = None
+    leaderboard: Sequence[Mapping[str, Any]] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Analysis:
+    """One analysis under way: where it writes, what it found, what it was asked for."""
+
+    out: Path
+    figs: _Figures
+    ev: M.TestEvaluation
+    cfg: TrainConfig
+    dev: torch.device
+    spec: AnalysisSpec
+
+
 def _device(device: torch.device | str | None) -> torch.device:
     # not cfg.device: a checkpoint trained with device=cuda must still be analysable on a laptop
     if device is not None:
@@ -98,15 +128,7 @@ def _plot_test_set(figs: _Figures, ev: M.TestEvaluation, test_x: np.ndarray, n_g
     )
     if n_gallery <= 0 or not len(ev.wrong):
         return []
-    shown = P.plot_misclassified(
-        test_x,
-        ev.y_true,
-        ev.y_pred,
-        ev.classes,
-        ev.wrong[:n_gallery],
-        figs.path("misclassified"),
-        confidences=ev.confidence,
-    )
+    shown = P.plot_misclassified(test_x, ev, ev.wrong[:n_gallery], figs.path("misclassified"))
     figs.add(
         "misclassified",
         "Misclassified images",
@@ -115,16 +137,9 @@ def _plot_test_set(figs: _Figures, ev: M.TestEvaluation, test_x: np.ndarray, n_g
     return shown
 
 
-def _plot_gradcam(
-    figs: _Figures,
-    cam_model: nn.Module,
-    ev: M.TestEvaluation,
-    test_x: np.ndarray,
-    dev: torch.device,
-    layer: str,
-    n_cam: int,
-) -> dict[str, list[int]]:
+def _plot_gradcam(a: _Analysis, cam_model: nn.Module, test_x: np.ndarray) -> dict[str, list[int]]:
     """GradCAM grids of the predicted class on mistakes and on correct images; returns the images used."""
+    figs, ev, dev, layer, n_cam = a.figs, a.ev, a.dev, a.spec.target_layer, a.spec.n_cam
     cam_sets: dict[str, list[int]] = {}
     if n_cam <= 0:
         return cam_sets
@@ -163,31 +178,15 @@ def _plot_augmentation(figs: _Figures, cfg: TrainConfig, splits: Splits) -> None
     # the first training image of each of the first classes present: varied, and stable
     idx = M.spread_over_classes(np.arange(len(splits.train_y)), splits.train_y, AUG_IMAGES)
     names = [splits.classes[int(splits.train_y[i])] for i in idx]
-    P.plot_augmentation_samples(
-        splits.train_x[idx],
-        figs.path("augmentation"),
-        strength=cfg.aug_strength,
-        pad_mode=cfg.pad_mode,
-        draws=AUG_DRAWS,
-        seed=cfg.seed,
-        labels=names,
-    )
+    P.plot_augmentation_samples(splits.train_x[idx], figs.path("augmentation"), cfg=cfg, draws=AUG_DRAWS, labels=names)
     figs.add(
         "augmentation", "Data augmentation", f"Random training augmentations at aug_strength={cfg.aug_strength:g}."
     )
 
 
-def _analysis_record(
-    ev: M.TestEvaluation,
-    shown: list[int],
-    cams: dict[str, list[int]],
-    figs: _Figures,
-    layer: str,
-    dev: torch.device,
-    cfg: TrainConfig,
-    extra: Mapping[str, Any] | None,
-) -> dict[str, Any]:
+def _analysis_record(a: _Analysis, shown: list[int], cams: dict[str, list[int]]) -> dict[str, Any]:
     """What analysis.json holds."""
+    ev, figs, layer, dev, cfg, extra = a.ev, a.figs, a.spec.target_layer, a.dev, a.cfg, a.spec.extra
     return {
         "test_accuracy": _finite_or_none(ev.accuracy),
         "test_loss": _finite_or_none(ev.loss),
@@ -208,22 +207,12 @@ def _analysis_record(
         "plots": figs.paths,
         "device": str(dev),
         "config": cfg.to_dict(),
-        **dict(extra or {}),
+        **dict(extra),
     }
 
 
-def _write_report(
-    out: Path,
-    ev: M.TestEvaluation,
-    rows: Sequence[Mapping[str, Any]],
-    figs: _Figures,
-    layer: str,
-    cfg: TrainConfig,
-    *,
-    title: str | None,
-    leaderboard: Sequence[Mapping[str, Any]] | None,
-    extra: Mapping[str, Any] | None,
-) -> None:
+def _write_report(a: _Analysis) -> None:
+    ev, rows, figs, layer, cfg, extra = a.ev, a.spec.history_rows, a.figs, a.spec.target_layer, a.cfg, a.spec.extra
     total = ev.total
     summary: list[tuple[str, Any]] = [("test accuracy", f"{100 * ev.correct / total:.2f}%" if total else "—")]
     if rows:
@@ -233,10 +222,10 @@ def _write_report(
             summary.append(("val accuracy", last.get("eval_accuracy")))
         summary.append(("final train accuracy", last.get("train_accuracy")))
     summary += [("misclassified", f"{len(ev.wrong)} of {total}"), ("GradCAM layer", layer), ("width", cfg.width)]
-    summary += [(key, extra[key]) for key in ("checkpoint", "status") if extra and key in extra]
+    summary += [(key, extra[key]) for key in ("checkpoint", "status") if key in extra]
     data = ReportData(
-        title=title or "s9tune analysis",
-        test_line=M.seed_test_line(ev.loss, ev.correct, total) if total else None,
+        title=a.spec.title or "s9tune analysis",
+        test_line=seedlog.seed_test_line(ev.loss, ev.correct, total) if total else None,
         classes=ev.classes,
         per_class_accuracy=[_finite_or_none(float(a)) for a in ev.per_class_accuracy],
         per_class_counts=[int(n) for n in ev.class_counts],
@@ -244,10 +233,10 @@ def _write_report(
         config=cfg.to_dict(),
         summary=summary,
         figures=figs.figures,
-        leaderboard=leaderboard,
+        leaderboard=a.spec.leaderboard,
         notes=() if rows else ("No training history found: the training-curve plot is left out.",),
     )
-    write_report(data, out)
+    write_report(data, a.out)
 
 
 def analyze_model(
@@ -256,15 +245,8 @@ def analyze_model(
     splits: Splits,
     out_dir: Path,
     *,
+    spec: AnalysisSpec | None = None,
     predictions: Predictions | None = None,
-    history_rows: Sequence[Mapping[str, Any]] | None = None,
-    leaderboard: Sequence[Mapping[str, Any]] | None = None,
-    target_layer: str = DEFAULT_TARGET_LAYER,
-    device: torch.device | str | None = None,
-    n_gallery: int = 20,
-    n_cam: int = 10,
-    title: str | None = None,
-    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Explain `model` on the test split: plots, analysis.json and the reports.
 
@@ -273,10 +255,10 @@ def analyze_model(
     untouched (mode, device, hooks): prediction and GradCAM run on a deep copy. `out_dir` is
     created if needed; files already in it are overwritten.
     """
-    resolve_target_layer(model, target_layer)  # a typo fails before any work
-    dev = _device(device)
-    out = Path(out_dir)
-    figs = _Figures(out / PLOTS)
+    spec = spec or AnalysisSpec()
+    resolve_target_layer(model, spec.target_layer)  # a typo fails before any work
+    dev = _device(spec.device)
+    figs = _Figures(Path(out_dir) / PLOTS)
     figs.plots_dir.mkdir(parents=True, exist_ok=True)
     # one copy serves both: eval mode and non-inplace ReLUs give the same logits as the original
     cam_model = prepare_cam_model(model, dev)
@@ -286,24 +268,12 @@ def analyze_model(
         predictions.logits.numpy(), predictions.labels.numpy(), splits.classes, predictions.loss
     )
     logger.info("test accuracy %d/%d, %d misclassified", ev.correct, ev.total, len(ev.wrong))
-    rows = list(history_rows or [])
-    _plot_curves(figs, rows, cfg, len(splits.train_y))
-    shown = _plot_test_set(figs, ev, splits.test_x, n_gallery)
-    cams = _plot_gradcam(figs, cam_model, ev, splits.test_x, dev, target_layer, n_cam)
+    a = _Analysis(Path(out_dir), figs, ev, cfg, dev, spec)
+    _plot_curves(figs, spec.history_rows, cfg, len(splits.train_y))
+    shown = _plot_test_set(figs, ev, splits.test_x, spec.n_gallery)
+    cams = _plot_gradcam(a, cam_model, splits.test_x)
     _plot_augmentation(figs, cfg, splits)
-    result = _analysis_record(ev, shown, cams, figs, target_layer, dev, cfg, extra)
-    atomic_write_json(out / "analysis.json", result)
-    _write_report(out, ev, rows, figs, target_layer, cfg, title=title, leaderboard=leaderboard, extra=extra)
+    result = _analysis_record(a, shown, cams)
+    atomic_write_json(a.out / "analysis.json", result)
+    _write_report(a)
     return result
-
-
-def seed_style_lines(result: Mapping[str, Any]) -> list[str]:
-    """The seed's console output: the test line, then 'Accuracy of <class> : NN %' per class."""
-    lines = []
-    if result.get("test_images"):
-        raw = result.get("test_loss")
-        loss = float("nan") if raw is None else float(raw)
-        lines.append(M.seed_test_line(loss, int(result["test_correct"]), int(result["test_images"])))
-    per_class = result.get("per_class_accuracy", {})
-    lines += M.class_table(list(per_class), [np.nan if v is None else v for v in per_class.values()])
-    return lines

@@ -9,13 +9,12 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import torch
-
-from s9tune.analysis.analyze import analyze_model
-from s9tune.analysis.cam import DEFAULT_TARGET_LAYER, resolve_target_layer
+from s9tune.analysis.analyze import AnalysisSpec, analyze_model
+from s9tune.analysis.cam import resolve_target_layer
 from s9tune.callbacks import read_metrics_jsonl
 from s9tune.checkpoint import Checkpoint
 from s9tune.errors import CheckpointError, OutputExistsError
+from s9tune.options import AnalyzeOptions
 from s9tune.storage import Folder, is_uri
 
 logger = logging.getLogger(__name__)
@@ -43,80 +42,46 @@ def _fetched(uri: str, dest: Path) -> Path:
     return local
 
 
-def analyze_checkpoint(
-    checkpoint_path: Path | str,
-    data_dir: Path | str | None,
-    out_dir: Path,
-    *,
-    force: bool = False,
-    target_layer: str = DEFAULT_TARGET_LAYER,
-    width: int | None = None,
-    device: torch.device | str | None = None,
-) -> dict[str, Any]:
+def analyze_checkpoint(opts: AnalyzeOptions) -> dict[str, Any]:
     """`s9tune analyze CHECKPOINT --data-dir D --out DIR`.
 
     Raises CheckpointError (unreadable file, width mismatch), ConfigError (unknown target
-    layer), DataError, OutputExistsError (non-empty `out_dir` without `force`) or StorageError
-    (a URI that cannot be read). Everything that can fail is checked before `out_dir` is touched.
+    layer), DataError, OutputExistsError (non-empty `out` without `force`) or StorageError
+    (a URI that cannot be read). Everything that can fail is checked before `out` is touched.
     """
-    if is_uri(str(checkpoint_path)):
+    if is_uri(str(opts.checkpoint)):
         with tempfile.TemporaryDirectory(prefix="s9tune-analyze-") as tmp:
-            local = _fetched(str(checkpoint_path), Path(tmp))
-            return _analyze(
-                local,
-                data_dir,
-                out_dir,
-                force=force,
-                target_layer=target_layer,
-                width=width,
-                device=device,
-                source=str(checkpoint_path),
-            )
-    path = Path(checkpoint_path).expanduser().resolve()
-    return _analyze(
-        path, data_dir, out_dir, force=force, target_layer=target_layer, width=width, device=device, source=str(path)
-    )
+            return _analyze(_fetched(str(opts.checkpoint), Path(tmp)), opts, source=str(opts.checkpoint))
+    path = Path(opts.checkpoint).expanduser().resolve()
+    return _analyze(path, opts, source=str(path))
 
 
-def _analyze(
-    path: Path,
-    data_dir: Path | str | None,
-    out_dir: Path,
-    *,
-    force: bool,
-    target_layer: str,
-    width: int | None,
-    device: torch.device | str | None,
-    source: str,
-) -> dict[str, Any]:
+def _analyze(path: Path, opts: AnalyzeOptions, *, source: str) -> dict[str, Any]:
     from s9tune.data import load_splits
     from s9tune.outdir import prepare_out_dir
 
     ckpt = Checkpoint.load(path)
     cfg = ckpt.train_config(path)
-    model = ckpt.build_model(path, width=width)
-    resolve_target_layer(model, target_layer)
-    real_out = Path(out_dir).expanduser().resolve()
+    model = ckpt.build_model(path, width=opts.width)
+    resolve_target_layer(model, opts.target_layer)
+    real_out = Path(opts.out).expanduser().resolve()
     if real_out == path.parent or real_out in path.parents:
         raise OutputExistsError(f"{real_out}: holds the checkpoint being analysed; choose another --out")
-    splits = load_splits(data_dir, val_size=cfg.val_size, seed=cfg.seed, train_subset=cfg.train_subset)
+    splits = load_splits(opts.data_dir, val_size=cfg.val_size, seed=cfg.seed, train_subset=cfg.train_subset)
     history_file = _run_folder_history(path)
     if history_file is not None:
         rows = read_metrics_jsonl(history_file)
         logger.info("training history from %s (%d epochs)", history_file, len(rows))
     else:
         rows = [dict(m) for m in ckpt.metrics if isinstance(m, Mapping)]
-    out = prepare_out_dir(out_dir, kind="analyze", force=force, protect=(data_dir,))
+    out = prepare_out_dir(opts.out, kind="analyze", force=opts.force, protect=(opts.data_dir,))
     shown = PurePosixPath(source.partition("?")[0])  # the checkpoint as the user named it
     name = shown.parent.parent.name if history_file is not None else shown.stem
-    return analyze_model(
-        model,
-        cfg,
-        splits,
-        out,
+    spec = AnalysisSpec(
+        target_layer=opts.target_layer,
+        device=opts.device,
         history_rows=rows,
-        target_layer=target_layer,
-        device=device,
         title=f"s9tune analysis: {name}",
         extra={"checkpoint": source, "checkpoint_epoch": ckpt.epoch},
     )
+    return analyze_model(model, cfg, splits, out, spec=spec)

@@ -94,29 +94,6 @@ def spread_over_classes(indices: np.ndarray, labels: np.ndarray, n: int) -> np.n
     return np.asarray(picked, dtype=np.int64)
 
 
-def class_table(classes: Sequence[str], per_class_acc: Sequence[float]) -> list[str]:
-    """The seed's class-wise lines, e.g. 'Accuracy of airplane : 94 %'.
-
-    Same format as the seed's `'Accuracy of %5s : %2d %%'` (names right-aligned to 5, the
-    percentage truncated), so the two logs line up when compared side by side.
-    """
-    lines = []
-    for name, acc in zip(classes, per_class_acc, strict=True):
-        if acc is None or not np.isfinite(acc):
-            lines.append(f"Accuracy of {name:>5s} : n/a (no test images)")
-        else:
-            # the epsilon undoes float error (0.29 * 100 = 28.999...), which the seed's
-            # 100 * correct / total never had
-            lines.append(f"Accuracy of {name:>5s} : {int(100 * acc + 1e-9):2d} %")
-    return lines
-
-
-def seed_test_line(loss: float, correct: int, total: int) -> str:
-    """The seed's summary line: 'Test set: Average loss: 0.1234, Accuracy: 9365/10000 (93.65%)'."""
-    pct = 100 * correct / total if total else float("nan")
-    return f"Test set: Average loss: {loss:.4f}, Accuracy: {correct}/{total} ({pct:.2f}%)"
-
-
 @dataclass(frozen=True)
 class TestEvaluation:
     """Everything the plots, analysis.json and the report read about one model's test predictions."""
@@ -179,13 +156,11 @@ class TestEvaluation:
 __all__ = [
     "TestEvaluation",
     "class_counts",
-    "class_table",
     "confusion_matrix",
     "correct_indices",
     "misclassified_indices",
     "overall_accuracy",
     "per_class_accuracy",
-    "seed_test_line",
     "softmax",
     "spread_over_classes",
 ]

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from s9tune.analysis.metrics import TestEvaluation
+from s9tune.config import TrainConfig
 from s9tune.fileio import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
@@ -22,6 +24,7 @@ logger = logging.getLogger(__name__)
 DPI = 110
 OK_COLOR = "#1a7f37"
 BAD_COLOR = "#c62828"
+GRID_COLUMNS = 5  # images per row of a gallery or a GradCAM grid
 
 
 def _pyplot() -> Any:
@@ -166,16 +169,15 @@ def plot_image_grid(
     titles: Sequence[str],
     path: Path,
     *,
-    ncols: int = 5,
     suptitle: str | None = None,
     title_colors: Sequence[str] | None = None,
 ) -> Path:
-    """uint8 (or [0, 1] float) NHWC images in a grid, one title each."""
+    """uint8 (or [0, 1] float) NHWC images in a grid (GRID_COLUMNS to a row), one title each."""
     if len(images) == 0:
         raise ValueError("no images to plot")
     plt = _pyplot()
     n = len(images)
-    ncols = max(1, min(ncols, n))
+    ncols = max(1, min(GRID_COLUMNS, n))
     nrows = int(np.ceil(n / ncols))
     figsize = (2.1 * ncols, 2.45 * nrows + (0.4 if suptitle else 0))
     fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
@@ -197,22 +199,13 @@ def _verdict(true_name: str, pred_name: str, conf: float | None) -> str:
     return f"true: {true_name}\npred: {pred_name}{c}"
 
 
-def plot_misclassified(
-    images: np.ndarray,
-    y_true: np.ndarray,
-    y_pred: np.ndarray,
-    classes: Sequence[str],
-    indices: Sequence[int],
-    path: Path,
-    *,
-    confidences: np.ndarray | None = None,
-    ncols: int = 5,
-) -> list[int]:
+def plot_misclassified(images: np.ndarray, ev: TestEvaluation, indices: Sequence[int], path: Path) -> list[int]:
     """Gallery of misclassified test images titled 'true: X / pred: Y (confidence)'.
 
     Indices whose prediction is right are dropped, so the gallery can only show mistakes;
     returns the indices actually shown (empty, and no file, if none were wrong).
     """
+    y_true, y_pred, classes, confidences = ev.y_true, ev.y_pred, ev.classes, ev.confidence
     shown = [int(i) for i in indices if int(y_true[i]) != int(y_pred[i])]
     if len(shown) < len(indices):
         logger.warning("misclassified gallery: dropped %d correctly classified indices", len(indices) - len(shown))
@@ -228,7 +221,6 @@ def plot_misclassified(
         images[shown],
         titles,
         path,
-        ncols=ncols,
         suptitle=f"Misclassified test images, most confident mistakes first ({len(shown)} shown)",
         title_colors=[BAD_COLOR] * len(shown),
     )
@@ -241,16 +233,15 @@ def plot_cam_grid(
     titles: Sequence[str],
     path: Path,
     *,
-    ncols: int = 5,
     suptitle: str | None = None,
     title_colors: Sequence[str] | None = None,
 ) -> Path:
-    """Each item as a column: the image above, its GradCAM overlay right below it."""
+    """Each item as a column (GRID_COLUMNS to a row): the image above, its GradCAM overlay right below it."""
     n = len(images01)
     if n == 0 or len(overlays) != n or len(titles) != n:
         raise ValueError("need one overlay and one title per image (and at least one image)")
     plt = _pyplot()
-    ncols = max(1, min(ncols, n))
+    ncols = max(1, min(GRID_COLUMNS, n))
     blocks = int(np.ceil(n / ncols))
     # per block: a spacer row that takes the titles, then image and overlay close together,
     # so each overlay reads as belonging to the image above it rather than to the next block
@@ -282,20 +273,15 @@ def plot_cam_grid(
 
 
 def plot_augmentation_samples(
-    images: np.ndarray,
-    path: Path,
-    *,
-    strength: float,
-    pad_mode: str = "reflect",
-    draws: int = 5,
-    seed: int = 0,
-    labels: Sequence[str] | None = None,
+    images: np.ndarray, path: Path, *, cfg: TrainConfig, draws: int = 5, labels: Sequence[str] | None = None
 ) -> Path:
     """Rows: training images; columns: the original, then `draws` augmented versions.
 
     Drawn with the albumentations reference pipeline (without normalisation, so the pixels are
-    viewable) at the run's aug_strength; seeded, so the figure is the same on every rebuild.
+    viewable) at the run's aug_strength and pad mode; seeded with its seed, so the figure is the
+    same on every rebuild.
     """
+    strength, pad_mode, seed = cfg.aug_strength, cfg.pad_mode, cfg.seed
     from s9tune.augment import AugParams, albumentations_pipeline
 
     if len(images) == 0:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from s9tune.analysis.metrics import class_table
+from s9tune.analysis.seedlog import class_table
 from s9tune.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)

@@ -169,7 +169,7 @@ def plan_resources(cpus: float | None, gpus: float | None, out: Folder) -> tuple
 
 
 def fit_seeds(
-    runs: SeedRuns, splits: Splits, *, resume: bool, console: TextIO | None, max_failures: int = 2
+    runs: SeedRuns, splits: Splits, *, resume: bool, console: TextIO | None, max_failures: int
 ) -> list[SeedResult]:
     """Run (or, with `resume`, continue) the seeds; returns one result per seed. A Ctrl-C stops
     Tune gracefully: the seeds it stopped come back unfinished. `tune.run` rather than a Tuner,

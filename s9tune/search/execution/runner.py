@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from s9tune.errors import ConfigError, S9Error
+from s9tune.options import SearchOptions
 from s9tune.search.experiment.record import (
     SEARCH_LOG,
     ExperimentRef,
@@ -130,21 +131,10 @@ def _log_path(ref: ExperimentRef) -> Path:
     return Path(ref.path) / SEARCH_LOG
 
 
-def run_search(
-    space: SearchSpace,
-    data_dir: str | Path | None,
-    *,
-    storage: str | None = None,
-    name: str | None = None,
-    address: str | None = None,
-    resume: bool = False,
-    max_failures: int = 2,
-    dashboard: bool = False,
-    ray_to_console: bool = False,
-    progress: bool = True,
-) -> SearchOutcome:
-    """Run (or resume) a search. Ray's and Tune's output goes to STORAGE/NAME/search.log unless
-    `ray_to_console`; the console shows s9tune's own progress unless not `progress`."""
+def run_search(space: SearchSpace, opts: SearchOptions) -> SearchOutcome:
+    """Run (or resume) a search of `space` (already loaded and checked; on resume the experiment's
+    own record takes its place). Ray's and Tune's output goes to STORAGE/NAME/search.log unless
+    `opts.ray_to_console`; the console shows s9tune's own progress if `opts.progress`."""
     import ray
 
     from s9tune.data import load_splits
@@ -152,33 +142,33 @@ def run_search(
     from s9tune.search.experiment.export import export_experiment
 
     require_tensorboardx()
-    ref, space = _experiment(space, storage, name, resume)
+    ref, space = _experiment(space, opts.storage, opts.name, opts.resume)
     fixed = space.fixed
     # on the driver, before Ray starts: a data error is one clear line, not a failed trial
-    splits = load_splits(data_dir, val_size=fixed.val_size, seed=fixed.seed, train_subset=fixed.train_subset)
+    splits = load_splits(opts.data_dir, val_size=fixed.val_size, seed=fixed.seed, train_subset=fixed.train_subset)
     if not splits.has_val:
         raise ConfigError(f"{space.path}: fixed.val_size is 0; a search must score on a validation split")
-    made = [] if resume else ref.create(space, max_failures=max_failures)
-    log = None if ray_to_console else _log_path(ref)
+    made = [] if opts.resume else ref.create(space, max_failures=opts.max_failures)
+    log = None if opts.ray_to_console else _log_path(ref)
     launched = False
     try:
         with ray_output_to(log) as console:
             try:
-                slots = _start_ray(space, ref, address=address, dashboard=dashboard)
+                slots = _start_ray(space, ref, address=opts.address, dashboard=opts.dashboard)
                 launched = True
                 _run_tune(
                     space,
                     ref,
                     splits,
                     slots=slots,
-                    resume=resume,
-                    max_failures=max_failures,
-                    console=console if progress else None,
+                    resume=opts.resume,
+                    max_failures=opts.max_failures,
+                    console=console if opts.progress else None,
                 )
             finally:
                 ray.shutdown()  # inside the redirect: Ray's goodbyes belong in its log too
     except S9Error:
-        if not resume and not launched:
+        if not opts.resume and not launched:
             ref.discard(made)  # refused before Tune started (cluster checks): a retry may use the same name
         raise
     finally:
