@@ -156,15 +156,7 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> SearchOutcome:
             try:
                 slots = _start_ray(space, ref, address=opts.address, dashboard=opts.dashboard)
                 launched = True
-                _run_tune(
-                    space,
-                    ref,
-                    splits,
-                    slots=slots,
-                    resume=opts.resume,
-                    max_failures=opts.max_failures,
-                    console=console if opts.progress else None,
-                )
+                _run_tune(space, ref, splits, slots=slots, opts=opts, console=console if opts.progress else None)
             finally:
                 ray.shutdown()  # inside the redirect: Ray's goodbyes belong in its log too
     except S9Error:
@@ -197,14 +189,7 @@ def _start_ray(space: SearchSpace, ref: ExperimentRef, *, address: str | None, d
 
 
 def _run_tune(
-    space: SearchSpace,
-    ref: ExperimentRef,
-    splits: Splits,
-    *,
-    slots: int,
-    resume: bool,
-    max_failures: int,
-    console: TextIO | None,
+    space: SearchSpace, ref: ExperimentRef, splits: Splits, *, slots: int, opts: SearchOptions, console: TextIO | None
 ) -> None:
     """One `tune.run` over the trainable: a new experiment, or the one at `ref` continued
     (unfinished and errored trials run again). The searcher and the callbacks are this
@@ -223,7 +208,11 @@ def _run_tune(
         {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
     )
     logger.info(
-        "%s %s: %d configs, %d trials at once", "resuming" if resume else "search", ref.path, space.num_samples, slots
+        "%s %s: %d configs, %d trials at once",
+        "resuming" if opts.resume else "search",
+        ref.path,
+        space.num_samples,
+        slots,
     )
     store = StudyStore(ref.folder)
     try:
@@ -244,13 +233,13 @@ def _run_tune(
                 mode=MODE,
                 callbacks=callbacks,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                max_failures=max_failures,
+                max_failures=opts.max_failures,
                 # a new trial takes over a finished one's process: no new interpreter, torch import,
                 # CUDA context or cuDNN autotuning per run (a 2-epoch GPU run was mostly start-up)
                 reuse_actors=True,
                 verbose=0,  # s9tune's console shows progress; Tune's tables would repeat it every 30 s
                 raise_on_failed_trial=False,  # a failed trial is reported in the results, not raised
-                resume="AUTO+ERRORED" if resume else None,
+                resume="AUTO+ERRORED" if opts.resume else None,
             )
     finally:
         store.close()
