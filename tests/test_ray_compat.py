@@ -63,3 +63,38 @@ def test_the_auth_probe_names_a_refused_token_on_a_real_cluster() -> None:
         )
     assert res.stdout.strip().splitlines()[-1] == "AuthenticationError", res.stderr[-2000:]
     assert right.stdout.strip().splitlines()[-1] == "NoneType", right.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_tune_state_reads_what_tune_writes(tmp_path: Path) -> None:
+    """The --resume check reads Tune's experiment_state-*.json as JSON through `tune_state`:
+    the metric (the controller's private `_metric`) and each trial's trainable and config. A real
+    tune.run writes the file this reads; a Ray that changes its shape fails here, not on a
+    user's resume."""
+    import json
+
+    import ray
+    from ray import tune
+
+    def _one_iteration(config: dict) -> None:  # defined here: Ray pickles it by value to its workers
+        tune.report({"val_accuracy": 0.5})
+
+    try:
+        tune.run(
+            _one_iteration,
+            name="e",
+            storage_path=str(tmp_path),
+            config={"max_lr": tune.grid_search([0.1, 0.2])},
+            metric="val_accuracy",
+            mode="max",
+            verbose=0,
+        )
+    finally:
+        ray.shutdown()
+    (state_file,) = (tmp_path / "e").glob("experiment_state-*.json")
+    state = ray_compat.tune_state(json.loads(state_file.read_text()))
+    assert state.metric == "val_accuracy"
+    assert sorted(c["max_lr"] for _, c in state.trials) == [0.1, 0.2]
+    assert {name for name, _ in state.trials} == {"_one_iteration"}
+    with pytest.raises(ValueError):
+        ray_compat.tune_state({"runner_data": {}, "trial_data": [["not json"]]})

@@ -1,4 +1,4 @@
-"""The three things s9tune needs of Ray that its public API does not offer, kept here alone and
+"""The four things s9tune needs of Ray that its public API does not offer, kept here alone and
 held to the Ray release that pyproject.toml pins by tests/test_ray_compat.py.
 
 * `gcs_auth_error(address)`: against a cluster that wants a token, `ray.init` retries for about
@@ -10,16 +10,24 @@ held to the Ray release that pyproject.toml pins by tests/test_ray_compat.py.
   with one line instead of a Ray without a dashboard.
 * `ray_address_file()`: where `ray start` records this machine's cluster address, the file
   `--address auto` reads; Ray's rule for it lives in a private module (`ray._common.utils`).
+* `tune_state(state)`: what a Tune experiment's `experiment_state-*.json` (read as plain JSON,
+  never unpickled) says of the search, for the `--resume` check: the metric it optimises (the
+  controller's private `_metric`) and each trial's trainable and config (`trial_data`, each
+  entry a JSON string Tune writes beside its pickles).
 
-Both degrade safely when Ray changes them: the probe then reports nothing and `ray.init` says
-what failed; the test is what notices, loudly.
+Each degrades safely when Ray changes it: the probe then reports nothing and `ray.init` says
+what failed; an address file elsewhere is not found; a state of another shape refuses the
+resume with one line. The test is what notices, loudly.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 TESTED_RAY = "2.60"  # the minor release these were read from and tested on; pyproject pins it
 
@@ -54,3 +62,31 @@ def ray_address_file() -> Path:
     $RAY_TMPDIR, else $TMPDIR on Linux, else /tmp; then ray/ray_current_cluster)."""
     base = os.environ.get("RAY_TMPDIR") or (os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None)
     return Path(base or "/tmp") / "ray" / "ray_current_cluster"
+
+
+@dataclass(frozen=True)
+class TuneState:
+    """What s9tune reads of a Tune experiment's saved state: the metric it optimises, and each
+    trial's trainable name and config."""
+
+    metric: Any
+    trials: list[tuple[Any, Any]]  # (trainable name, config) per trial
+
+
+def tune_state(state: Any) -> TuneState:
+    """`state`: an `experiment_state-*.json` parsed as JSON. Raises ValueError if it is not the
+    shape Ray writes (the caller turns that into one line)."""
+    runner = state.get("runner_data") if isinstance(state, dict) else None
+    entries = state.get("trial_data") if isinstance(state, dict) else None
+    if not isinstance(runner, dict) or not isinstance(entries, list):
+        raise ValueError("no runner_data or trial_data")
+    trials = []
+    for entry in entries:
+        try:
+            trial = json.loads(entry[0])
+        except (TypeError, IndexError, KeyError, ValueError, RecursionError):
+            raise ValueError("a trial entry is not Tune's JSON") from None
+        if not isinstance(trial, dict):
+            raise ValueError("a trial entry is not a mapping")
+        trials.append((trial.get("trainable_name"), trial.get("config")))
+    return TuneState(runner.get("_metric"), trials)

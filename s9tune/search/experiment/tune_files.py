@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from s9tune.errors import S9Error
+from s9tune.search.execution.ray_compat import tune_state
 from s9tune.search.experiment.trials import RunStatus, TrialRow
 from s9tune.search.space.space import BUDGET_KEY, CONFIG_KEY, METRIC, REPLACES_KEY, RUN_KEYS, SEED_KEY
 
@@ -200,22 +201,15 @@ def check_resumable(files: Files, record: dict[str, Any], searched: set[str]) ->
     states = sorted(n for n in files.list_files() if n.startswith("experiment_state-") and n.endswith(".json"))
     if not states:
         raise S9Error(f"{files.path}: holds no Tune state to resume (experiment_state-*.json)")
-    state = _json(files, states[-1])
-    runner = state.get("runner_data") if isinstance(state, dict) else None
-    trials = state.get("trial_data") if isinstance(state, dict) else None
-    if not isinstance(runner, dict) or not isinstance(trials, list):
-        raise S9Error(f"{files.path}/{states[-1]}: not a Tune experiment state this s9tune knows")
-    if runner.get("_metric") != record.get("metric"):
-        raise S9Error(f"{files.path}: Tune's state optimises {runner.get('_metric')!r}, not {record.get('metric')!r}")
-    configs = []
-    for entry in trials:
-        try:
-            trial = json.loads(entry[0])
-        except (TypeError, IndexError, KeyError, ValueError, RecursionError):
-            raise S9Error(f"{files.path}/{states[-1]}: a trial entry is not Tune's JSON") from None
-        if not isinstance(trial, dict) or trial.get("trainable_name") != "train_trial":
-            raise S9Error(f"{files.path}: a trial in Tune's state is not an s9tune trial")
-        configs.append(trial.get("config"))
+    try:
+        state = tune_state(_json(files, states[-1]))
+    except ValueError as exc:
+        raise S9Error(f"{files.path}/{states[-1]}: not a Tune experiment state this s9tune knows ({exc})") from None
+    if state.metric != record.get("metric"):
+        raise S9Error(f"{files.path}: Tune's state optimises {state.metric!r}, not {record.get('metric')!r}")
+    if any(name != "train_trial" for name, _ in state.trials):
+        raise S9Error(f"{files.path}: a trial in Tune's state is not an s9tune trial")
+    configs = [config for _, config in state.trials]
     configs += [t.params for t in read_trials(files)]
     halving = record.get("scheduler", {}).get("type") == "halving"
     # a halving run's config adds its budget and config id (and, for a stand-in, whom it replaces)
