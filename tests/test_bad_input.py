@@ -1,5 +1,5 @@
 """Every bad input a user can give is one line `s9tune: error: ...`, exit code 2, no traceback and
-nothing written: the cases of README's error table, each run through the CLI. The table itself
+nothing written: the cases of the error table in docs/safety.md, each run through the CLI. The table itself
 is checked against these cases, so it cannot drift from what s9tune prints."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ TINY = ["--set", "width=4", "--set", "epochs=1", "--set", "batch_size=64", "--se
 class Case:
     id: str
     argv: Callable[[Path], list[str]]  # tmp folder (holding data/, a cifar dir) -> arguments
-    message: str  # a fragment of the one line, as README's table quotes it
+    message: str  # a fragment of the one line, as the table in docs/safety.md quotes it
 
 
 def _config(text: str | bytes) -> Callable[[Path], list[str]]:
@@ -203,10 +203,10 @@ def test_unprintable_class_names_are_a_data_error(tmp_path: Path, capsys: pytest
     assert "label_names must be 64 or fewer printable characters" in capsys.readouterr().err
 
 
-def test_readme_error_table_quotes_what_s9tune_prints() -> None:
-    """Each row of README's error table names a case here and quotes its message."""
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("<!-- error-table -->", 2)[1]
+def test_docs_error_table_quotes_what_s9tune_prints() -> None:
+    """Each row of the error table in docs/safety.md names a case here and quotes its message."""
+    page = (REPO / "docs" / "safety.md").read_text(encoding="utf-8")
+    section = page.split("<!-- error-table -->", 2)[1]
     rows = re.findall(r"^\| `?([^|`]+)`? \| .* \| `…([^`]+)…` \|$", section, re.MULTILINE)
     quoted = {case_id.strip(): message for case_id, message in rows}
     by_id = {c.id: c.message for c in CASES}

@@ -1,6 +1,6 @@
-"""README claims that had no test of their own: `--seeds N` reports mean ± std, a search never
-hands trials the test set, a trial's CUDA OOM stays that trial's error, relative paths are made
-absolute before Ray starts, and -v / -q change what is printed."""
+"""Claims in the docs (README and docs/) that had no test of their own: `--seeds N` reports
+mean ± std, a search never hands trials the test set, a trial's CUDA OOM stays that trial's
+error, relative paths are made absolute before Ray starts, and -v / -q change what is printed."""
 
 from __future__ import annotations
 
