@@ -9,7 +9,9 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
+from typing import TypeVar
 
 from s9tune import __version__, api
 from s9tune.analysis import DEFAULT_TARGET_LAYER
@@ -53,20 +55,26 @@ def _add_address(p: argparse.ArgumentParser, what: str) -> None:
 
 
 # -- handlers: each fills its options from the flags, calls the API, prints what it got --
+Options = TypeVar("Options", TrainOptions, LRFindOptions, SearchOptions, RetrainOptions, AnalyzeOptions)
+
+
+def options_from(cls: type[Options], args: argparse.Namespace) -> Options:
+    """The command's options from its flags: each flag's dest is the field of the same name;
+    -v sends Ray's output to the console, -q turns s9tune's progress off."""
+    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    if "sets" in given:
+        given["sets"] = tuple(given["sets"])
+    derived = {"ray_to_console": args.verbose > 0, "progress": not args.quiet}
+    return cls(**given, **{k: v for k, v in derived.items() if k in {f.name for f in fields(cls)}})
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     print(api.summary(args.width))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    opts = TrainOptions(
-        out=args.out,
-        data_dir=args.data_dir,
-        config=args.config,
-        sets=tuple(args.sets),
-        force=args.force,
-        resume=args.resume,
-    )
+    opts = options_from(TrainOptions, args)
     m = api.train(opts)
     out = m["run_dir"]
     if m["status"] == "diverged":
@@ -80,16 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
-    opts = LRFindOptions(
-        out=args.out,
-        data_dir=args.data_dir,
-        config=args.config,
-        sets=tuple(args.sets),
-        force=args.force,
-        start_lr=args.start_lr,
-        end_lr=args.end_lr,
-        num_iter=args.num_iter,
-    )
+    opts = options_from(LRFindOptions, args)
     res = api.lr_find(opts)
     out = Path(opts.out).resolve()
     print(
@@ -102,25 +101,8 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
-def search_options(args: argparse.Namespace) -> SearchOptions:
-    return SearchOptions(
-        space=args.space,
-        data_dir=args.data_dir,
-        num_samples=args.num_samples,
-        name=args.name,
-        storage=args.storage,
-        address=args.address,
-        resume=args.resume,
-        cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial,
-        dashboard=args.dashboard,
-        ray_to_console=args.verbose > 0,
-        progress=not args.quiet,
-    )
-
-
 def cmd_search(args: argparse.Namespace) -> int:
-    opts = search_options(args)
+    opts = options_from(SearchOptions, args)
     exp = api.run_search(opts)
     print()
     print(exp.table())
@@ -179,29 +161,10 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_results)
 
 
-def retrain_options(args: argparse.Namespace) -> RetrainOptions:
-    return RetrainOptions(
-        experiment=args.experiment,
-        out=args.out,
-        data_dir=args.data_dir,
-        epochs=args.epochs,
-        seeds=args.seeds,
-        sets=tuple(args.sets),
-        force=args.force,
-        resume=args.resume,
-        target_layer=args.target_layer,
-        address=args.address,
-        cpus_per_run=args.cpus_per_run,
-        gpus_per_run=args.gpus_per_run,
-        ray_to_console=args.verbose > 0,
-        progress=not args.quiet,
-    )
-
-
 def cmd_retrain(args: argparse.Namespace) -> int:
     from s9tune.retrain import summary_lines
 
-    opts = retrain_options(args)
+    opts = options_from(RetrainOptions, args)
     r = api.retrain(opts)
     again = retrain_resume(opts)
     if r.interrupted:
@@ -216,14 +179,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    opts = AnalyzeOptions(
-        checkpoint=args.checkpoint,
-        out=args.out,
-        data_dir=args.data_dir,
-        force=args.force,
-        target_layer=args.target_layer,
-        width=args.width,
-    )
+    opts = options_from(AnalyzeOptions, args)
     print("\n".join(seed_style_lines(api.analyze(opts))))
     print(f"Report: {Path(opts.out).resolve() / 'report.html'}")
     return 0

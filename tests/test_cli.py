@@ -200,3 +200,29 @@ def test_lr_find(tiny_cifar: Path, tmp_path: Path) -> None:
     assert info["suggested_max_lr"] > 0 and len(info["lrs"]) == 20
     assert info["lrs"] == sorted(info["lrs"])  # exponential sweep upwards
     assert (out / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_option_has_its_flag() -> None:
+    """The CLI fills each options field from the flag whose dest has its name (cli.options_from);
+    a flag with another dest would leave its field at the default without a word. Only the
+    fields listed here are the API's alone."""
+    import argparse
+    from dataclasses import fields
+
+    from s9tune.cli import build_parser
+    from s9tune.options import AnalyzeOptions, LRFindOptions, RetrainOptions, SearchOptions, TrainOptions
+
+    api_only = {SearchOptions: {"max_failures"}, RetrainOptions: {"max_failures"}, AnalyzeOptions: {"device"}}
+    derived = {"ray_to_console", "progress"}  # from -v and -q
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    commands = {
+        "train": TrainOptions,
+        "lr-find": LRFindOptions,
+        "search": SearchOptions,
+        "retrain": RetrainOptions,
+        "analyze": AnalyzeOptions,
+    }
+    for command, cls in commands.items():
+        dests = {a.dest for a in sub.choices[command]._actions}
+        missing = {f.name for f in fields(cls)} - dests - derived - api_only.get(cls, set())
+        assert not missing, (command, missing)

@@ -129,8 +129,9 @@ def test_folders_on_disk_and_behind_a_uri(tmp_path: Path) -> None:
 
 
 def test_next_commands_parse_with_the_real_cli() -> None:
-    from s9tune.cli import build_parser, retrain_options
+    from s9tune.cli import build_parser, options_from
     from s9tune.nextsteps import after_search, retrain_resume
+    from s9tune.options import RetrainOptions
 
     results, retrain = after_search("/data/searches/smoke-1", Path("/d"), None)
     assert results == "s9tune results /data/searches/smoke-1"
@@ -138,7 +139,7 @@ def test_next_commands_parse_with_the_real_cli() -> None:
     _, retrain = after_search("s3://b/s9tune/default-k8s", None, "auto")
     assert retrain == "s9tune retrain s3://b/s9tune/default-k8s --out s3://b/s9tune/default-k8s-retrain --address auto"
     args = build_parser().parse_args([*shlex.split(retrain)[1:], "--set", "width=8", "--gpus-per-run", "0.5"])
-    again = retrain_resume(retrain_options(args))
+    again = retrain_resume(options_from(RetrainOptions, args))
     back = build_parser().parse_args(shlex.split(again)[1:])
     assert back.resume and {k: v for k, v in vars(back).items() if k != "resume"} == {
         k: v for k, v in vars(args).items() if k != "resume"
