@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from s9tune.lrfind import LRFindResult
-    from s9tune.retrain import Retrain
+    from s9tune.retraining import Retrain
     from s9tune.search.experiment.trials import BestTrial
     from s9tune.search.experiment.trials import Experiment as Loaded
 
@@ -140,7 +140,7 @@ def results(experiment: str | Path) -> Experiment:
 
 def retrain(options: RetrainOptions) -> Retrain:
     """Retrain the pick of `options.experiment` into `options.out` and analyse it."""
-    from s9tune.retrain import run_retrain
+    from s9tune.retraining import run_retrain
 
     return run_retrain(options)
 

@@ -162,7 +162,7 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from s9tune.retrain import summary_lines
+    from s9tune.retraining import summary_lines
 
     opts = options_from(RetrainOptions, args)
     r = api.retrain(opts)

@@ -288,7 +288,7 @@ def test_uri_log_is_private_and_no_log_is_written_through_a_link(tmp_path: Path)
 
 
 def test_retrains_own_files_are_the_ones_force_may_replace() -> None:
-    from s9tune import retrain
+    from s9tune import retraining as retrain
 
     assert {retrain.RECORD, retrain.LOG, retrain.TUNE_DIR} <= outdir.KIND_ENTRIES["retrain"]
 
@@ -296,7 +296,7 @@ def test_retrains_own_files_are_the_ones_force_may_replace() -> None:
 def test_retrain_force_on_a_uri_replaces_only_a_retrain(tmp_path: Path) -> None:
     """A retrain's --out may be a storage URI (file:// here, read through pyarrow as s3:// is):
     there too --force needs s9tune's marker of a retrain and nothing but a retrain's files."""
-    from s9tune.retrain import _make_out
+    from s9tune.retraining import _make_out
     from s9tune.storage import Folder
 
     target = tmp_path / "bucket" / "rt"

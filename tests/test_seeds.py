@@ -147,7 +147,7 @@ def test_next_commands_parse_with_the_real_cli() -> None:
 
 
 def test_a_seed_that_failed_for_good_is_in_the_table_and_the_others_count() -> None:
-    from s9tune.retrain import Retrain, _seed_summary, summary_lines
+    from s9tune.retraining import Retrain, _seed_summary, summary_lines
     from s9tune.search.execution.retrain_seeds import SeedResult
 
     seeds = [SeedResult(0, "completed"), SeedResult(1, "error", error="RuntimeError: CUDA out of memory")]

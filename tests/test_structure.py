@@ -101,3 +101,12 @@ def test_benchmark_functions_stay_small() -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 100  # type: ignore[operator]
     ]
     assert not long, long
+
+
+def test_no_api_name_is_also_a_module_name() -> None:
+    """`s9tune.retrain` must be the API function whatever was imported before: a module of the
+    same name would replace it in the package's namespace as soon as anything imported it."""
+    import s9tune
+
+    modules = {p.stem for p in PKG.glob("*.py")} | {p.name for p in PKG.iterdir() if (p / "__init__.py").exists()}
+    assert not set(s9tune.__all__) & modules, set(s9tune.__all__) & modules

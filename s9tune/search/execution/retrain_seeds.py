@@ -1,6 +1,6 @@
 """`retrain` on Ray: each seed is one trial of a Ray Tune experiment, placed where
 the cluster has room (one GPU each where it has GPUs), all of them at once as far as it allows.
-`retrain.py` decides where that experiment lives and what becomes of the seeds' folders.
+`retraining.py` decides where that experiment lives and what becomes of the seeds' folders.
 
 Tune rather than bare Ray tasks, because it already does what a retrain must survive: a trial
 whose node dies restarts from its last checkpoint on another node (`max_failures`), a killed or
