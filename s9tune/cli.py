@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from s9tune import __version__
-from s9tune.errors import S9Error
+from s9tune.errors import OneLineParser, S9Error
 
 logger = logging.getLogger("s9tune")
 
@@ -277,7 +277,7 @@ def _register_analysis(sub: argparse._SubParsersAction) -> None:
 
 # -- parser ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="s9tune",
         description="Train, search (Ray Tune + Optuna, successive halving or ASHA), retrain and analyse "
         "the S9 ResNet on CIFAR-10.",
@@ -331,10 +331,9 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _setup_logging(args.verbose, args.quiet)
     try:
+        args = build_parser().parse_args(argv)  # a bad command line is an S9Error too
+        _setup_logging(args.verbose, args.quiet)
         return int(args.func(args) or 0)
     except S9Error as exc:
         print(f"s9tune: error: {exc}", file=sys.stderr)
