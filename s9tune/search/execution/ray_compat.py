@@ -1,4 +1,4 @@
-"""The three things s9tune needs of Ray that its public API does not offer, kept here alone and
+"""The four things s9tune needs of Ray that its public API does not offer, kept here alone and
 held to the Ray release that pyproject.toml pins by tests/test_ray_compat.py.
 
 * `gcs_auth_error(address)`: against a cluster that wants a token, `ray.init` retries for about
@@ -10,8 +10,13 @@ held to the Ray release that pyproject.toml pins by tests/test_ray_compat.py.
   with one line instead of a Ray without a dashboard.
 * `ray_address_file()`: where `ray start` records this machine's cluster address, the file
   `--address auto` reads; Ray's rule for it lives in a private module (`ray._common.utils`).
+* `dialled_address(address)`: the address `ray.init` really connects to. Ray turns a loopback
+  host (127.0.0.1, localhost) into this machine's own IP (`ray._private.services`), so a
+  forward that listens on loopback only is never reached, and ray.init retries without end
+  (measured on Ray 2.60, 2026-12-07: still retrying after 150 s); s9tune probes that address
+  first.
 
-Both degrade safely when Ray changes them: the probe then reports nothing and `ray.init` says
+All degrade safely when Ray changes them: the probe then reports nothing and `ray.init` says
 what failed; the test is what notices, loudly.
 """
 
@@ -54,3 +59,16 @@ def ray_address_file() -> Path:
     $RAY_TMPDIR, else $TMPDIR on Linux, else /tmp; then ray/ray_current_cluster)."""
     base = os.environ.get("RAY_TMPDIR") or (os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None)
     return Path(base or "/tmp") / "ray" / "ray_current_cluster"
+
+
+def dialled_address(address: str) -> str | None:
+    """HOST:PORT as ray.init connects to it (a loopback host becomes this machine's IP), or
+    None if this Ray does not say."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError:
+        return None
+    try:
+        return canonicalize_bootstrap_address(address)
+    except Exception:  # noqa: BLE001 - a malformed address is the probe's to report
+        return None
