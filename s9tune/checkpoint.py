@@ -22,10 +22,30 @@ from s9tune.errors import CheckpointError, ConfigError, shown
 from s9tune.fileio import atomic_path
 
 FORMAT_VERSION = 1
+ARCHIVE_SLACK = 1024 * 1024  # declared sizes may exceed the file's by this much (none do: headers count)
 
 
 def versions() -> dict[str, str]:
     return {"s9tune": __version__, "torch": str(torch.__version__)}  # TorchVersion would not load with weights_only
+
+
+def _check_archive(path: Path) -> None:
+    """torch.save writes a zip whose entries are stored, not compressed, so their declared
+    sizes add up to about the file's own. A compressed entry, or sizes far beyond the file's,
+    is a zip bomb (1 MB that inflates to gigabytes inside torch.load): refused before it is read."""
+    if not zipfile.is_zipfile(path):
+        return  # torch's legacy format, or not a checkpoint: torch.load says which
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable s9tune checkpoint ({exc})") from None
+    declared = sum(e.file_size for e in entries)
+    if any(e.compress_type != zipfile.ZIP_STORED for e in entries) or declared > path.stat().st_size + ARCHIVE_SLACK:
+        raise CheckpointError(
+            f"{path}: its entries would unpack to {declared:,} bytes from a {path.stat().st_size:,}-byte file "
+            "(torch.save stores them uncompressed); refused as a zip bomb"
+        )
 
 
 @dataclass
@@ -48,6 +68,7 @@ class Checkpoint:
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"{path}: no such checkpoint file")
+        _check_archive(path)
         try:
             raw = torch.load(path, map_location=map_location, weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:

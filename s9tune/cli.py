@@ -16,7 +16,7 @@ from typing import TypeVar
 from s9tune import __version__, api
 from s9tune.analysis import DEFAULT_TARGET_LAYER
 from s9tune.analysis.seedlog import seed_style_lines, seed_test_line
-from s9tune.errors import S9Error
+from s9tune.errors import OneLineParser, S9Error
 from s9tune.nextsteps import after_search, dashboard_hint, retrain_resume, search_resume, tensorboard_hint
 from s9tune.options import AnalyzeOptions, LRFindOptions, RetrainOptions, SearchOptions, TrainOptions
 
@@ -219,7 +219,7 @@ def _register_analysis(sub: argparse._SubParsersAction) -> None:
 
 # -- parser ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="s9tune",
         description="Train, search (Ray Tune + Optuna, successive halving or ASHA), retrain and analyse "
         "the S9 ResNet on CIFAR-10.",
@@ -275,10 +275,9 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _setup_logging(args.verbose, args.quiet)
     try:
+        args = build_parser().parse_args(argv)  # a bad command line is an S9Error too
+        _setup_logging(args.verbose, args.quiet)
         return int(args.func(args) or 0)
     except S9Error as exc:
         print(f"s9tune: error: {exc}", file=sys.stderr)

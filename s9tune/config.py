@@ -186,10 +186,24 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
             return int(value)
     elif inner is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an integer of hundreds of digits
+                raise ConfigError(f"{key}={shown(value)}: too large for a number") from None
     elif inner is str and isinstance(value, str):
         return value
     raise ConfigError(f"{key}={shown(value)}: expected {inner.__name__}, got {type(value).__name__}")
+
+
+def check_seeds(first: int, count: int, where: str) -> None:
+    """Runs seeded `first`, `first + 1`, ..., `first + count - 1` (retrain's seeds, a search's
+    reruns): every one must be a valid seed, checked before the first starts."""
+    last = first + count - 1
+    if last > LIMITS["seed"]:
+        raise ConfigError(
+            f"{where}: the seeds run from {first:,} to {last:,}, past the largest seed {LIMITS['seed']:,}; "
+            "lower the seed"
+        )
 
 
 def parse_set_args(items: Sequence[str] | None) -> dict[str, Any]:
@@ -227,6 +241,8 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
+    except safeyaml.YAMLDuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except safeyaml.YAMLLimitError as exc:
         raise ConfigError(f"{path}: refused: {exc} (a config or search space is a few lines)") from None
     if data is None:

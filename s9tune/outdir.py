@@ -2,8 +2,10 @@
 and only ever replaced when s9tune made them.
 
 Every folder s9tune creates holds `s9tune.json` ({"kind": "train", "s9tune": VERSION, ...}).
-`--force` empties a folder only when that marker names the same kind *and* every entry is a
-file s9tune writes for that kind; never `/`, the home folder, the working folder or a folder
+`--force` empties a folder only when that marker names the same kind *and* every entry, at
+every depth, is one s9tune writes for that kind (KIND_SPECS: tb/ holds event files,
+checkpoints/ *.pt, plots/ *.png, a retrain's seeds/seed-N/ a run, its tune/ Tune's experiment
+of the seeds); never `/`, the home folder, the working folder or a folder
 above it, the data dir (or above it), or an experiment. `--resume` continues only a folder whose
 marker says `train`. Symbolic links are never followed at the folder or below it: the folder is
 opened with O_NOFOLLOW, and everything after that (reading the marker, listing, removing) goes
@@ -13,11 +15,13 @@ A symlink above the folder (a home on another disk) is followed, as any path is.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from s9tune import __version__
@@ -26,15 +30,48 @@ from s9tune.fileio import atomic_write_text
 
 MARKER = "s9tune.json"
 MARKER_MAX_BYTES = 64 * 1024
-_RUN = frozenset({"config.yaml", "run.json", "metrics.jsonl", "metrics.json", "tb", "checkpoints"})
-_ANALYSIS = frozenset({"analysis.json", "plots", "report.html", "report.md"})
-KIND_ENTRIES: dict[str, frozenset[str]] = {
+# What each kind's folder holds, at every depth: a name pattern (fnmatch) -> None for a file, or
+# the spec of a folder's own entries. `--force` empties a folder only if every entry at every
+# depth matches (so a notes.txt in tb/, or an experiment copied into checkpoints/, is refused).
+Spec = dict[str, "Spec | None"]
+_RUN: Spec = {
+    "config.yaml": None,
+    "run.json": None,
+    "metrics.jsonl": None,
+    "metrics.json": None,
+    "tb": {"events.out.tfevents.*": None},  # TensorBoard's event files, one per writer
+    "checkpoints": {"*.pt": None},
+}
+_ANALYSIS: Spec = {"analysis.json": None, "report.html": None, "report.md": None, "plots": {"*.png": None}}
+# retrain's Tune experiment (retrain.TUNE_DIR, Ray 2.60's layout): Tune's state, and a folder per
+# seed with Tune's files and checkpoints, each checkpoint a seed's run folder
+_TUNE: Spec = {
+    ".validate_storage_marker": None,
+    "experiment_state-*.json": None,
+    "basic-variant-state-*.json": None,
+    "search_gen_state-*.json": None,
+    "tuner.pkl": None,
+    "train_seed_*": {
+        **dict.fromkeys(("params.json", "params.pkl", "result.json", "progress.csv", "error.txt", "error.pkl")),
+        "events.out.tfevents.*": None,
+        "checkpoint_*": _RUN,
+    },
+}
+KIND_SPECS: dict[str, Spec] = {
     "train": _RUN,
     # retrain.RECORD, retrain.LOG and retrain.TUNE_DIR (tests/test_outdir.py checks the names)
-    "retrain": _RUN | _ANALYSIS | {"seeds", "s9tune_retrain.json", "retrain.log", "tune"},
+    "retrain": {
+        **_RUN,
+        **_ANALYSIS,
+        "seeds": {"seed-*": _RUN},
+        "s9tune_retrain.json": None,
+        "retrain.log": None,
+        "tune": _TUNE,
+    },
     "analyze": _ANALYSIS,
-    "lr-find": frozenset({"lr_find.png", "lr_find.json"}),
+    "lr-find": {"lr_find.png": None, "lr_find.json": None},
 }
+KIND_ENTRIES: dict[str, frozenset[str]] = {kind: frozenset(spec) for kind, spec in KIND_SPECS.items()}
 _ATOMIC_TEMP = re.compile(r"^\..+\.tmp$")  # fileio.atomic_path's temp file, left by a crash
 # what an experiment folder holds (s9tune's record, Tune's state): named here, since this module
 # must not import the search package (train runs without Ray)
@@ -57,7 +94,7 @@ def prepare_out_dir(
     raises OutputExistsError and changes nothing. `protect`: more folders never to replace (data
     dirs). `check_only`: every check, nothing created or removed (to refuse before long work).
     """
-    if kind not in KIND_ENTRIES:
+    if kind not in KIND_SPECS:
         raise ValueError(f"unknown output kind {kind!r}")
     out = Path(os.path.abspath(Path(out).expanduser()))
     try:
@@ -178,19 +215,61 @@ def _check_replaceable(out: Path, fd: int, kind: str, entries: list[str], protec
         raise OutputExistsError(f"{out}: is {why}; --force never replaces it")
     if any(e.startswith(_EXPERIMENT_FILES) for e in entries):
         raise OutputExistsError(f"{out}: holds a search experiment; --force never replaces it")
-    check_listing(str(out), kind, _marker_kind(fd), entries)
+    check_listing(str(out), kind, _marker_kind(fd), list(_walk(fd, KIND_SPECS[kind])))
 
 
-def check_listing(where: str, kind: str, marker_kind: str | None, entries: list[str]) -> None:
-    """What --force may replace, from the folder's marker and its top-level entries (shared by
-    local folders and storage URIs, where a retrain's OUT may live)."""
+def _walk(dir_fd: int, spec: Spec, prefix: str = "") -> Iterator[tuple[str, bool | None]]:
+    """Every entry below the open folder as (relative path, is a folder; None for a link),
+    through descriptors and never through a link; a folder's entries only if the spec expects
+    that folder, so a walk never goes deeper than s9tune writes."""
+    for name in sorted(os.listdir(dir_fd)):
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        is_dir = None if stat.S_ISLNK(st.st_mode) else stat.S_ISDIR(st.st_mode)
+        yield prefix + name, is_dir
+        sub = _pattern(spec, name)
+        if is_dir and sub is not None and spec[sub] is not None:
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+            try:
+                yield from _walk(fd, spec[sub], f"{prefix}{name}/")  # type: ignore[arg-type]
+            finally:
+                os.close(fd)
+
+
+def _pattern(spec: Spec, name: str) -> str | None:
+    return next((p for p in spec if fnmatch.fnmatchcase(name, p)), None)
+
+
+def written_by(kind: str, path: str, is_dir: bool | None) -> bool:
+    """Whether `kind` writes this entry (a relative path; is_dir None: a link, removed as one)."""
+    spec: Spec | None = {**KIND_SPECS[kind], MARKER: None}
+    parts = path.split("/")
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if last and is_dir is False and _ATOMIC_TEMP.match(part):
+            return True  # fileio.atomic_path's temp file, left by a crash
+        pattern = _pattern(spec, part) if spec is not None else None
+        if pattern is None:
+            return False
+        spec = spec[pattern]  # type: ignore[index]
+        if not last and spec is None:
+            return False  # something below a file
+    return is_dir is None or is_dir == (spec is not None)
+
+
+def check_listing(
+    where: str, kind: str, marker_kind: str | None, entries: list[str] | list[tuple[str, bool | None]]
+) -> None:
+    """What --force may replace, from the folder's marker and every entry at every depth, as
+    relative paths: (path, is a folder) for a local folder, the file paths of a storage URI
+    (where a retrain's OUT may live, and folders are only prefixes)."""
     if marker_kind != kind:
         what = f"an s9tune {marker_kind} folder" if marker_kind else f"not a folder s9tune made ({MARKER} missing)"
         raise OutputExistsError(f"{where}: is {what}; --force replaces only an s9tune {kind} folder")
-    foreign = [e for e in entries if e != MARKER and e not in KIND_ENTRIES[kind] and not _ATOMIC_TEMP.match(e)]
-    if foreign:
+    listed = [(e, False) if isinstance(e, str) else e for e in entries]
+    foreign = next((path for path, is_dir in listed if not written_by(kind, path, is_dir)), None)
+    if foreign is not None:
         raise OutputExistsError(
-            f"{where}: also holds {foreign[0]!r}, which s9tune {kind} does not write; --force leaves it alone "
+            f"{where}: also holds {foreign!r}, which s9tune {kind} does not write; --force leaves it alone "
             "(move it, or choose another --out)"
         )
 

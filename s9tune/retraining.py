@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from s9tune.config import TrainConfig, parse_set_args
-from s9tune.errors import ConfigError, OutputExistsError
-from s9tune.options import RetrainOptions
+from s9tune.config import LIMITS, TrainConfig, check_seeds, parse_set_args
+from s9tune.errors import ConfigError, OutputExistsError, shown
+from s9tune.options import MAX_SEEDS, RetrainOptions
 from s9tune.storage import Folder
 
 logger = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 RECORD = "s9tune_retrain.json"  # what was started: resume continues exactly that
 LOG = "retrain.log"
 TUNE_DIR = "tune"  # Tune's experiment (search/execution/retrain_seeds.py), until every seed has finished
+RECORD_MAX_BYTES = 1024 * 1024  # the record is a few KB
 
 
 def retrain_config(best: TrainConfig, epochs: int, sets: Sequence[str]) -> TrainConfig:
@@ -96,8 +97,7 @@ def _make_out(dest: Folder, out: str, *, force: bool, resume: bool, data_dir: An
         prepare_out_dir(out, kind="retrain", force=force, resume=resume, protect=(data_dir,), check_only=check_only)
         return
     if force and not resume and dest.files():
-        entries = sorted({f.split("/", 1)[0] for f in dest.files()})
-        check_listing(str(dest), "retrain", marker_kind_of(dest.read_text(MARKER)), entries)
+        check_listing(str(dest), "retrain", marker_kind_of(dest.read_text(MARKER)), dest.files())
         if not check_only:
             dest.delete()
     if not check_only and not resume:
@@ -110,13 +110,25 @@ def _record(cfg: TrainConfig, seeds: list[int], exp_path: str, best_trial: str) 
 
 def _resumed_seeds(dest: Folder, cfg: TrainConfig) -> list[int]:
     """The seeds of the retrain in OUT, whose config today's arguments must ask for again."""
-    rec = json.loads(dest.read_text(RECORD) or "{}")
+    where, damaged = f"{dest}/{RECORD}", "damaged or edited; start again with a new --out"
+    try:
+        rec = json.loads(dest.read_text(RECORD, limit=RECORD_MAX_BYTES) or "{}")
+    except (ValueError, RecursionError):
+        raise ConfigError(f"{where}: not JSON ({damaged})") from None
+    seeds = rec.get("seeds") if isinstance(rec, dict) else None
+    if (
+        not isinstance(seeds, list)
+        or not 1 <= len(seeds) <= MAX_SEEDS
+        or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= LIMITS["seed"] for x in seeds)
+        or len(set(seeds)) < len(seeds)
+    ):
+        raise ConfigError(f"{where}: seeds {shown(seeds)} is not a list of 1-{MAX_SEEDS} different seeds ({damaged})")
     if rec.get("config") != cfg.to_dict():
         raise ConfigError(
             f"{dest}: was started with another config (--epochs, --set or the experiment's best trial "
             "differ); resume with the same arguments, or use a new --out"
         )
-    return [int(s) for s in rec["seeds"]]
+    return seeds
 
 
 def _log_path(dest: Folder) -> Path:
@@ -170,18 +182,20 @@ def run_retrain(opts: RetrainOptions) -> Retrain:
         )
     exp = load_experiment(opts.experiment)
     best = exp.best()  # raises if no trial finished its schedule
-    logger.info("best trial %s of %s (%s)", best.trial_id, exp.path, exp.scope.split(":")[0])
     cfg = retrain_config(best.config, opts.epochs, opts.sets)
     resolve_target_layer(build_model(cfg.with_overrides({"width": 1})), opts.target_layer)  # typo -> error now
     dest = _check_out(str(opts.out), exp.path, force=opts.force, resume=opts.resume, data_dir=opts.data_dir)
+    if not opts.resume:
+        check_seeds(cfg.seed, opts.seeds, f"--seeds {opts.seeds}")
     seed_list = _resumed_seeds(dest, cfg) if opts.resume else [cfg.seed + k for k in range(opts.seeds)]
+    logger.info("best trial %s of %s (%s)", best.trial_id, exp.path, exp.scope.split(":")[0])
     splits = load_splits(opts.data_dir, val_size=cfg.val_size, seed=cfg.seed, train_subset=cfg.train_subset)
 
     from s9tune.search.execution import retrain_seeds as ray_seeds
 
     log = None if opts.ray_to_console else _log_path(dest)
     started = time.perf_counter()
-    result = Retrain(dest, log=str(log) if log else None)
+    result = Retrain(dest)
     extra = {"experiment": exp.path, "best_trial": best.trial_id}
     try:
         with ray_output_to(log) as console, ray_seeds.ray_session(opts.address):
@@ -205,6 +219,8 @@ def run_retrain(opts: RetrainOptions) -> Retrain:
             old = dest.read_text(LOG) or ""
             dest.write_text(LOG, old + log.read_text(encoding="utf-8", errors="replace"))
             result.log = f"{dest.child(LOG)}"
+        if log is not None:  # the private folder _log_path made: OUT keeps the log
+            shutil.rmtree(log.parent, ignore_errors=True)
     if not result.interrupted:
         result.metrics = _finish(result, splits, exp, opts.target_layer, time.perf_counter() - started)
     return result

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from s9tune.errors import S9Error
+from s9tune.fileio import write_inside
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +171,16 @@ class Folder:
             raise storage_error(self.url, exc) from None
 
     def write_text(self, relpath: str, text: str) -> None:
+        """Write a file below the folder, atomically. Locally never through a symbolic link
+        (fileio.write_inside): the folder may be someone else's experiment, and pyarrow's
+        output stream follows links."""
+        if self.is_local:
+            try:
+                Path(self.base).mkdir(parents=True, exist_ok=True)
+                write_inside(Path(self.base), relpath, text.encode("utf-8"))
+            except OSError as exc:
+                raise StorageError(f"{self.base}/{relpath}: cannot write ({exc.strerror or exc})") from None
+            return
         fs, root = self.fs()
         path = f"{root}/{relpath}"
         try:
@@ -179,16 +190,22 @@ class Folder:
         except OSError as exc:
             raise storage_error(self.url, exc) from None
 
-    def read_text(self, relpath: str) -> str | None:
-        """The file's text, or None if it does not exist."""
+    def read_text(self, relpath: str, limit: int | None = None) -> str | None:
+        """The file's text, or None if it does not exist; a file over `limit` bytes is refused."""
         fs, root = self.fs()
         try:
             with fs.open_input_stream(f"{root}/{relpath}") as fh:
-                return fh.read().decode("utf-8")
+                raw = fh.read() if limit is None else fh.read(limit + 1)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise storage_error(self.url, exc) from None
+        if limit is not None and len(raw) > limit:
+            raise StorageError(f"{self.url}/{relpath}: larger than {limit // 1024:,} KiB; not a file s9tune wrote")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise StorageError(f"{self.url}/{relpath}: not UTF-8 text; not a file s9tune wrote") from None
 
     def download(self, dest: Path, relpath: str = "") -> None:
         """Copy the folder (or one file below it) to the local `dest`."""

@@ -4,6 +4,7 @@ is checked against these cases, so it cannot drift from what s9tune prints."""
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 import socket
@@ -18,6 +19,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO, SEARCH_SPACE, make_batch, write_cifar_dir
+from test_experiment_files import add_trial, new_experiment, row
 
 from s9tune.cli import main
 
@@ -96,12 +98,117 @@ def _checkpoint(change: Callable[[dict], None]) -> Callable[[Path], list[str]]:
     return argv
 
 
+def _search_space(change: dict) -> Callable[[Path], list[str]]:
+    def argv(tmp: Path) -> list[str]:
+        (tmp / "s.yaml").write_text(yaml.safe_dump({**SEARCH_SPACE, **change}))
+        return ["search", "--space", str(tmp / "s.yaml"), "--data-dir", str(tmp / "data")]
+
+    return argv
+
+
 def _search(*extra: str) -> Callable[[Path], list[str]]:
     def argv(tmp: Path) -> list[str]:
         (tmp / "s.yaml").write_text(yaml.safe_dump(SEARCH_SPACE))
         return ["search", "--space", str(tmp / "s.yaml"), "--data-dir", str(tmp / "data"), *extra]
 
     return argv
+
+
+def _experiment(change: Callable[[Path], None], *command: str) -> Callable[[Path], list[str]]:
+    """`command` (default `results`) on a small finished experiment at tmp/st/exp (two complete
+    trials; tmp/space.yaml its space) after `change` damaged it."""
+
+    def argv(tmp: Path) -> list[str]:
+        exp = new_experiment(tmp)
+        for i in (1, 2):
+            add_trial(exp, i, f"aaaaaaa{i}", [row(1), row(2), row(3, done=True)])
+        change(exp)
+        if command and command[0] == "retrain":
+            return ["retrain", str(exp), "--data-dir", str(tmp / "data"), *command[1:], "--out", str(tmp / "out")]
+        if command and command[0] == "resume":
+            _tune_state(exp)
+            space = ["--space", str(tmp / "space.yaml"), "--data-dir", str(tmp / "data")]
+            return ["search", *space, "--storage", str(tmp / "st"), "--name", "exp", "--resume"]
+        return ["results", str(exp)]
+
+    return argv
+
+
+def _tune_state(exp: Path) -> None:
+    """Tune's state as JSON (what --resume checks before it restores anything)."""
+    trials = [
+        [json.dumps({"trainable_name": "train_trial", "config": json.loads(p.read_text())}), "{}"]
+        for p in sorted(exp.glob("train_trial_*/params.json"))
+    ]
+    state = {"runner_data": {"_metric": "val_accuracy"}, "trial_data": trials}
+    (exp / "experiment_state-2026-12-07_10-00-00.json").write_text(json.dumps(state))
+
+
+def _record(text: Callable[[str], str]) -> Callable[[Path], None]:
+    def change(exp: Path) -> None:
+        f = exp / "s9tune_space.json"
+        f.write_text(text(f.read_text()))
+
+    return change
+
+
+def _record_value(path: str, value: object) -> Callable[[Path], None]:
+    """Set one value of the record (`a.b` for a nested key)."""
+
+    def text(raw: str) -> str:
+        record = json.loads(raw)
+        *outer, last = path.split(".")
+        node = record
+        for key in outer:
+            node = node[key]
+        node[last] = value
+        return json.dumps(record)
+
+    return _record(text)
+
+
+def _trial_file(name: str, text: Callable[[str], str]) -> Callable[[Path], None]:
+    def change(exp: Path) -> None:
+        f = next(exp.glob("train_trial_aaaaaaa1_*")) / name
+        f.write_text(text(f.read_text() if f.exists() else ""))
+
+    return change
+
+
+def _params(**values: object) -> Callable[[Path], None]:
+    return _trial_file("params.json", lambda raw: json.dumps({**json.loads(raw), **values}))
+
+
+def _journal(text: bytes) -> Callable[[Path], None]:
+    def change(exp: Path) -> None:
+        (exp / "optuna.journal").write_bytes(text)
+
+    return change
+
+
+def _linked_journal(exp: Path) -> None:
+    outside = exp.parent.parent / "outside.txt"
+    outside.write_text("someone else's file\n")
+    (exp / "optuna.journal").symlink_to(outside)
+
+
+def _retrain_record(text: str) -> Callable[[Path], None]:
+    """OUT (tmp/out) as a retrain interrupted mid-way leaves it, its record replaced by `text`."""
+
+    def change(exp: Path) -> None:
+        out = exp.parent.parent / "out"
+        (out / "tune").mkdir(parents=True)
+        (out / "s9tune.json").write_text(json.dumps({"kind": "retrain", "s9tune": "0"}))
+        (out / "s9tune_retrain.json").write_text(text)
+
+    return change
+
+
+def _seed_near_the_limit(exp: Path) -> None:
+    _record_value("fixed.seed", 2**31 - 2)(exp)
+
+
+OP = b'{"op_code":0,"worker_id":"w","study_name":"exp","directions":[1]}\n'
 
 
 BOMB = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
@@ -140,6 +247,74 @@ CASES = [
         "seeds-huge", lambda t: ["retrain", str(t / "exp"), "--seeds", "1000000", "--out", str(t / "out")], "[1, 100]"
     ),
     Case("summary-width", lambda t: ["summary", "--width", "1000000"], "--width 1000000: must lie in [1, 512]"),
+    # a bad command line, a bad YAML file or number
+    Case("argv-missing-value", lambda t: ["search", "--name", "-rf"], "argument --name: expected one argument"),
+    Case("yaml-duplicate-key", _config("width: 8\nepochs: 1\nwidth: 16\n"), "the key 'width' appears twice (lines 1"),
+    Case("float-400-digits", _train("max_lr=" + "9" * 400), "too large for a number"),
+    Case("batch-empty-file", _batches(lambda b: (b / "data_batch_1").write_bytes(b"")), "truncated or corrupt"),
+    # seeds past the largest seed: reruns train with fixed.seed + k, retrain with seed + k
+    Case(
+        "reeval-seed-limit",
+        _search_space({"fixed": {**SEARCH_SPACE["fixed"], "seed": 2**31 - 2}, "reevaluate": {"top": 2, "seeds": 2}}),
+        "reevaluate.seeds: the seeds run from 2,147,483,646 to 2,147,483,648, past the largest seed",
+    ),
+    Case("retrain-seed-limit", _experiment(_seed_near_the_limit, "retrain", "--seeds", "3"), "past the largest seed"),
+    # a damaged or edited experiment: one line naming the file and the field
+    Case(
+        "record-1e309",
+        _experiment(_record(lambda r: r.replace('"num_samples": 6', '"num_samples": 1e309'))),
+        "num_samples",
+    ),
+    Case(
+        "record-failures-text", _experiment(_record_value("max_failures", "two")), "max_failures: expected an integer"
+    ),
+    Case(
+        "record-top-infinite",
+        _experiment(_record_value("reevaluate", {"top": float("inf"), "seeds": 1})),
+        "reevaluate.top",
+    ),
+    Case(
+        "record-no-budgets",
+        _experiment(_record_value("scheduler", {"type": "halving", "max_t": 3, "budgets": [], "keep": 0.5})),
+        "scheduler.budgets: expected a list",
+    ),
+    Case(
+        "params-budget-text",
+        _experiment(_params(budget="four")),
+        "params.json: budget 'four' is not a budget of this search",
+    ),
+    Case(
+        "params-budget-1e309",
+        _experiment(_trial_file("params.json", lambda r: r[:-1] + ', "budget": 1e309}')),
+        "budget inf is not a budget",
+    ),
+    Case(
+        "params-out-of-range", _experiment(_params(max_lr=50)), "params.json: max_lr=50 lies outside the searched range"
+    ),
+    Case(
+        "failures-5000-digits",
+        _experiment(_trial_file("error.txt", lambda r: f"Failure # {'9' * 5000} (occurred at 2026-11-29_10-00-01)\n")),
+        "is not a count of failures",
+    ),
+    Case(
+        "iteration-10**400",
+        _experiment(_trial_file("result.json", lambda r: r + json.dumps(row(4, training_iteration=10**400)) + "\n")),
+        "line 4: training_iteration 1000000000000",
+    ),
+    Case(
+        "retrain-record-garbage",
+        _experiment(_retrain_record("{not json"), "retrain", "--resume"),
+        "s9tune_retrain.json: not JSON (damaged or edited",
+    ),
+    Case(
+        "retrain-record-seeds",
+        _experiment(_retrain_record(json.dumps({"seeds": ["x"], "config": {}})), "retrain", "--resume"),
+        "s9tune_retrain.json: seeds ['x'] is not a list of 1-100 different seeds",
+    ),
+    Case("journal-garbage", _experiment(_journal(OP + b"garbage\n" + OP), "resume"), "line 2 is not an Optuna"),
+    Case("journal-5000-digits", _experiment(_journal(OP + b"9" * 5000 + b"\n"), "resume"), "line 2 is not an Optuna"),
+    Case("journal-link", _experiment(_linked_journal, "resume"), "optuna.journal: is a symbolic link"),
+    Case("address-ray-client-closed", _search("--address", "ray://127.0.0.1:1"), "nothing answers at 127.0.0.1:1"),
 ]
 
 
@@ -150,13 +325,24 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     write_cifar_dir(tmp_path / "data")
     argv = case.argv(tmp_path)
     monkeypatch.chdir(tmp_path)  # a search's default storage would be ./searches
-    before = sorted(p.name for p in tmp_path.iterdir())
+    before = written(tmp_path)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("s9tune: error: ") and "Traceback" not in err, err
     assert case.message in err, err
     assert len(err) < 400, err  # echoed values are capped
-    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no out folder, no searches/
+    assert written(tmp_path) == before  # no out folder, no searches/, no file changed or added
+
+
+def written(tmp: Path) -> dict[str, bytes | str]:
+    """Every file and folder below tmp (the data dir aside), links as their target, never followed."""
+    out: dict[str, bytes | str] = {}
+    for p in sorted(tmp.rglob("*")):
+        rel = p.relative_to(tmp)
+        if rel.parts[0] == "data":
+            continue
+        out[str(rel)] = f"-> {p.readlink()}" if p.is_symlink() else p.read_bytes() if p.is_file() else "dir"
+    return out
 
 
 def test_a_port_that_is_not_ray_fails_within_the_handshake_limit(

@@ -135,6 +135,20 @@ def test_train_resume_continues(
     assert all(torch.equal(resumed[k], whole[k]) for k in whole), "resumed weights differ from an uninterrupted run"
 
 
+def test_train_resume_refuses_another_config(tiny_cifar: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--resume continues the run that was started: with `--set max_lr=...` on an existing run
+    it would train the rest with another config and overwrite the run's config.yaml."""
+    args = ["train", "--data-dir", str(tiny_cifar), *TINY, "--set", "epochs=2"]
+    out = tmp_path / "run"
+    assert main([*args, "--out", str(out)]) == 0
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    capsys.readouterr()
+    assert main([*args, "--set", "max_lr=0.2", "--out", str(out), "--resume"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("s9tune: error:")]
+    assert len(errors) == 1 and "was trained with another config; use a new --out" in errors[0], errors
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+
+
 @pytest.mark.parametrize(
     "extra, needle",
     [

@@ -75,6 +75,17 @@ def test_val_split_disjoint_stratified_stable(tiny_cifar: Path) -> None:
     assert not any(r.tobytes() in train_rows for r in a.val_x)
 
 
+def test_a_training_subset_never_takes_validation_images(tiny_cifar: Path) -> None:
+    """Every test search uses val_size with train_subset: the subset is drawn from what is left
+    after the validation split (drawn from the whole set it put 148 of 770 validation images
+    into training), and the validation split is the same with or without it."""
+    whole = data.load_splits(tiny_cifar, val_size=0.2, seed=3)
+    sub = data.load_splits(tiny_cifar, val_size=0.2, seed=3, train_subset=100)
+    assert len(sub.train_y) == 100 and np.array_equal(sub.val_x, whole.val_x)
+    val_rows = {r.tobytes() for r in sub.val_x}
+    assert not any(r.tobytes() in val_rows for r in sub.train_x)
+
+
 def test_val_size_zero_and_subset(tiny_cifar: Path) -> None:
     s = data.load_splits(tiny_cifar, val_size=0.0, seed=0, train_subset=50)
     assert not s.has_val and len(s.train_y) == 50

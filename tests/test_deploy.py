@@ -21,6 +21,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from s9tune.cli import build_parser
+from s9tune.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -493,7 +494,7 @@ def exact_parser() -> argparse.ArgumentParser:
 
 
 def test_exact_parser_rejects_abbreviated_flags() -> None:
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match="unrecognized arguments: --gpus 1"):
         exact_parser().parse_args(["search", "--space", "s.yaml", "--gpus", "1"])
 
 
@@ -505,7 +506,7 @@ def test_every_s9tune_command_parses_with_the_real_cli(job: dict[str, Any]) -> N
     for argv in commands:
         try:
             args = parser.parse_args(argv)
-        except SystemExit:
+        except UsageError:
             pytest.fail(f"not a valid s9tune command: s9tune {shlex.join(argv)}")
         if args.command == "search":
             assert args.address == "auto", argv  # the driver runs on the head and joins its cluster

@@ -108,6 +108,7 @@ def test_bad_checkpoints(tmp_path: Path) -> None:
         Checkpoint.load(ok).build_model(ok, width=8)
 
 
+@pytest.mark.slow  # 110 s on 2 CPU cores
 def test_learns_on_real_images(mini: Path) -> None:
     """A width-16 model on the real mini slice beats chance (10%) by far in a few CPU epochs."""
     cfg = TrainConfig(width=16, epochs=5, batch_size=128, device="cpu", val_size=0.0, seed=0)
@@ -128,3 +129,35 @@ def test_compiled_fit_matches_eager(tiny_cifar: Path, tmp_path: Path) -> None:
         assert abs(a.train_loss - b.train_loss) < 1e-2
     keys = Checkpoint.load(tmp_path / "ck" / "last.pt").model_state.keys()
     assert not any(k.startswith("_orig_mod") for k in keys)
+
+
+class FirstBatches(torch.nn.Module):
+    """The model, recording the first training batch it sees in each epoch."""
+
+    def __init__(self, model: torch.nn.Module, per_epoch: int) -> None:
+        super().__init__()
+        self.model, self.per_epoch, self.calls, self.firsts = model, per_epoch, 0, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            if self.calls % self.per_epoch == 0:
+                self.firsts.append(x.detach().clone())
+            self.calls += 1
+        return self.model(x)
+
+
+@pytest.mark.parametrize("data_path", ["albumentations", "tensor"])
+def test_every_epoch_draws_its_own_order_and_augmentation(tiny_cifar: Path, data_path: str) -> None:
+    """fit() tells the loader which epoch it is: without that every epoch repeats the first one's
+    order and augmentation (the resume tests cannot see it: both runs would repeat alike)."""
+    from s9tune.augment import make_loaders
+    from s9tune.engine import fit, resolve_device
+    from s9tune.model import build_model
+
+    cfg = tiny_cfg(epochs=2, data_path=data_path, train_subset=64)
+    splits = load_splits(tiny_cifar, val_size=cfg.val_size, seed=cfg.seed, train_subset=cfg.train_subset)
+    device = resolve_device(cfg)
+    loaders = make_loaders(cfg, splits, device)
+    model = FirstBatches(build_model(cfg), per_epoch=len(loaders.train))
+    fit(cfg, model, loaders, device)
+    assert len(model.firsts) == 2 and not torch.equal(model.firsts[0], model.firsts[1])

@@ -217,3 +217,48 @@ def test_results_and_retrain_run_no_payload(search_experiment, mini: Path, tmp_p
     with contextlib.suppress(Exception):  # the payload breaks Tune's state after it ran; only that it ran counts
         ExperimentAnalysis(str(exp))
     assert ran.exists()
+
+
+def test_results_rank_by_the_last_epoch_best_first_in_every_file(tmp_path: Path) -> None:
+    """Under ASHA the ranking is the last epoch of a complete schedule (what a retrain
+    reproduces), never a mid-schedule peak at high LR; complete schedules first; every file
+    and the table best first."""
+    import csv
+
+    exp = new_experiment(tmp_path)
+    peak = [row(1, val_accuracy=0.2), row(2, val_accuracy=0.9), row(3, val_accuracy=0.5, done=True)]
+    add_trial(exp, 1, "aaaaaaa1", peak)  # the best epoch of all, mid-schedule; ends third
+    add_trial(exp, 2, "aaaaaaa2", [row(1, val_accuracy=0.3), row(2, val_accuracy=0.6), row(3, val_accuracy=0.7)])
+    add_trial(exp, 3, "aaaaaaa3", [row(1, val_accuracy=0.1), row(2, val_accuracy=0.3), row(3, val_accuracy=0.6)])
+    add_trial(exp, 4, "aaaaaaa4", [row(1, val_accuracy=0.95, done=True)])  # stopped by ASHA: after complete ones
+    assert main(["results", str(exp)]) == 0
+    expected = ["aaaaaaa2", "aaaaaaa3", "aaaaaaa1", "aaaaaaa4"]
+    with open(exp / "trials.csv", newline="") as fh:
+        assert [r["trial"] for r in csv.DictReader(fh)] == expected
+    board = json.loads((exp / "leaderboard.json").read_text())
+    assert [r["trial"] for r in board["rows"]] == expected
+    assert (exp / "best_config.yaml").read_text().startswith("# best trial aaaaaaa2 ")
+    assert load_experiment(str(exp)).best().val_accuracy == pytest.approx(0.7)
+
+
+def test_halving_leaderboard_is_best_first_at_the_highest_budget(tmp_path: Path) -> None:
+    """Under halving a config ranks by its value at the highest budget it reached; the config
+    rows of leaderboard.json and the table come best first, as trials.csv's runs do."""
+    import dataclasses
+
+    from test_halving import space
+
+    from s9tune.search.experiment.export import leaderboard_rows, trial_rows
+    from s9tune.search.experiment.trials import Experiment, TrialRow
+    from s9tune.search.space.dists import Dist
+
+    def run(cid: str, budget: int, value: float) -> TrialRow:
+        cfg = {"max_lr": 0.5}
+        return TrialRow(f"t{cid}{budget}", cfg, "completed", budget, value, value, 1.0, [value], cid, budget)
+
+    rows = [run("c0", 2, 0.3), run("c1", 2, 0.6), run("c2", 2, 0.5), run("c1", 4, 0.55), run("c2", 4, 0.7)]
+    sp = dataclasses.replace(space((2, 4), 0.5, 3), dists=(Dist("max_lr", "uniform", 0.05, 2.0),))
+    exp = Experiment(str(tmp_path), sp, rows)
+    assert [r["config"] for r in leaderboard_rows(exp)] == ["c2", "c1", "c0"]
+    assert [r["trial"] for r in trial_rows(exp)][:2] == ["tc24", "tc12"]
+    assert exp.best().trial_id == "tc24"

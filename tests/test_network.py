@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from s9tune.search.execution import cluster
+from s9tune.search.execution import cluster, ray_compat
 
 
 @pytest.fixture
@@ -70,6 +70,9 @@ def test_a_cluster_that_wants_a_token_is_one_line_without_ray_init(monkeypatch: 
 
     monkeypatch.setattr("ray._raylet.GcsClient", gcs_client)
     monkeypatch.setattr(cluster, "_speaks_grpc", lambda address, timeout: True)
+    # the stand-in listens on loopback only; a real head listens on every interface, so the
+    # address Ray dials for 127.0.0.1 (this machine's IP) reaches it too
+    monkeypatch.setattr(ray_compat, "dialled_address", lambda address: address)
     monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("ray.init was tried"))
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

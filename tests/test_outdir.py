@@ -53,14 +53,39 @@ def one_error(capsys: pytest.CaptureFixture) -> str:
     return lines[0]
 
 
+_RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl", "metrics.json")
+_RUN = (*_RUN_FILES, "tb/events.out.tfevents.1796661519.vm.14441.0", "checkpoints/last.pt")
+_ANALYSIS = ("analysis.json", "report.html", "report.md", "plots/confusion_matrix.png", "plots/gradcam.png")
+_TRIAL = "tune/train_seed_984b8_00000_0_seed=0_2026-12-07_16-38-13"
+# what each command writes, as a real run of it left it (retrain: an interrupted one, tune/ still there)
+SAMPLES = {
+    "train": _RUN,
+    "analyze": _ANALYSIS,
+    "lr-find": ("lr_find.png", "lr_find.json"),
+    "retrain": (
+        *_RUN,
+        *_ANALYSIS,
+        "s9tune_retrain.json",
+        "retrain.log",
+        *(f"seeds/seed-1/{f}" for f in _RUN),
+        "tune/.validate_storage_marker",
+        "tune/basic-variant-state-2026-12-07_16-38-13.json",
+        "tune/experiment_state-2026-12-07_16-38-13.json",
+        *(f"{_TRIAL}/{f}" for f in ("params.json", "params.pkl", "progress.csv", "result.json")),
+        f"{_TRIAL}/events.out.tfevents.1796661509.vm",
+        *(f"{_TRIAL}/checkpoint_000001/{f}" for f in _RUN),
+    ),
+}
+
+
 def fake_run(folder: Path, kind: str = "train", extra: tuple[str, ...] = ()) -> Path:
-    """A folder that looks exactly like s9tune's output of `kind` (marker and its files only)."""
+    """A folder that looks exactly like s9tune's output of `kind`: its marker and files, at every
+    depth, as a real run of it writes them; `extra`: files of the user's (relative paths)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / outdir.MARKER).write_text(json.dumps({"kind": kind, "s9tune": "0"}))
-    for name in sorted(outdir.KIND_ENTRIES[kind])[:2]:
-        (folder / name).write_text("s9tune output")
-    for name in extra:
-        (folder / name).write_text("the user's")
+    for name, text in [*((n, "s9tune output") for n in SAMPLES[kind]), *((n, "the user's") for n in extra)]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
     return folder
 
 
@@ -313,3 +338,84 @@ def test_retrain_force_on_a_uri_replaces_only_a_retrain(tmp_path: Path) -> None:
     _make_out(dest, dest.url, force=True, resume=False, data_dir=None)
     assert json.loads((target / outdir.MARKER).read_text())["kind"] == "retrain"
     assert sorted(p.name for p in target.iterdir()) == [outdir.MARKER]
+
+
+# -- --force looks at every entry at every depth --------------------------------------------
+@pytest.mark.parametrize("kind", sorted(SAMPLES))
+def test_force_accepts_what_each_command_writes_at_every_depth(kind: str, tmp_path: Path) -> None:
+    out = fake_run(tmp_path / "out", kind=kind)
+    assert outdir.prepare_out_dir(out, kind=kind, force=True) == out
+    assert sorted(p.name for p in out.iterdir()) == [outdir.MARKER]
+
+
+def _experiment_copy(where: Path) -> None:
+    """A search experiment copied in (`cp -a EXP where`): the issue's repro."""
+    where.mkdir(parents=True)
+    (where / "s9tune_space.json").write_text("{}")
+    (where / "experiment_state-2026.json").write_text("{}")
+    (where / "train_trial_aaaaaaa1_1").mkdir()
+    (where / "train_trial_aaaaaaa1_1" / "result.json").write_text("{}")
+
+
+@pytest.mark.parametrize(
+    "kind, plant, needle",
+    [
+        ("train", lambda out: _experiment_copy(out / "checkpoints" / "x"), "'checkpoints/x'"),
+        ("train", lambda out: (out / "tb" / "notes.txt").write_text("n"), "'tb/notes.txt'"),
+        ("train", lambda out: (out / "checkpoints" / "last.pt").unlink() or (out / "checkpoints" / "last.pt").mkdir(),
+         "'checkpoints/last.pt'"),
+        ("analyze", lambda out: (out / "plots" / "data.csv").write_text("mine"), "'plots/data.csv'"),
+        ("retrain", lambda out: (out / "seeds" / "seed-1" / "notes.txt").write_text("n"), "'seeds/seed-1/notes.txt'"),
+        ("retrain", lambda out: _experiment_copy(out / "tune" / "mine"), "'tune/mine'"),
+        ("retrain", lambda out: (out / _TRIAL / "checkpoint_000001" / "tb" / "n.txt").write_text("n"),
+         "checkpoint_000001/tb/n.txt'"),
+    ],
+    ids=["experiment-in-checkpoints", "notes-in-tb", "folder-for-a-file", "csv-in-plots", "notes-in-a-seed",
+         "experiment-in-tune", "notes-deep-in-tune"],
+)  # fmt: skip
+def test_force_refuses_anything_else_at_any_depth(
+    kind: str, plant, needle: str, tmp_path: Path, no_removal: list
+) -> None:
+    out = fake_run(tmp_path / "out", kind=kind)
+    plant(out)
+    before = snapshot(out)
+    with pytest.raises(OutputExistsError) as refused:
+        outdir.prepare_out_dir(out, kind=kind, force=True)
+    assert "also holds '" in str(refused.value) and needle in str(refused.value), refused.value
+    assert snapshot(out) == before and not no_removal
+
+
+def test_the_issues_repro_through_the_cli(tmp_path: Path, tiny_cifar: Path, capsys: pytest.CaptureFixture) -> None:
+    """`train --out run`; `cp -a EXP run/checkpoints/x`; notes in run/tb; `train --force`: both
+    the experiment and the notes were deleted."""
+    run = tmp_path / "run"
+    assert main(["train", "--data-dir", str(tiny_cifar), *TINY, "--out", str(run)]) == 0
+    _experiment_copy(run / "checkpoints" / "x")
+    (run / "tb" / "notes.txt").write_text("n")
+    before = snapshot(run)
+    assert main(["train", "--data-dir", str(tiny_cifar), *TINY, "--out", str(run), "--force"]) == 2
+    assert "also holds 'checkpoints/x'" in one_error(capsys)
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize(
+    "made, forced",
+    [(m, f) for m in sorted(SAMPLES) for f in sorted(SAMPLES) if m != f],
+)
+def test_force_never_replaces_another_commands_folder(made: str, forced: str, tmp_path: Path, no_removal) -> None:
+    """Not by the marker alone: an analyze folder's entries are all retrain's too, so this is
+    what keeps `retrain --force` off an analyze folder (and each kind off every other)."""
+    out = fake_run(tmp_path / "out", kind=made)
+    marker = json.loads((out / outdir.MARKER).read_text())
+    before = snapshot(out)
+    with pytest.raises(
+        OutputExistsError, match=f"is an s9tune {made} folder; --force replaces only an s9tune {forced}"
+    ):
+        outdir.prepare_out_dir(out, kind=forced, force=True)
+    assert snapshot(out) == before and not no_removal
+    # and with the marker changed by hand to claim the kind, the entries still tell
+    (out / outdir.MARKER).write_text(json.dumps({**marker, "kind": forced}))
+    if (made, forced) not in {("train", "retrain"), ("analyze", "retrain")}:  # else only the marker tells
+        with pytest.raises(OutputExistsError, match=r"which s9tune \S+ does not write"):
+            outdir.prepare_out_dir(out, kind=forced, force=True)
+    assert not no_removal

@@ -43,6 +43,14 @@ def test_the_address_file_is_where_ray_puts_it(tmp_path: Path, monkeypatch: pyte
     assert ray_compat.ray_address_file() == Path(get_ray_address_file(None))
 
 
+def test_ray_dials_a_loopback_address_as_this_machines_own() -> None:
+    from ray._private.services import canonicalize_bootstrap_address  # Ray's rule; this test fails if it moves
+
+    assert ray_compat.dialled_address("127.0.0.1:6379") == canonicalize_bootstrap_address("127.0.0.1:6379")
+    assert ray_compat.dialled_address("127.0.0.1:6379").endswith(":6379")
+    assert ray_compat.dialled_address("10.1.2.3:6379") == "10.1.2.3:6379"  # only loopback is rewritten
+
+
 @pytest.mark.slow
 def test_the_auth_probe_names_a_refused_token_on_a_real_cluster() -> None:
     """Against a token cluster, without the opt-in, Ray's GCS client refuses at once (ray.init

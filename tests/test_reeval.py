@@ -43,7 +43,8 @@ def test_exactly_the_top_configs_rerun_on_more_seeds_in_any_order(slots: int, or
     reruns = [c for _, c in started if SEED_KEY in c]
     assert len(search) == 6 + 3 and len(reruns) == 2 * 2
     final = {c[CONFIG_KEY]: h.rungs[1].values[c[CONFIG_KEY]] for _, c in search if c[BUDGET_KEY] == 4}
-    top = sorted(final, key=final.get, reverse=True)[:2]
+    started = [c[CONFIG_KEY] for _, c in search if c[BUDGET_KEY] == 2]
+    top = sorted(final, key=lambda c: (-final[c], started.index(c)))[:2]  # ties: the earlier-started config
     assert sorted((c[CONFIG_KEY], c[SEED_KEY]) for c in reruns) == sorted((t, j) for t in top for j in (1, 2))
     for c in reruns:  # the config's values on a complete full-length schedule, with another seed
         assert c[BUDGET_KEY] == 4
@@ -147,12 +148,16 @@ def test_asha_never_stops_a_rerun() -> None:
     assert sched.on_trial_result(None, trials["good"], {METRIC: 0.9, "training_iteration": 2}) == "CONTINUE"
     assert sched.on_trial_result(None, trials["bad"], {METRIC: 0.1, "training_iteration": 2}) == TrialScheduler.STOP
     assert sched.on_trial_result(None, trials["rerun"], {METRIC: 0.1, "training_iteration": 2}) == "CONTINUE"
-    # a rerun's final value never joins a rung's cutoff: a late search trial is judged as if no
-    # rerun had run (recorded at rung 2, its 0.99 would lift the cutoff from 0.5 to 0.9)
-    sched.on_trial_complete(None, trials["rerun"], {METRIC: 0.99, "training_iteration": 8})
+    # a rerun's last value never joins a rung's cutoff. Ray records a completed trial's value at
+    # the highest rung at or below its last epoch (milestones 8, 4, 2 here): a rerun that diverged
+    # in epoch 3 would be recorded at rung 2 with 0.0, lowering the cutoff there from 0.5 (the
+    # median of 0.9 and 0.1) to 0.1, so a late search trial at 0.3 would go on instead of stopping
+    sched.on_trial_complete(None, trials["rerun"], {METRIC: 0.0, "training_iteration": 3, "diverged": 1})
     late = Trial("t", config={"x": 2}, trial_id="late", stub=True)
     sched.on_trial_add(None, late)
-    assert sched.on_trial_result(None, late, {METRIC: 0.5, "training_iteration": 2}) == "CONTINUE"
+    assert sched.on_trial_result(None, late, {METRIC: 0.3, "training_iteration": 2}) == TrialScheduler.STOP
+    # nor is a rerun one of its trials when Tune removes it (after an error)
+    sched.on_trial_remove(None, Trial("t", config={"x": 0, CONFIG_KEY: "bad", SEED_KEY: 2}, trial_id="r2", stub=True))
 
 
 def test_bookkeeping_plans_the_certain_configs_and_keeps_what_was_started() -> None:
@@ -307,3 +312,23 @@ def test_the_console_plans_the_reruns_and_names_them() -> None:
     lines = out.getvalue().splitlines()
     assert "trial r started" in lines[-2] and "(rerun of trial b with seed 1)" in lines[-2], lines
     assert "(3/3 done, 0 running)" in lines[-1], lines
+
+
+def test_a_diverged_run_is_never_rerun(tmp_path: Path) -> None:
+    """A diverged run is a finished run valued 0 (TPE learns to avoid it), but not a config worth
+    another seed: with room for two configs in the top, only the one that completed reruns,
+    also for a searcher rebuilt from the journal."""
+    s = with_reeval(space((4,), 1.0, 2, asha=True), top=2, seeds=1)
+    h = StudySearch(s, store=journal(tmp_path), name="t")
+    for tid in ("a", "b"):
+        h.suggest(tid)
+    h.on_trial_complete("a", {METRIC: 0.5, "training_iteration": 4})
+    h.on_trial_complete("b", {METRIC: 0.0, "training_iteration": 4, "diverged": 1})  # at its last epoch
+    assert h.studies[0].trials[1].state == COMPLETE and h.studies[0].trials[1].value == 0.0
+    restored = StudySearch(s, store=journal(tmp_path), name="t")
+    for searcher in (h, restored):
+        rerun = searcher.suggest("r1")
+        assert rerun[CONFIG_KEY] == "a" and rerun[SEED_KEY] == 1
+        assert searcher.suggest("r2") is None  # b gets none, and nothing else is planned
+        searcher.on_trial_complete("r1", {METRIC: 0.6, "training_iteration": 4})
+        assert searcher.suggest("r3") == Searcher.FINISHED

@@ -161,13 +161,14 @@ def test_results_command(search, capsys: pytest.CaptureFixture) -> None:
     cfg = TrainConfig.from_yaml(exp / "best_config.yaml")
     assert cfg.width == 8 and cfg.epochs == 3
     # the best trial, worked out here from Tune's own files: the highest val_accuracy at the
-    # last epoch among trials that completed the 3-epoch schedule (a later row of an epoch wins)
+    # last epoch among trials that completed the 3-epoch schedule (a later row of an epoch wins);
+    # a tie goes to the trial Tune created first (its folder's index), as results rank them
     finals = {}
     for d in exp.glob("train_trial_*"):
         rows = {r["training_iteration"]: r for r in map(json.loads, (d / "result.json").read_text().splitlines())}
         if 3 in rows:
             finals[d] = rows[3]["val_accuracy"]
-    best = max(finals, key=finals.get)
+    best = min(finals, key=lambda d: (-finals[d], int(d.name.split("_")[3])))
     params = json.loads((best / "params.json").read_text())
     assert {k: getattr(cfg, k) for k in params} == pytest.approx(params)
     assert f"# best trial {best.name.split('_')[2]} " in (exp / "best_config.yaml").read_text()

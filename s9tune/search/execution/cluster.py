@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import stat
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,11 @@ logger = logging.getLogger(__name__)
 
 
 class ClusterError(S9Error):
-    """The cluster cannot run this search as asked (resources, storage)."""
+    """The cluster cannot run this search as asked (resources, storage), or cannot be reached."""
+
+    def __init__(self, message: str, why: str = "") -> None:
+        super().__init__(message)
+        self.why = why or message  # the reason alone, for a message that says more around it
 
 
 AUTH_HINT = (
@@ -92,6 +97,7 @@ def connect_error(address: str, exc: BaseException) -> str:
 
 
 HANDSHAKE_S = 10.0
+RAY_CLIENT_PORT = 10001  # Ray Client's default, for ray://HOST
 
 
 def trusted_local_address() -> str:
@@ -148,36 +154,64 @@ def _speaks_grpc(address: str, timeout: float) -> bool:
 
 
 def check_reachable(address: str) -> None:
-    """Fail in a second, not after Ray's 20 retries: nothing listening, or a token needed.
+    """Fail within seconds, not after Ray's retries: nothing listening, not Ray, a loopback
+    address Ray cannot use, or a token needed. Each probe (TCP, then a gRPC handshake) is bounded
+    by HANDSHAKE_S, so a bad address is one line within 2 * HANDSHAKE_S.
 
-    Ray enables token authentication by itself only for `auto`; for an explicit address the
-    user opts in (RAY_AUTH_MODE=token), so that a local token is never sent to a host they did
-    not choose. The probe asks the cluster's GCS with this process's settings, so it fails
-    exactly when ray.init would, and says why."""
+    `ray://HOST:PORT` (Ray Client) gets the same TCP and handshake probe. Ray dials a loopback
+    address as this machine's own IP, so that address is probed too. Ray enables token
+    authentication by itself only for `auto`; for an explicit address the user opts in
+    (RAY_AUTH_MODE=token), so that a local token is never sent to a host they did not choose.
+    The last probe asks the cluster's GCS with this process's settings, so it fails exactly
+    when ray.init would, and says why."""
+    from s9tune.search.execution.ray_compat import dialled_address, gcs_auth_error
+
+    if address.startswith("ray://"):
+        target = address.removeprefix("ray://").rstrip("/")
+        _probe(target if re.search(r":\d+$", target) else f"{target}:{RAY_CLIENT_PORT}", address)
+        return
     if "://" in address:
         return
-    host, _, port = address.rpartition(":")
-    try:
-        if not 0 < int(port) < 65536:
-            raise ValueError(port)
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except (ValueError, OverflowError):
-        raise ClusterError(f"--address {shown(address)}: expected HOST:PORT or auto") from None
-    except OSError as exc:
-        raise ClusterError(
-            f"nothing answers at {address} ({exc.strerror or exc}); "
-            f"is the head running (ray start --head --port {port})?"
-        ) from None
-    if os.environ.get("RAY_USE_TLS", "0") in ("0", "") and not _speaks_grpc(address, HANDSHAKE_S):
-        raise ClusterError(
-            f"{address} accepts connections but did not answer as a Ray cluster within {HANDSHAKE_S:g} s "
-            "(no gRPC handshake); check the host and port of the head"
-        )
-    from s9tune.search.execution.ray_compat import gcs_auth_error
-
+    _probe(address, address)
+    dialled = dialled_address(address) or address
+    if dialled != address:
+        try:
+            _probe(dialled, address)
+        except ClusterError as exc:
+            raise ClusterError(
+                f"--address {address}: Ray connects to a loopback address through this machine's own address, "
+                f"{dialled}, where {exc.why}; a forward that listens on loopback only "
+                "(ssh -L, kubectl port-forward) cannot carry a Ray driver: run s9tune on a node of the cluster, "
+                "or forward the head's Ray Client port and use --address ray://127.0.0.1:PORT"
+            ) from None
     refused = gcs_auth_error(address)
     if refused is not None:
         raise ClusterError(connect_error(address, refused))
+
+
+def _probe(hostport: str, given: str) -> None:
+    """TCP, then a gRPC handshake, at HOST:PORT, within HANDSHAKE_S in all."""
+    started = time.monotonic()
+    host, _, port = hostport.rpartition(":")
+    try:
+        if not host or not 0 < int(port) < 65536:
+            raise ValueError(port)
+        socket.create_connection((host.strip("[]"), int(port)), timeout=HANDSHAKE_S / 2).close()
+    except (ValueError, OverflowError):
+        raise ClusterError(f"--address {shown(given)}: expected HOST:PORT or auto") from None
+    except OSError as exc:
+        raise ClusterError(
+            f"nothing answers at {hostport} ({exc.strerror or exc}); "
+            f"is the head running (ray start --head --port {port})?",
+            why=f"nothing answers ({exc.strerror or exc})",
+        ) from None
+    left = max(1.0, HANDSHAKE_S - (time.monotonic() - started))
+    if os.environ.get("RAY_USE_TLS", "0") in ("0", "") and not _speaks_grpc(hostport, left):
+        raise ClusterError(
+            f"{hostport} accepts connections but did not answer as a Ray cluster within {HANDSHAKE_S:g} s "
+            "(no gRPC handshake); check the host and port of the head",
+            why=f"no Ray cluster answered within {HANDSHAKE_S:g} s",
+        )
 
 
 def _alive_nodes() -> list[dict[str, Any]]:

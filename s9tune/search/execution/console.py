@@ -19,6 +19,7 @@ from typing import Any, Literal, TextIO
 
 from ray.tune import Callback
 
+from s9tune.errors import printable
 from s9tune.search.space.space import BUDGET_KEY, CONFIG_KEY, METRIC, REPLACES_KEY, SEED_KEY
 
 
@@ -41,6 +42,8 @@ def _epochs(trial: Any) -> int:
 
 
 def _params(trial: Any, plan: Plan) -> str:
+    """A trial's config in words; every value escaped (printable), since a resumed search
+    shows configs restored from the experiment's files."""
     parts = [
         f"{k} {trial.config[k]:.3g}" if isinstance(trial.config.get(k), float) else f"{k} {trial.config.get(k)}"
         for k in plan.searched
@@ -51,7 +54,7 @@ def _params(trial: Any, plan: Plan) -> str:
         run += f", promoted in place of config {replaces}, whose {budget}-epoch run failed"
     if trial.config.get(SEED_KEY) is not None:  # under ASHA a config is known by its trial's id
         run = f" (rerun of {'config' if budget else 'trial'} {cid} with seed {trial.config[SEED_KEY]})"
-    return ", ".join(parts) + run
+    return printable(", ".join(parts) + run)
 
 
 def outcome(trial: Any, plan: Plan) -> Literal["completed", "stopped", "diverged"]:
@@ -171,13 +174,15 @@ class SearchProgress(Callback):
         snap = snapshot(trials, self.plan, self.started, {trial.trial_id: now})
         if self._live is None:
             self.stream.write(
-                f"[{_clock(snap.elapsed):>7}] trial {trial.trial_id} {what}  "
+                f"[{_clock(snap.elapsed):>7}] trial {printable(trial.trial_id)} {what}  "
                 f"({snap.done}/{snap.total} done, {snap.running} running)\n"
             )
             self.stream.flush()
             return
         if kind in ("error", "retry", "diverged"):
-            self._console.print(f"trial {trial.trial_id} {what}")  # kept above the live view
+            from rich.text import Text  # rich only for the live view; Text: no markup read from a trial
+
+            self._console.print(Text(f"trial {printable(trial.trial_id)} {what}"))  # kept above the live view
         self._refresh(trials, {trial.trial_id: now})
 
     def _refresh(self, trials: list, now: dict[str, str] | None = None) -> None:
@@ -193,7 +198,7 @@ class SearchProgress(Callback):
             f"epochs  {s.epochs} / {bound}{s.planned_epochs}",
             "best    "
             + (
-                f"{100 * s.best[0]:.2f}% val  {_params(s.best[1], self.plan)}  [{s.best[1].trial_id}]"
+                f"{100 * s.best[0]:.2f}% val  {_params(s.best[1], self.plan)}  [{printable(s.best[1].trial_id)}]"
                 if s.best
                 else "- (no schedule complete yet)"
             ),
@@ -208,7 +213,7 @@ def error_line(trial: Any) -> str:
     except OSError:
         text = ""
     lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1][:200] if lines else "see the trial's error.txt"
+    return printable(lines[-1][:200]) if lines else "see the trial's error.txt"
 
 
 # -- retrain: one line per seed event -----------------------------------------------------
@@ -262,7 +267,7 @@ class SeedProgress(Callback):
         if self.stream is None:
             return
         seed = trial.config.get("seed", "?")
-        self.stream.write(f"[{_clock(self.clock() - self.started):>7}] seed {seed} {what}\n")
+        self.stream.write(printable(f"[{_clock(self.clock() - self.started):>7}] seed {seed} {what}") + "\n")
         self.stream.flush()
 
 

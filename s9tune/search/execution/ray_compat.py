@@ -14,8 +14,13 @@ held to the Ray release that pyproject.toml pins by tests/test_ray_compat.py.
   never unpickled) says of the search, for the `--resume` check: the metric it optimises (the
   controller's private `_metric`) and each trial's trainable and config (`trial_data`, each
   entry a JSON string Tune writes beside its pickles).
+* `dialled_address(address)`: the address `ray.init` really connects to. Ray turns a loopback
+  host (127.0.0.1, localhost) into this machine's own IP (`ray._private.services`), so a
+  forward that listens on loopback only is never reached, and ray.init retries without end
+  (measured on Ray 2.60, 2026-12-07: still retrying after 150 s); s9tune probes that address
+  first.
 
-Each degrades safely when Ray changes it: the probe then reports nothing and `ray.init` says
+Each degrades safely when Ray changes it: the probes then report nothing and `ray.init` says
 what failed; an address file elsewhere is not found; a state of another shape refuses the
 resume with one line. The test is what notices, loudly.
 """
@@ -90,3 +95,16 @@ def tune_state(state: Any) -> TuneState:
             raise ValueError("a trial entry is not a mapping")
         trials.append((trial.get("trainable_name"), trial.get("config")))
     return TuneState(runner.get("_metric"), trials)
+
+
+def dialled_address(address: str) -> str | None:
+    """HOST:PORT as ray.init connects to it (a loopback host becomes this machine's IP), or
+    None if this Ray does not say."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError:
+        return None
+    try:
+        return canonicalize_bootstrap_address(address)
+    except Exception:  # noqa: BLE001 - a malformed address is the probe's to report
+        return None

@@ -11,7 +11,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+import signal
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +33,7 @@ from s9tune.search.experiment.record import (
     resolve_storage,
 )
 from s9tune.search.experiment.trials import Experiment
+from s9tune.search.searcher.journal import check_resume
 from s9tune.search.space.space import METRIC, MODE, SearchSpace
 
 if TYPE_CHECKING:
@@ -75,6 +80,7 @@ def _experiment(
     if not resume:
         return ref, space
     saved = check_resumable(ref)
+    check_resume(ref.folder)  # the journal: whole, not a link; a torn last line trimmed
     return ref, saved.with_resources(space.cpus_per_trial, space.gpus_per_trial)
 
 
@@ -148,24 +154,27 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> SearchOutcome:
     splits = load_splits(opts.data_dir, val_size=fixed.val_size, seed=fixed.seed, train_subset=fixed.train_subset)
     if not splits.has_val:
         raise ConfigError(f"{space.path}: fixed.val_size is 0; a search must score on a validation split")
-    made = [] if opts.resume else ref.create(space, max_failures=opts.max_failures)
-    log = None if opts.ray_to_console else _log_path(ref)
-    launched = False
-    try:
-        with ray_output_to(log) as console:
-            try:
-                slots = _start_ray(space, ref, address=opts.address, dashboard=opts.dashboard)
-                launched = True
-                _run_tune(space, ref, splits, slots=slots, opts=opts, console=console if opts.progress else None)
-            finally:
-                ray.shutdown()  # inside the redirect: Ray's goodbyes belong in its log too
-    except S9Error:
-        if not opts.resume and not launched:
-            ref.discard(made)  # refused before Tune started (cluster checks): a retry may use the same name
-        raise
-    finally:
-        if log is not None and is_uri(ref.storage) and log.exists() and ref.exists():
-            ref.write_text(SEARCH_LOG, log.read_text(encoding="utf-8", errors="replace"))
+    with _sigterm_exits():
+        made = [] if opts.resume else ref.create(space, max_failures=opts.max_failures)
+        log = None if opts.ray_to_console else _log_path(ref)
+        try:
+            with ray_output_to(log) as console:
+                try:
+                    slots = _start_ray(space, ref, address=opts.address, dashboard=opts.dashboard)
+                    _run_tune(space, ref, splits, slots=slots, opts=opts, console=console if opts.progress else None)
+                finally:
+                    ray.shutdown()  # inside the redirect: Ray's goodbyes belong in its log too
+        except BaseException:
+            # refused before Tune wrote its state (a cluster check), Ctrl-C or SIGTERM while Ray
+            # started: nothing --resume could continue, so the name is freed for a retry
+            if not opts.resume and not ref.tune_started():
+                ref.discard(made)
+            raise
+        finally:
+            if log is not None and is_uri(ref.storage):
+                if log.exists() and ref.exists():
+                    ref.write_text(SEARCH_LOG, log.read_text(encoding="utf-8", errors="replace"))
+                shutil.rmtree(log.parent, ignore_errors=True)
     result = export_experiment(ref.path)
     statuses = [r.status for r in result.rows]
     # after Ctrl-C Tune returns normally: unfinished trials, or runs never started, tell
@@ -176,8 +185,22 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> SearchOutcome:
         errors=statuses.count("error"),
         interrupted=result.interrupted(),
         result=result,
-        log=str(log) if log is not None else None,
+        log=(f"{ref.path}/{SEARCH_LOG}" if is_uri(ref.storage) else str(log)) if log is not None else None,
     )
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """SIGTERM raises SystemExit while a search launches, so that its clean-up runs (Python's
+    default ends the process at once; ray.init installs the same rule once it runs)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _start_ray(space: SearchSpace, ref: ExperimentRef, *, address: str | None, dashboard: bool) -> int:

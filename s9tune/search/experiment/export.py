@@ -9,7 +9,7 @@ import json
 import logging
 from typing import Any
 
-from s9tune.errors import S9Error
+from s9tune.errors import S9Error, printable
 from s9tune.search.experiment.record import ExperimentRef, load_experiment
 from s9tune.search.experiment.trials import Experiment, TrialRow
 
@@ -189,8 +189,10 @@ def _table_cells(exp: Experiment) -> tuple[list[str], list[list[str]]]:
 
 
 def format_results(exp: Experiment) -> str:
-    """The leaderboard table, parameter importance and compute, as `s9tune results` prints it."""
+    """The leaderboard table, parameter importance and compute, as `s9tune results` prints it;
+    every cell escaped (printable), since it comes from the experiment's files."""
     head, lines = _table_cells(exp)
+    lines = [[printable(c) for c in row] for row in lines]
     widths = (
         [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=True)] if lines else [len(h) for h in head]
     )
@@ -198,12 +200,12 @@ def format_results(exp: Experiment) -> str:
     out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines]
     out.append("")
     out.append(f"Ranked by {exp.scope.split(':')[0]}. {'Runs' if exp.halving else 'Trials'}: {exp.status_counts()}.")
-    out += [f"{line[0].upper()}{line[1:]}." for line in exp.replacements()]
+    out += [printable(f"{line[0].upper()}{line[1:]}.") for line in exp.replacements()]
     means = seed_mean_rows(exp)
     if means:
         out.append(f"Re-evaluated on {exp.space.reevaluate.seeds} more seed(s), picked by the mean:")
         out += [
-            f"  {m['config']:<12} mean {_pct(m['mean'])} over {len(m['values'])} "
+            f"  {printable(m['config']):<12} mean {_pct(m['mean'])} over {len(m['values'])} "
             f"({', '.join(_pct(v) for v in m['values'])})" + ("  <- picked" if i == 0 else "")
             for i, m in enumerate(means)
         ]

@@ -7,6 +7,7 @@ validated search space, so resume and results never depend on today's YAML file)
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -16,15 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from s9tune.errors import S9Error, shown
+from s9tune.errors import ConfigError, S9Error, shown
+from s9tune.fileio import LINKED, LinkRefusedError, list_inside, read_inside
 from s9tune.search.experiment.trials import Experiment
+from s9tune.search.searcher.journal import JOURNAL
+from s9tune.search.space.checks import number
 from s9tune.search.space.space import SearchSpace
 from s9tune.storage import Folder, StorageError, is_uri, storage_error
 
 SPACE_RECORD = "s9tune_space.json"
 SEARCH_LOG = "search.log"
 DEFAULT_MAX_FAILURES = 2  # retries of a failed trial, when an older record does not say
-RECORD_MAX_BYTES = 16 * 1024 * 1024
+MAX_FAILURES = 1000
+RECORD_MAX_BYTES = 1024 * 1024  # a record is a few KB
 # one path component: no "/", no "..", nothing a shell or a URI would read differently
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -143,13 +148,13 @@ class ExperimentRef:
 
     def discard(self, made: Sequence[Path] = ()) -> None:
         """Undo `create` for a search refused before launch: remove the files s9tune wrote
-        before Tune started (the record, Ray's log), then the folder only if nothing else is in
+        before Tune started (the record, Ray's log, the journal), then the folder only if nothing else is in
         it, then the storage folders `create` made, if empty. Nothing else is ever removed, so a
         folder that existed before, or that holds anything, survives."""
         import pyarrow.fs
 
         fs, root = self._fs()
-        for name in (SPACE_RECORD, SEARCH_LOG):
+        for name in (SPACE_RECORD, SEARCH_LOG, JOURNAL, f"{JOURNAL}.lock"):
             try:
                 fs.delete_file(f"{root}/{name}")
             except (FileNotFoundError, OSError):
@@ -165,6 +170,13 @@ class ExperimentRef:
         except OSError:
             pass
 
+    def tune_started(self) -> bool:
+        """Whether Tune wrote its state here, which is what --resume continues."""
+        try:
+            return any(n.startswith("experiment_state-") for n in self.list_files())
+        except S9Error:
+            return False
+
     def list_dirs(self) -> list[str]:
         """The names of the folders directly inside the experiment."""
         return self._list(dirs=True)
@@ -176,6 +188,13 @@ class ExperimentRef:
     def _list(self, *, dirs: bool) -> list[str]:
         import pyarrow.fs
 
+        if not is_uri(self.storage):
+            try:
+                return list_inside(Path(self.path), dirs=dirs)
+            except FileNotFoundError:
+                raise S9Error(f"{self.path}: no such experiment") from None
+            except OSError as exc:
+                raise storage_error(self.path, exc) from None
         fs, root = self._fs()
         try:
             infos = fs.get_file_info(pyarrow.fs.FileSelector(root))
@@ -193,13 +212,15 @@ class ExperimentRef:
         path = f"{root}/{relpath}"
         try:
             if not is_uri(self.storage):
-                raw = _read_local(Path(path), limit)
+                raw = read_inside(Path(root), relpath, limit)
             else:
                 with fs.open_input_stream(path) as fh:
                     raw = fh.read(limit + 1)
         except FileNotFoundError:
             return None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise LinkRefusedError(f"{self.path}/{exc.filename}: {LINKED}") from None
             raise storage_error(self.path, exc) from None
         if len(raw) > limit:
             raise S9Error(f"{self.path}/{relpath}: larger than {limit // 2**20} MiB; not a file s9tune or Tune wrote")
@@ -223,27 +244,36 @@ class ExperimentRef:
         self.write_text(SPACE_RECORD, json.dumps(record, indent=2))
 
     def read_record_dict(self) -> dict[str, Any]:
-        raw = self.read_text(SPACE_RECORD)
+        """s9tune's record, checked as a space file is (SearchSpace.from_record): one line naming
+        the file and the key if it is damaged or edited."""
+        where = f"{self.path}/{SPACE_RECORD}"
+        raw = self.read_text(SPACE_RECORD, RECORD_MAX_BYTES)
         if raw is None:
             raise S9Error(
                 f"{self.path}: no such s9tune experiment (no {SPACE_RECORD}); pass the STORAGE/NAME a search printed"
             )
         try:
             record = json.loads(raw)
-            SearchSpace.from_record(record)
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError, S9Error):
-            raise S9Error(f"{self.path}/{SPACE_RECORD}: not a valid s9tune record (damaged or edited)") from None
+            SearchSpace.from_record(record, where)
+            max_failures(record, where)
+        except ConfigError as exc:
+            detail = str(exc).removeprefix(f"{where}: ")
+            raise S9Error(f"{where}: not a valid s9tune record (damaged or edited): {detail}") from None
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            raise S9Error(f"{where}: not a valid s9tune record (damaged or edited)") from None
         return record
 
     def read_record(self) -> SearchSpace:
-        return SearchSpace.from_record(self.read_record_dict())
+        return SearchSpace.from_record(self.read_record_dict(), f"{self.path}/{SPACE_RECORD}")
 
 
-def _read_local(path: Path, limit: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as fh:
-        raw = fh.read(limit + 1)
-    return raw
+def max_failures(record: dict[str, Any], where: str) -> int:
+    """The retries the search allowed a failed trial (what makes a trial's status `error`)."""
+    value = record.get("max_failures", DEFAULT_MAX_FAILURES)
+    number(Path(where), "max_failures", value, integer=True)
+    if not 0 <= value <= MAX_FAILURES:
+        raise ConfigError(f"{where}: max_failures: must lie in [0, {MAX_FAILURES:,}]")
+    return int(value)
 
 
 def check_resumable(ref: ExperimentRef) -> SearchSpace:
@@ -255,7 +285,7 @@ def check_resumable(ref: ExperimentRef) -> SearchSpace:
         record = ref.read_record_dict()
     except S9Error as exc:
         raise S9Error(f"{ref.path}: not an s9tune experiment, so not resumed ({exc})") from None
-    space = SearchSpace.from_record(record)
+    space = SearchSpace.from_record(record, f"{ref.path}/{SPACE_RECORD}")
     check(ref, record, {d.key for d in space.dists})
     return space
 
@@ -264,12 +294,15 @@ def load_experiment(experiment: str) -> Experiment:
     """Read STORAGE/NAME through JSON and text only: s9tune's record, then each trial's
     params.json, result.json and error.txt (search/experiment/tune_files.py). No pickle is opened, so an
     experiment someone else wrote runs none of their code here."""
-    from s9tune.search.experiment.tune_files import read_trials, trial_row
+    from s9tune.search.experiment.tune_files import check_trial, read_trials, trial_row
 
     ref = ExperimentRef.parse(experiment)
     record = ref.read_record_dict()
-    space = SearchSpace.from_record(record)
-    max_failures = int(record.get("max_failures", DEFAULT_MAX_FAILURES))
+    where = f"{ref.path}/{SPACE_RECORD}"
+    space = SearchSpace.from_record(record, where)
     keys = [d.key for d in space.dists]
-    rows = [trial_row(t, keys, space.max_t, max_failures) for t in read_trials(ref)]
+    trials = read_trials(ref)
+    for t in trials:
+        check_trial(t, space, ref.path)
+    rows = [trial_row(t, keys, space.max_t, max_failures(record, where)) for t in trials]
     return Experiment(ref.path, space, rows)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from s9tune.config import TrainConfig
-from s9tune.errors import S9Error
+from s9tune.errors import ConfigError, S9Error
 from s9tune.search.space.space import SearchSpace
 
 SCOPE = (
@@ -160,7 +160,13 @@ class Experiment:
         out: dict[str, SeedMean] = {}
         for r in self.rows:
             if r.seed is not None and r.config_id in search:
-                out.setdefault(r.config_id, SeedMean(r.config_id, r.config, search[r.config_id], [])).reruns.append(r)
+                run = search[r.config_id]
+                if r.config != run.config:  # a rerun measures its search run's config, or nothing
+                    raise S9Error(
+                        f"{self.path}: trial {r.trial_id}, a rerun of {r.config_id}, has other values than "
+                        f"that config's run {run.trial_id}; the experiment is damaged or edited"
+                    )
+                out.setdefault(r.config_id, SeedMean(r.config_id, run.config, run, [])).reruns.append(r)
         ranked = by_mean({c: m.values for c, m in out.items()}, set(out))  # the pick's rule
         return [out[c] for c in ranked] + [m for c, m in out.items() if c not in ranked]
 
@@ -171,7 +177,7 @@ class Experiment:
         means = [m for m in self.reevaluated() if m.mean is not None]
         if means:
             top = means[0]
-            cfg = self.space.fixed.with_overrides(top.config)
+            cfg = self._config(top.search_run)
             return BestTrial(
                 self.path,
                 top.search_run.trial_id,
@@ -188,10 +194,20 @@ class Experiment:
             row = next((r for r in self.ranked() if r.final_value is not None and r.seed is None), None)
         if row is None:
             raise S9Error(f"{self.path}: no trial finished its schedule (statuses: {self.status_counts()})")
-        cfg = self.space.fixed.with_overrides(row.config)
+        cfg = self._config(row)
         return BestTrial(
             self.path, row.trial_id, dict(row.config), cfg, float(row.last_val_accuracy or 0.0), row.budget
         )
+
+    def _config(self, row: TrialRow) -> TrainConfig:
+        """The TrainConfig a retrain trains for this trial: its values checked against the
+        recorded distributions and TrainConfig's bounds, whoever wrote the files."""
+        try:
+            return self.space.fixed.with_overrides(
+                self.space.check_params(row.config, f"{self.path}: trial {row.trial_id}")
+            )
+        except ConfigError as exc:
+            raise S9Error(f"{exc} (the experiment is damaged or edited)") from None
 
     def interrupted(self) -> bool:
         """True if a trial is unfinished or runs the plan asked for were never started."""

@@ -14,24 +14,41 @@ and never opens a .pkl or Tune's state. A trial's status then follows from those
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from s9tune.errors import S9Error
+from s9tune.config import LIMITS
+from s9tune.errors import ConfigError, S9Error, shown
 from s9tune.search.execution.ray_compat import tune_state
 from s9tune.search.experiment.trials import RunStatus, TrialRow
 from s9tune.search.space.space import BUDGET_KEY, CONFIG_KEY, METRIC, REPLACES_KEY, RUN_KEYS, SEED_KEY
+
+if TYPE_CHECKING:
+    from s9tune.search.space.space import SearchSpace
 
 logger = logging.getLogger(__name__)
 
 PARAMS = "params.json"
 RESULT = "result.json"
 ERROR = "error.txt"
-MAX_BYTES = 64 * 1024 * 1024  # a 24-epoch trial writes ~30 KB; a larger file is not Tune's
+# What is read is capped, per file and in all, so that a planted experiment cannot make
+# `results` or `retrain` read (and hold) gigabytes. A 24-epoch trial writes ~30 KB of
+# result.json (about 1 KB a row); the caps sit far above any run s9tune's limits allow.
+MAX_BYTES = 64 * 1024 * 1024  # Tune's experiment state (--resume), which grows with the trials
+CAPS = {PARAMS: 1024 * 1024, RESULT: 16 * 1024 * 1024, ERROR: 8 * 1024 * 1024}
+TOTAL_MAX_BYTES = 2 * 1024**3  # every trial file of one experiment together
+MAX_ROWS = 20 * LIMITS["epochs"]  # one row per epoch; a restored trial repeats a few
+MAX_FAILURE_DIGITS = 9
+# of a result.json row, what the statuses and the leaderboard read: a row is kept this small
+ROW_KEYS = ("trial_id", "training_iteration", METRIC, "diverged", "done", "date", "time_total_s")
+# a Tune trial id, a config id (c12, c12+) or the one a stand-in replaces: nothing a shell, a
+# spreadsheet or a terminal would read as anything but a name
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 _FAILURE = re.compile(r"^Failure # (\d+) \(occurred at ([0-9_-]+)\)", re.MULTILINE)
 # Tune names a trial folder TRAINABLE_TRIALID_INDEX_...; the id is 8 hex digits (a searcher's
 # trials) or 5 hex digits and a 5-digit counter (Tune's own variant generator)
@@ -56,26 +73,76 @@ class TrialFiles:
     rows: list[dict[str, Any]] = field(default_factory=list)
     failures: int = 0  # the highest "Failure # N" in error.txt
     last_failure: str = ""  # its date, Tune's date_str format (sorts as text)
+    folder: str = ""  # its folder's name in the experiment
+
+
+class _Reader:
+    """The experiment's files, each read under its cap and all of them under TOTAL_MAX_BYTES."""
+
+    def __init__(self, files: Files) -> None:
+        self.files, self.left = files, TOTAL_MAX_BYTES
+
+    def text(self, relpath: str) -> str | None:
+        raw = self.files.read_bytes(relpath, CAPS[relpath.rsplit("/", 1)[-1]])
+        if raw is None:
+            return None
+        self.left -= len(raw)
+        if self.left < 0:
+            raise S9Error(
+                f"{self.files.path}: its trial files hold more than {TOTAL_MAX_BYTES // 2**20:,} MiB in all "
+                "(the cap on what s9tune reads of one experiment); not an experiment s9tune or Tune wrote"
+            )
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise S9Error(f"{self.files.path}/{relpath}: not UTF-8 text, so not a file Tune wrote") from None
 
 
 def read_trials(files: Files) -> list[TrialFiles]:
     """Every trial folder (one that holds params.json), in the order Tune created them."""
     trials = []
+    reader = _Reader(files)
     for name in files.list_dirs():
-        params = _json(files, f"{name}/{PARAMS}")
+        params = _json(files, f"{name}/{PARAMS}", reader.text(f"{name}/{PARAMS}"))
         if params is None:
             continue
         if not isinstance(params, dict):
             raise S9Error(f"{files.path}/{name}/{PARAMS}: not a mapping of parameters")
-        rows = _rows(files, f"{name}/{RESULT}")
+        rows = _rows(files, f"{name}/{RESULT}", reader.text(f"{name}/{RESULT}"))
         match = _DIRNAME.search(name)
         trial_id = str(rows[0].get("trial_id")) if rows and rows[0].get("trial_id") else None
         if trial_id is None:
             trial_id = match.group(1) if match else name
-        failures, last = _failures(files, f"{name}/{ERROR}")
+        if not ID_PATTERN.fullmatch(trial_id):
+            raise S9Error(f"{files.path}/{name}/{RESULT}: trial_id {shown(trial_id)} is not a Tune trial id")
+        failures, last = _failures(files, f"{name}/{ERROR}", reader.text(f"{name}/{ERROR}"))
         index = int(match.group(2)) if match else len(trials)
-        trials.append(TrialFiles(trial_id, index, params, rows, failures, last))
+        trials.append(TrialFiles(trial_id, index, params, rows, failures, last, name))
     return sorted(trials, key=lambda t: t.index)
+
+
+def check_trial(t: TrialFiles, space: SearchSpace, path: str) -> None:
+    """A trial's params.json against the experiment's record: the searched values inside their
+    recorded distributions and valid TrainConfig values, a budget the scheduler has, ids that are
+    names, a rerun's seed one the re-evaluation gives. One line naming the file and the field."""
+    where = f"{path}/{t.folder}/{PARAMS}"
+    try:
+        space.check_params(t.params, where)
+    except ConfigError as exc:
+        raise S9Error(str(exc)) from None
+    budgets = space.scheduler.budgets or (space.max_t,)
+    budget = t.params.get(BUDGET_KEY, space.max_t)
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget not in budgets:
+        raise S9Error(f"{where}: {BUDGET_KEY} {shown(budget)} is not a budget of this search {list(budgets)}")
+    for key in (CONFIG_KEY, REPLACES_KEY):
+        value = t.params.get(key)
+        if value is not None and not (isinstance(value, str) and (ID_PATTERN.fullmatch(value) or value == "")):
+            raise S9Error(f"{where}: {key} {shown(value)} is not a config id")
+    if SEED_KEY in t.params:
+        seed, first = t.params[SEED_KEY], space.fixed.seed + 1
+        last = space.fixed.seed + space.reevaluate.seeds
+        if not isinstance(seed, int) or isinstance(seed, bool) or not first <= seed <= last:
+            raise S9Error(f"{where}: {SEED_KEY} {shown(seed)} is not a seed of this search's reruns")
 
 
 def trial_status(t: TrialFiles, budget: int, max_failures: int) -> RunStatus:
@@ -131,7 +198,14 @@ def trial_row(t: TrialFiles, searched: list[str], max_t: int, max_failures: int)
 
 
 def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(_float(v))
+
+
+def _float(v: int | float) -> float:
+    try:
+        return float(v)
+    except OverflowError:  # an integer of hundreds of digits
+        return math.inf
 
 
 def reached_epoch(rows: list[dict[str, Any]]) -> int:
@@ -140,7 +214,7 @@ def reached_epoch(rows: list[dict[str, Any]]) -> int:
 
 
 def _number(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(_float(v)):
         return 0.0
     return float(v)
 
@@ -155,8 +229,7 @@ def _text(files: Files, relpath: str) -> str | None:
         raise S9Error(f"{files.path}/{relpath}: not UTF-8 text, so not a file Tune wrote") from None
 
 
-def _json(files: Files, relpath: str) -> Any:
-    text = _text(files, relpath)
+def _json(files: Files, relpath: str, text: str | None) -> Any:
     if text is None:
         return None
     try:
@@ -165,26 +238,43 @@ def _json(files: Files, relpath: str) -> Any:
         raise S9Error(f"{files.path}/{relpath}: not valid JSON") from None
 
 
-def _rows(files: Files, relpath: str) -> list[dict[str, Any]]:
-    """result.json's rows; a line cut short by a killed driver is skipped."""
-    text = _text(files, relpath)
-    rows = []
-    for n, line in enumerate((text or "").splitlines(), 1):
+def _rows(files: Files, relpath: str, text: str | None) -> list[dict[str, Any]]:
+    """result.json's rows, each cut to ROW_KEYS as it is read (memory grows with the rows kept,
+    not with what a row holds); a line cut short by a killed driver is skipped."""
+    rows, skipped = [], 0
+    for n, line in enumerate(io.StringIO(text or ""), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except (ValueError, RecursionError):
-            logger.warning("%s/%s line %d: not JSON, skipped", files.path, relpath, n)
+            skipped += 1
             continue
-        if isinstance(row, dict):
-            rows.append(row)
+        if not isinstance(row, dict):
+            continue
+        it = row.get("training_iteration")
+        if it is not None and (not isinstance(it, int) or isinstance(it, bool) or not 0 <= it <= LIMITS["epochs"]):
+            raise S9Error(
+                f"{files.path}/{relpath} line {n}: training_iteration {shown(it)} is not an epoch "
+                f"(0 to {LIMITS['epochs']:,}); not a file Tune wrote"
+            )
+        rows.append({k: row[k] for k in ROW_KEYS if k in row})
+        if len(rows) > MAX_ROWS:
+            raise S9Error(
+                f"{files.path}/{relpath}: more than {MAX_ROWS:,} rows (one per epoch, at most "
+                f"{LIMITS['epochs']:,} epochs); not a file Tune wrote"
+            )
+    if skipped:
+        logger.warning("%s/%s: %d line(s) not JSON, skipped", files.path, relpath, skipped)
     return rows
 
 
-def _failures(files: Files, relpath: str) -> tuple[int, str]:
-    text = _text(files, relpath)
-    found = [(int(n), date) for n, date in _FAILURE.findall(text or "")]
+def _failures(files: Files, relpath: str, text: str | None) -> tuple[int, str]:
+    found = []
+    for n, date in _FAILURE.findall(text or ""):
+        if len(n) > MAX_FAILURE_DIGITS:
+            raise S9Error(f"{files.path}/{relpath}: 'Failure # {n[:12]}...' is not a count of failures")
+        found.append((int(n), date))
     return max(found, default=(0, ""))
 
 
@@ -202,7 +292,7 @@ def check_resumable(files: Files, record: dict[str, Any], searched: set[str]) ->
     if not states:
         raise S9Error(f"{files.path}: holds no Tune state to resume (experiment_state-*.json)")
     try:
-        state = tune_state(_json(files, states[-1]))
+        state = tune_state(_json(files, states[-1], _text(files, states[-1])))
     except ValueError as exc:
         raise S9Error(f"{files.path}/{states[-1]}: not a Tune experiment state this s9tune knows ({exc})") from None
     if state.metric != record.get("metric"):

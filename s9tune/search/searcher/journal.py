@@ -13,12 +13,20 @@ A local experiment's journal is written in place, one fsynced line per ask, repo
 For a URI (s3://, gs://) the journal is a local file that is copied to the experiment after
 every completion and every time Tune saves its own state, so the copy there is never older
 than the trials Tune would resume; `--resume` copies it back first.
+
+Before a resume opens it, the journal is checked (`check_resume`): every line must be one of
+Optuna's JSON operations, except that a last line without its newline (a crash mid-write) is
+trimmed, with a warning, rather than have the next operation appended to it. Anything else
+damaged, or a journal that is a symbolic link, is one line and nothing is appended.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,6 +37,65 @@ from s9tune.storage import Folder
 logger = logging.getLogger(__name__)
 
 JOURNAL = "optuna.journal"
+JOURNAL_MAX_BYTES = 256 * 1024 * 1024  # ~1 KB per trial and epoch: far above any search's
+
+
+def _good_length(raw: bytes, where: str) -> int:
+    """How much of the journal is whole: every line a JSON object with Optuna's `op_code`; a
+    last line without its newline (cut short mid-write) is left out."""
+    good = raw.rfind(b"\n") + 1
+    for n, line in enumerate(raw[:good].split(b"\n")[:-1], 1):
+        try:
+            op = json.loads(line)
+        except (ValueError, RecursionError):  # not JSON, or a number of thousands of digits
+            op = None
+        if not isinstance(op, dict) or not isinstance(op.get("op_code"), int):
+            raise S9Error(f"{where}: line {n} is not an Optuna journal operation (damaged or edited); not resuming")
+    return good
+
+
+def _check_local(path: Path, shown_as: str) -> None:
+    """Refuse a link or anything but a file, check the lines, trim a torn last line."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+        raise S9Error(f"{shown_as}: is a symbolic link or not a file; s9tune appends only to its own journal")
+    if st.st_size > JOURNAL_MAX_BYTES:
+        raise S9Error(f"{shown_as}: larger than {JOURNAL_MAX_BYTES // 2**20} MiB; not a journal s9tune wrote")
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    with os.fdopen(fd, "r+b") as fh:
+        raw = fh.read(JOURNAL_MAX_BYTES + 1)
+        good = _good_length(raw, shown_as)
+        if good < len(raw):
+            fh.truncate(good)
+            logger.warning(
+                "%s: its last line was cut short (a crash while it was written): trimmed %d bytes",
+                shown_as,
+                len(raw) - good,
+            )
+
+
+def check_resume(folder: Folder) -> None:
+    """Before a resume, with nothing started yet: the experiment's journal as `_check_local`
+    checks it (for a URI, a downloaded copy; StudyStore trims its own copy)."""
+    if folder.is_local:
+        _check_local(Path(folder.base) / JOURNAL, f"{folder.base}/{JOURNAL}")
+        return
+    if not folder.exists(JOURNAL):
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="s9tune-journal-"))
+    try:
+        folder.download(tmp / JOURNAL, JOURNAL)
+        raw = (tmp / JOURNAL).read_bytes()[: JOURNAL_MAX_BYTES + 1]
+        if len(raw) > JOURNAL_MAX_BYTES:
+            raise S9Error(
+                f"{folder}/{JOURNAL}: larger than {JOURNAL_MAX_BYTES // 2**20} MiB; not a journal s9tune wrote"
+            )
+        _good_length(raw, f"{folder}/{JOURNAL}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def study_name(experiment: str, budgets: tuple[int, ...], rung: int) -> str:
@@ -58,7 +125,25 @@ class StudyStore:
             if folder.exists(JOURNAL):
                 folder.download(path, JOURNAL)
         self.path = path
-        self.storage = JournalStorage(JournalFileBackend(str(path)))
+        try:
+            _check_local(path, f"{folder}/{JOURNAL}")
+            self.storage = JournalStorage(JournalFileBackend(str(path)))
+        except (
+            KeyError,
+            ValueError,
+            TypeError,
+            IndexError,
+            AttributeError,
+            AssertionError,
+            RecursionError,
+            S9Error,
+        ) as exc:
+            if self._tmp is not None:  # nothing is copied back
+                shutil.rmtree(self._tmp, ignore_errors=True)
+            if isinstance(exc, S9Error):
+                raise
+            # lines of JSON that Optuna's replay cannot apply
+            raise S9Error(f"{folder}/{JOURNAL}: not an Optuna journal s9tune can resume (damaged or edited)") from None
 
     def sync(self) -> None:
         """Copy a URI experiment's journal to it (a local one is written in place)."""

@@ -19,6 +19,10 @@ def number(path: Path, key: str, v: Any, *, integer: bool = False) -> float:
     ok = isinstance(v, int) if integer else isinstance(v, (int, float))
     if not ok or isinstance(v, bool) or (isinstance(v, float) and not math.isfinite(v)):
         raise err(path, key, f"expected {'an integer' if integer else 'a number'}, got {shown(v)}")
+    try:
+        float(v)
+    except OverflowError:  # an integer of hundreds of digits: no setting is that large
+        raise err(path, key, f"{shown(v)} is too large") from None
     return v
 
 

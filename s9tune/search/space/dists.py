@@ -34,6 +34,12 @@ class Dist:
             return v in self.values
         return isinstance(v, (int, float)) and not isinstance(v, bool) and self.low <= v <= self.high  # type: ignore[operator]
 
+    def describe(self) -> str:
+        """The range in a few words, for a message."""
+        if self.type == "choice":
+            return f"one of {shown(list(self.values), 60)}"
+        return f"{self.type} from {self.low:g} to {self.high:g}"
+
     def to_record(self) -> dict[str, Any]:
         return {
             "key": self.key,

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from s9tune.config import TrainConfig, field_types, read_yaml_mapping
+from s9tune.config import TrainConfig, check_seeds, field_types, read_yaml_mapping
 from s9tune.errors import ConfigError, shown
 from s9tune.search.space.checks import check_field, err, mapping, number
-from s9tune.search.space.dists import Dist, parse_dist
+from s9tune.search.space.dists import DIST_KEYS, Dist, parse_dist
 from s9tune.search.space.sections import ReevalSpec, SchedulerSpec, parse_reeval, parse_scheduler
 
 TOP_KEYS = {
@@ -54,6 +54,7 @@ REPLACES_KEY = "replaces"  # in a promoted run's trial config, if it took the pl
 # a re-evaluation run its config and seed (search/searcher/reeval.py)
 RUN_KEYS = (BUDGET_KEY, CONFIG_KEY, REPLACES_KEY, SEED_KEY)
 MAX_NUM_SAMPLES = 10_000  # configs in one search; each is at least one trial folder
+MAX_SEARCHER_SEED = 2**31 - 1
 DATA_KEYS = ("val_size", "train_subset")  # the driver loads the splits once for all trials
 
 
@@ -108,21 +109,40 @@ class SearchSpace:
         }
 
     @classmethod
-    def from_record(cls, d: dict[str, Any]) -> SearchSpace:
-        return cls(
-            path=Path(d["space_file"]),
-            num_samples=int(d["num_samples"]),
-            fixed=TrainConfig.from_dict(d["fixed"]),
-            dists=tuple(Dist.from_record(x) for x in d["dists"]),
-            baseline=d.get("baseline"),
-            scheduler=SchedulerSpec.from_record(d["scheduler"]),
-            searcher_seed=int(d["searcher"]["seed"]),
-            cpus_per_trial=float(d["resources"]["cpus_per_trial"]),
-            gpus_per_trial=float(d["resources"]["gpus_per_trial"]),
-            # an experiment recorded before the setting existed ran with Optuna's default
-            startup_trials=int(d["searcher"].get("n_startup_trials", OPTUNA_STARTUP)),
-            reevaluate=ReevalSpec.from_record(d.get("reevaluate")),
-        )
+    def from_record(cls, d: Any, where: str | Path = "the experiment's record") -> SearchSpace:
+        """The space an experiment recorded (search/experiment/record.py), checked by the rules
+        a space file is checked by: the record may be damaged or edited, and everything that
+        reads it (results, retrain, --resume) trusts what it says. Each failure is one
+        ConfigError naming `where` and the key."""
+        path = Path(where)
+        if not isinstance(d, dict):
+            raise err(path, "record", f"expected a mapping, got {type(d).__name__}")
+        space = parse_space(path, _raw_of_record(path, d))
+        space_file = d.get("space_file")
+        if not isinstance(space_file, str) or len(space_file) > 4096:
+            raise err(path, "space_file", f"expected the path of the space file, got {shown(space_file)}")
+        from dataclasses import replace
+
+        return replace(space, path=Path(space_file))
+
+    def check_params(self, params: Any, where: str) -> dict[str, Any]:
+        """A trial's searched values, as an experiment's files give them: every searched key,
+        inside its recorded distribution, and with the fixed values a valid TrainConfig (the
+        files may be damaged or edited, and a retrain trains what they say). Each failure is
+        one ConfigError naming `where` and the key."""
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}: not a mapping of parameters")
+        out = {}
+        for d in self.dists:
+            value = params.get(d.key)
+            if not d.contains(value):
+                raise ConfigError(f"{where}: {d.key}={shown(value)} lies outside the searched range ({d.describe()})")
+            out[d.key] = value
+        try:
+            self.fixed.with_overrides(out)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        return out
 
     def with_num_samples(self, n: int | None) -> SearchSpace:
         """--num-samples, if given, in place of the file's."""
@@ -144,7 +164,51 @@ class SearchSpace:
 
 def load_space(path: Path) -> SearchSpace:
     path = Path(path).expanduser().resolve()
-    raw = read_yaml_mapping(path)
+    return parse_space(path, read_yaml_mapping(path))
+
+
+def _raw_of_record(path: Path, d: dict[str, Any]) -> dict[str, Any]:
+    """A record (SearchSpace.to_record) in a space file's shape, for `parse_space`. Records
+    written before a setting existed get what those searches ran with."""
+    dists = d.get("dists")
+    if not isinstance(dists, list) or not all(isinstance(x, dict) for x in dists):
+        raise err(path, "dists", "expected a list of distributions")
+    space: dict[str, Any] = {}
+    for x in dists:
+        key, kind = x.get("key"), x.get("type")
+        if not isinstance(key, str) or key in space:
+            raise err(path, "dists", f"a distribution's key is missing or repeated ({shown(key)})")
+        spec = {"type": kind, **{k: x.get(k) for k in DIST_KEYS.get(kind, ())}} if isinstance(kind, str) else kind
+        if kind in ("randint", "lograndint"):  # recorded as floats (Dist.low/high)
+            spec.update({k: int(v) for k in ("low", "high") if isinstance(v := spec[k], float) and v.is_integer()})
+        space[key] = spec
+    fixed = d.get("fixed")
+    if isinstance(fixed, dict):  # the record keeps every TrainConfig value, the searched ones at their defaults
+        fixed = {k: v for k, v in fixed.items() if k not in space}
+    sched = d.get("scheduler")
+    if isinstance(sched, dict) and sched.get("type") == "halving":
+        sched = {k: v for k, v in sched.items() if k != "max_t"}  # the last budget says it
+    searcher = d.get("searcher")
+    if isinstance(searcher, dict):
+        searcher = {k: v for k, v in searcher.items() if k != "sampler"}
+        searcher.setdefault("n_startup_trials", OPTUNA_STARTUP)
+    reeval = d.get("reevaluate")
+    if isinstance(reeval, dict) and reeval.get("top") == 0 and reeval.get("seeds") == 0:
+        reeval = None  # the step was off
+    return {
+        "num_samples": d.get("num_samples"),
+        "fixed": fixed,
+        "space": space,
+        "baseline": d.get("baseline"),
+        "scheduler": sched,
+        "searcher": searcher,
+        "reevaluate": reeval,
+        "resources": d.get("resources"),
+    }
+
+
+def parse_space(path: Path, raw: dict[str, Any]) -> SearchSpace:
+    """A space file's mapping (or a record's, in that shape) -> a checked SearchSpace."""
     unknown = set(raw) - TOP_KEYS
     if unknown:
         raise err(path, sorted(unknown)[0], f"unknown key (allowed: {', '.join(sorted(TOP_KEYS))})")
@@ -188,6 +252,8 @@ def load_space(path: Path) -> SearchSpace:
     if searcher.get("type", "optuna") != "optuna":
         raise err(path, "searcher.type", f"only 'optuna' is supported, got {shown(searcher.get('type'))}")
     seed = int(number(path, "searcher.seed", searcher.get("seed", 0), integer=True))
+    if not 0 <= seed <= MAX_SEARCHER_SEED:  # TPE's numpy generator takes seed + trials so far
+        raise err(path, "searcher.seed", f"must lie in [0, {MAX_SEARCHER_SEED:,}]")
     startup = searcher.get("n_startup_trials")
     if startup is not None:
         startup = int(number(path, "searcher.n_startup_trials", startup, integer=True))
@@ -195,6 +261,8 @@ def load_space(path: Path) -> SearchSpace:
             raise err(path, "searcher.n_startup_trials", f"must lie in [1, {MAX_NUM_SAMPLES:,}]")
 
     reevaluate = parse_reeval(path, raw.get("reevaluate"))
+    if reevaluate.on:  # rerun j trains with seed fixed.seed + j
+        check_seeds(fixed.seed, reevaluate.seeds + 1, f"{path}: reevaluate.seeds")
 
     res = mapping(path, "resources", raw.get("resources"), RESOURCE_KEYS)
     cpus = number(path, "resources.cpus_per_trial", res.get("cpus_per_trial", 1))
