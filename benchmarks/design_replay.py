@@ -61,13 +61,14 @@ class Design:
     reeval_seeds: int = 0  # how many more seeds each
     auto: bool = False  # `reevaluate: auto` in place of a fixed step
     confidence: float = 0.9  # auto's
-    cap: float = 0.15  # auto's
+    cap: float = 0.2  # auto's
+    margin: float = 0.25  # auto's
     shipped: bool = False  # the default space's own design, the reference of paired differences
 
     @property
     def spec(self) -> ReevalSpec:
         if self.auto:
-            return ReevalSpec(auto=True, confidence=self.confidence, cap=self.cap)
+            return ReevalSpec(auto=True, confidence=self.confidence, cap=self.cap, margin=self.margin)
         return ReevalSpec(self.reeval, self.reeval_seeds) if self.reeval else ReevalSpec()
 
     @property
@@ -193,7 +194,11 @@ def plan_designs(plan: dict[str, Any], space: SearchSpace, e: int) -> list[Desig
         elif sched["type"] == "halving":
             sched["budgets"] = tuple(max(1, round(f * e)) for f in sched.pop("budget_fractions"))
         spec = c.get("reevaluate") or {}
-        kw = {"auto": True, "confidence": spec["confidence"], "cap": spec["cap"]} if spec.get("auto") else {}
+        kw = (
+            {"auto": True, "confidence": spec["confidence"], "cap": spec["cap"], "margin": spec["margin"]}
+            if spec.get("auto")
+            else {}
+        )
         if spec and not spec.get("auto"):
             kw = {"reeval": spec["top"], "reeval_seeds": spec["seeds"]}
         out.append(Design(c["name"], c["family"], sched, **kw))
@@ -208,7 +213,7 @@ def plan_designs(plan: dict[str, Any], space: SearchSpace, e: int) -> list[Desig
 
 def _spec_kw(spec: ReevalSpec) -> dict[str, Any]:
     if spec.auto:
-        return {"auto": True, "confidence": spec.confidence, "cap": spec.cap}
+        return {"auto": True, "confidence": spec.confidence, "cap": spec.cap, "margin": spec.margin}
     return {"reeval": spec.top, "reeval_seeds": spec.seeds} if spec.on else {}
 
 
@@ -319,6 +324,11 @@ def replay(
             "covered": lo <= truth[pick] <= hi,
             "p_base": cert.p_beats_baseline,
             "better_base": None if not based or truth[pick] == truth[base_id] else truth[pick] > truth[base_id],
+            "df": cert.noise.df,
+            "runs": [cert.runs, len(exp.full_values().get(runner, [])) if runner else 0],
+            # the σ stated against the pick's own level in the oracle
+            "sigma_ratio": (cert.noise.sigma or 0.0)
+            / (noise_scale * sur.noise.sd[oracle.draws[pick].c, sur.val_longest]),
         }
     return row
 

@@ -30,7 +30,7 @@ from s9tune.search.space.space import load_space
 
 _CACHE: dict[str, Any] = {}  # one worker's table, space and fitted surrogates
 MIXED = ("regret", "epochs", "rerun_epochs", "reruns", "busy", "makespan", "optimism")
-STATED = ("p_runner", "better_runner", "covered", "p_base", "better_base")
+STATED = ("p_runner", "better_runner", "covered", "p_base", "better_base", "df", "runs", "sigma_ratio")
 MOVES = 4  # how far n may move when the total falls outside the n / n + 1 means
 
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from s9tune.config import TrainConfig
 from s9tune.errors import S9Error
-from s9tune.search.searcher.pick import Certainty, auto_reruns, by_mean, certainty
+from s9tune.search.searcher.pick import Certainty, auto_reruns, certainty, ranked
 from s9tune.search.space.space import SearchSpace
 
 SCOPE = (
@@ -199,11 +199,11 @@ class Experiment:
 
     def best(self) -> BestTrial:
         """With re-evaluation, the re-evaluated config with the best mean over its seeds (under
-        `auto`, the config with the best mean, re-evaluated or not); otherwise the highest value
+        `auto`, the leader by pick.ranked, re-evaluated or not); otherwise the highest value
         at the end of a complete schedule (under halving, at the highest budget)."""
         if self.space.reevaluate.auto:
             values = self.full_values()
-            lead = next(iter(by_mean(values, set(values))), None)
+            lead = next(iter(ranked(values)), None)
             row = next((r for r in self.search_rows if r.config_id == lead and r.budget == self.space.max_t), None)
             if row is not None:
                 cfg = self.space.fixed.with_overrides(row.config)
@@ -268,7 +268,7 @@ class Experiment:
         spent = sum(r.epochs for r in self.search_rows)
         cap = spec.runs(0, search_epochs=spent, max_t=self.space.max_t)
         done = sum(r.seed is not None for r in self.rows)
-        return bool(auto_reruns(self.full_values(), confidence=spec.confidence, left=cap - done))
+        return bool(auto_reruns(self.full_values(), confidence=spec.confidence, margin=spec.margin, left=cap - done))
 
     def replacements(self) -> list[str]:
         """Under halving, each promoted run that failed and the config promoted in its place."""

@@ -308,7 +308,7 @@ class StudySearch(Searcher):
             return
         left = spec.runs(len(self.final), search_epochs=self._search_epochs(), max_t=self.budgets[-1])
         values = plan.values_of({c: self.final[c] for c in self._by_start(self.final)})
-        plan.more(auto_reruns(values, confidence=spec.confidence, left=left - len(plan.planned)))
+        plan.more(auto_reruns(values, confidence=spec.confidence, margin=spec.margin, left=left - len(plan.planned)))
 
     def _search_epochs(self) -> int:
         """Epochs the search's own runs trained, as the journal has them: each run's last

@@ -18,7 +18,7 @@ SCHEDULER_KEYS = {
     "halving": {"type", "budgets", "keep"},
 }
 REEVAL_KEYS = {"top", "seeds"}
-AUTO_KEYS = {"auto", "confidence", "cap"}
+AUTO_KEYS = {"auto", "confidence", "cap", "margin"}
 MAX_REEVAL_TOP = 10_000  # as num_samples
 MAX_REEVAL_SEEDS = 100  # as retrain --seeds
 
@@ -73,7 +73,8 @@ class SchedulerSpec:
 # `confidence`, within `cap` of the search's own epochs (benchmarks/RESULTS.md, "search designs
 # by replay, with independent reruns", chose both on development replays, then froze them)
 AUTO_CONFIDENCE = 0.9
-AUTO_CAP = 0.15
+AUTO_CAP = 0.2
+AUTO_MARGIN = 0.25  # of the spread of the configs' true means: closer than that is a tie
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class ReevalSpec:
     auto: bool = False
     confidence: float = AUTO_CONFIDENCE
     cap: float = AUTO_CAP
+    margin: float = AUTO_MARGIN
 
     @property
     def on(self) -> bool:
@@ -97,27 +99,27 @@ class ReevalSpec:
         runs of `max_t` epochs)."""
         if self.auto:
             spent = configs * max_t if search_epochs is None else search_epochs
-            # at least one: the leader's rerun, which measures σ
-            return max(1, math.floor(self.cap * spent / max_t + 1e-9))
+            # to the nearest whole run, and at least one: the leader's rerun, which measures σ
+            return max(1, math.floor(self.cap * spent / max_t + 0.5))
         return min(self.top, configs) * self.seeds if self.on else 0
 
     def to_record(self) -> dict[str, Any]:
         if self.auto:
-            return {"auto": True, "confidence": self.confidence, "cap": self.cap}
+            return {"auto": True, "confidence": self.confidence, "cap": self.cap, "margin": self.margin}
         return {"top": self.top, "seeds": self.seeds}
 
     @classmethod
     def from_record(cls, d: dict[str, Any] | None) -> ReevalSpec:
         # an experiment recorded before the step existed had none
         if d and d.get("auto"):
-            return cls(auto=True, confidence=float(d["confidence"]), cap=float(d["cap"]))
+            return cls(auto=True, confidence=float(d["confidence"]), cap=float(d["cap"]), margin=float(d["margin"]))
         return cls(int(d.get("top", 0)), int(d.get("seeds", 0))) if d else cls()
 
 
 def parse_reeval(path: Path, raw: Any) -> ReevalSpec:
     """`reevaluate: {top: K, seeds: M}`: after the search, the K best configs train M more times.
-    `reevaluate: auto` (or `{auto: true, confidence: C, cap: F}`): reruns while they can still
-    change the pick, at most F of the search's epochs."""
+    `reevaluate: auto` (or `{auto: true, confidence: C, cap: F, margin: M}`): reruns while they
+    can still change the pick, at most F of the search's epochs."""
     if raw is None or raw is False:
         return ReevalSpec()
     if raw == "auto" or (isinstance(raw, dict) and "auto" in raw):
@@ -145,7 +147,10 @@ def parse_auto(path: Path, raw: dict[str, Any]) -> ReevalSpec:
         raise err(path, "reevaluate.confidence", f"must lie in [0.5, 1), got {conf:g}")
     if not 0 < cap <= 1:
         raise err(path, "reevaluate.cap", f"must lie in (0, 1] (a share of the search's epochs), got {cap:g}")
-    return ReevalSpec(auto=True, confidence=conf, cap=cap)
+    margin = float(number(path, "reevaluate.margin", spec.get("margin", AUTO_MARGIN)))
+    if not 0 <= margin <= 1:
+        raise err(path, "reevaluate.margin", f"must lie in [0, 1] (a share of the configs' spread), got {margin:g}")
+    return ReevalSpec(auto=True, confidence=conf, cap=cap, margin=margin)
 
 
 def parse_scheduler(path: Path, raw: Any, fixed: TrainConfig) -> SchedulerSpec:
