@@ -347,6 +347,20 @@ def test_results_state_the_picks_certainty(tmp_path: Path) -> None:
     assert pick_block(plain)["sigma"] is None and "how sure: unknown" in format_results(plain)
 
 
+def test_under_auto_the_pick_is_the_posterior_leader_not_a_lucky_single_run(tmp_path: Path) -> None:
+    """b's one run beats a's mean of two, but seed noise this large says b is likely lucky: the
+    pick (Experiment.best, what retrain takes) is a, as the searcher's rule ranks them."""
+    vals = {"a": [0.80, 0.70], "b": [0.76], "c": [0.66, 0.64], "d": [0.62], "e": [0.70], "f": [0.65]}
+    rows = []
+    for i, (cid, v) in enumerate(vals.items()):
+        rows.append(row(cid, v[0], 0.1 + 0.1 * i))
+        rows += [row(f"{cid}{j}", x, 0.1 + 0.1 * i, cid=cid, seed=j) for j, x in enumerate(v[1:], 1)]
+    exp = synthetic(tmp_path, rows, ReevalSpec(auto=True))
+    assert exp.best().trial_id == "a" and exp.best().seeds == 2
+    # a fixed step picks among the configs it re-evaluated, by their mean, as before
+    assert synthetic(tmp_path, rows, ReevalSpec(2, 1)).best().trial_id == "a"
+
+
 def test_best_config_yaml_and_leaderboard_carry_the_pick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from s9tune.search.experiment import export
 
