@@ -9,7 +9,9 @@ A cell (`run_cell`):
 2. replays the design with n and with n + 1 configs on the same replay seeds and mixes the two
    with the weight w that makes their mean epochs equal the total: each replay seed's outcome
    is w x (n configs) + (1 - w) x (n + 1), the expected outcome of a search that runs n
-   configs with probability w (if the total falls outside the two means, n moves);
+   configs with probability w (if the total falls outside the two means of the first 40 seeds,
+   n moves; if it still falls outside them over all seeds, w is 0 or 1 and the cell's epochs
+   say by how much it missed);
 3. replays it on each bootstrap table (`--tables`, `--table-reps` replays each, a replay seed
    running n configs with probability w), for the table's share of the uncertainty.
 """
@@ -32,6 +34,7 @@ _CACHE: dict[str, Any] = {}  # one worker's table, space and fitted surrogates
 MIXED = ("regret", "epochs", "rerun_epochs", "reruns", "busy", "makespan", "optimism")
 STATED = ("p_runner", "better_runner", "covered", "p_base", "better_base", "df", "runs", "sigma_ratio")
 MOVES = 4  # how far n may move when the total falls outside the n / n + 1 means
+PILOT = 40  # replay seeds that decide where n lies before the rest run
 
 
 def init(table_path: str, space_path: str) -> None:
@@ -128,32 +131,33 @@ def matched(
     design: Design, total: float, n: int, *, run: Any, reps: list[int], e: int
 ) -> tuple[int, float, list[dict[str, Any]], list[dict[str, Any]] | None]:
     """(n, w, the replays with n configs, those with n + 1 or None): w mixes their mean epochs
-    to `total`; n moves (up to MOVES times) while `total` lies outside the two means."""
+    to `total`. n moves (up to MOVES times) while `total` lies outside the two means of the
+    first PILOT replay seeds, so a move costs PILOT replays, not all of them; w comes from all."""
     rows: dict[int, list[dict[str, Any]]] = {}
 
-    def replays(k: int) -> list[dict[str, Any]]:
-        if k not in rows:
-            rows[k] = [run(k, r) for r in reps]
-        return rows[k]
+    def replays(k: int, upto: int) -> list[dict[str, Any]]:
+        have = rows.setdefault(k, [])
+        have += [run(k, r) for r in reps[len(have) : upto]]
+        return have[:upto]
 
-    def epochs(k: int) -> float:
+    def epochs(k: int, upto: int) -> float:
         plan = planned_epochs(design, k, e)
-        return plan if plan is not None else float(np.mean([r["epochs"] for r in replays(k)]))
+        return plan if plan is not None else float(np.mean([r["epochs"] for r in replays(k, upto)]))
 
-    least = max(1, design.reeval)
+    least, pilot = max(1, design.reeval), min(PILOT, len(reps))
     for _ in range(MOVES):
-        if epochs(n) > total and n > least:
+        if epochs(n, pilot) > total and n > least:
             n -= 1
-        elif epochs(n) < total and epochs(n + 1) < total:
+        elif epochs(n, pilot) < total and epochs(n + 1, pilot) < total:
             n += 1
         else:
             break
-    e0 = epochs(n)
+    e0 = epochs(n, len(reps))
     if e0 >= total:  # exact (a plan), or the fewest configs: n alone
-        return n, 1.0, replays(n), None
-    e1 = epochs(n + 1)
+        return n, 1.0, replays(n, len(reps)), None
+    e1 = epochs(n + 1, len(reps))
     w = float(np.clip((e1 - total) / (e1 - e0), 0.0, 1.0)) if e1 > e0 else 1.0
-    return n, w, replays(n), replays(n + 1)
+    return n, w, replays(n, len(reps)), replays(n + 1, len(reps))
 
 
 def mix(a: dict[str, Any], b: dict[str, Any], w: float) -> dict[str, Any]:

@@ -184,7 +184,7 @@ def run_search(h: StudySearch, *, slots: int, order_seed: int, spread: float, se
 
 
 def test_auto_waits_for_the_last_search_run_then_reruns_the_leader() -> None:
-    h = StudySearch(auto(space((4,), 1.0, 3, asha=True)), name="a")
+    h = StudySearch(auto(space((4,), 1.0, 3, asha=True), cap=0.5), name="a")  # 3 x 4 epochs: 2 reruns
     for tid in ("a", "b", "c"):
         h.suggest(tid)
     for tid, v in (("a", 0.9), ("c", 0.5)):
@@ -195,8 +195,15 @@ def test_auto_waits_for_the_last_search_run_then_reruns_the_leader() -> None:
     assert first[CONFIG_KEY] == "a" and first[SEED_KEY] == 1
     assert h.suggest("r2") is None  # the next round waits for this rerun's value
     h.on_trial_complete("r1", {METRIC: 0.88, "training_iteration": 4})
-    # 3 configs x 4 epochs: the cap (15%) allows the one rerun that measures σ, and no more
+    # a's two runs put σ at 1.4 points: a is separated from b (0.70) and c (0.50), so no more
     assert h.suggest("r2") == Searcher.FINISHED and h.is_finished()
+    capped = StudySearch(auto(space((4,), 1.0, 3, asha=True), cap=0.15), name="c")  # one rerun
+    for tid, v in (("a", 0.9), ("b", 0.89), ("c", 0.5)):
+        capped.suggest(tid)
+        capped.on_trial_complete(tid, {METRIC: v, "training_iteration": 4})
+    assert capped.suggest("r1")[CONFIG_KEY] == "a"
+    capped.on_trial_complete("r1", {METRIC: 0.80, "training_iteration": 4})  # not separated from b
+    assert capped.suggest("r2") == Searcher.FINISHED  # but the cap is spent
 
 
 @pytest.mark.parametrize("spread", [0.0001, 0.05])
