@@ -6,14 +6,12 @@ replays, not its fits.
 A cell (`run_cell`):
 1. finds n, the most configs whose mean compute stays within the total (halving: planned
    exactly; ASHA or `auto`: the mean of `calib` calibration replays on their own seeds);
-2. replays the design with n and with n + 1 configs on the same replay seeds and mixes the two
-   with the weight w that makes their mean epochs equal the total: each replay seed's outcome
-   is w x (n configs) + (1 - w) x (n + 1), the expected outcome of a search that runs n
-   configs with probability w (if the total falls outside the two means of the first 40 seeds,
-   n moves; if it still falls outside them over all seeds, w is 0 or 1 and the cell's epochs
-   say by how much it missed);
-3. replays it on each bootstrap table (`--tables`, `--table-reps` replays each, a replay seed
-   running n configs with probability w), for the table's share of the uncertainty.
+2. runs n configs on each replay seed with probability w and n + 1 otherwise, w making the
+   expected epochs equal the total: the mean epochs at n and n + 1 come from the first 40
+   seeds run at both (n moves while the total falls outside them); the cell's realised epochs
+   are reported beside the total (`epochs_vs_target`);
+3. replays it on each bootstrap table (`--tables`, `--table-reps` replays each, n or n + 1 as
+   above), for the table's share of the uncertainty.
 """
 
 from __future__ import annotations
@@ -31,7 +29,6 @@ from replay_table import Surrogate, Table
 from s9tune.search.space.space import load_space
 
 _CACHE: dict[str, Any] = {}  # one worker's table, space and fitted surrogates
-MIXED = ("regret", "epochs", "rerun_epochs", "reruns", "busy", "makespan", "optimism")
 STATED = ("p_runner", "better_runner", "covered", "p_base", "better_base", "df", "runs", "sigma_ratio")
 MOVES = 4  # how far n may move when the total falls outside the n / n + 1 means
 PILOT = 40  # replay seeds that decide where n lies before the rest run
@@ -79,26 +76,24 @@ def run_cell(job: dict[str, Any]) -> dict[str, Any]:
 
     target = job["total"] * e
     if job["configs"]:
-        n, w, rows0, rows1 = job["configs"], 1.0, [run(job["configs"], r) for r in job["reps"]], None
+        n, w, rows, at = job["configs"], 1.0, [run(job["configs"], r) for r in job["reps"]], (0.0, 0.0)
     else:
         n = choose_configs(design, target, run=run, e=e, calib=job["calib"])
         if n == 0:
             return {**cell, "configs": [0, 0], "rows": []}
-        n, w, rows0, rows1 = matched(design, target, n, run=run, reps=job["reps"], e=e)
-    rows = [mix(a, b, w) for a, b in zip(rows0, rows1 or rows0, strict=True)]
-    stated = [{k: r.get(k) for k in STATED} for r in rows0 + (rows1 or []) if "p_runner" in r]
+        n, w, rows, at = matched(design, target, n, run=run, reps=job["reps"], e=e)
+    stated = [{k: r.get(k) for k in STATED} for r in rows if "p_runner" in r]
     boot = []
     for b, tseed in enumerate(job["table_seeds"]):
         s = surrogate(kind, tseed)
         reps = boot_reps(job["seed"], b, job["table_reps"])
-        boot.append([run(n if np.random.default_rng([r, 99]).random() < w else n + 1, r, s)["regret"] for r in reps])
-    epochs = (float(np.mean([r["epochs"] for r in rows0])), float(np.mean([r["epochs"] for r in rows1 or rows0])))
+        boot.append([run(n if takes_n(r, w) else n + 1, r, s)["regret"] for r in reps])
     return {
         **cell,
         "configs": [n, n + 1],
         "weight": w,
         "epochs_target": target,
-        "epochs_at": epochs,
+        "epochs_at": list(at),
         "rows": rows,
         "stated": stated,
         "boot": boot,
@@ -127,46 +122,43 @@ def choose_configs(design: Design, total: float, *, run: Any, e: int, calib: int
     return max(least, int((total - reruns) / ((spent - reruns) / n0)))
 
 
+def takes_n(rep: int, w: float) -> bool:
+    """Whether replay seed `rep` runs n configs (probability w) or n + 1: the same draw for
+    every design, so paired designs run their larger search on the same seeds."""
+    return bool(np.random.default_rng([rep, 99]).random() < w)
+
+
 def matched(
     design: Design, total: float, n: int, *, run: Any, reps: list[int], e: int
-) -> tuple[int, float, list[dict[str, Any]], list[dict[str, Any]] | None]:
-    """(n, w, the replays with n configs, those with n + 1 or None): w mixes their mean epochs
-    to `total`. n moves (up to MOVES times) while `total` lies outside the two means of the
-    first PILOT replay seeds, so a move costs PILOT replays, not all of them; w comes from all."""
-    rows: dict[int, list[dict[str, Any]]] = {}
+) -> tuple[int, float, list[dict[str, Any]], tuple[float, float]]:
+    """(n, w, one replay per seed, the mean epochs at n and at n + 1): each seed runs n configs
+    with probability w and n + 1 otherwise, w making the expected epochs equal `total`. The
+    means come from the first PILOT seeds run at both (a halving design's from its plan); n
+    moves (up to MOVES times) while `total` lies outside them."""
+    runs: dict[tuple[int, int], dict[str, Any]] = {}
+    pilot = reps[: min(PILOT, len(reps))]
 
-    def replays(k: int, upto: int) -> list[dict[str, Any]]:
-        have = rows.setdefault(k, [])
-        have += [run(k, r) for r in reps[len(have) : upto]]
-        return have[:upto]
+    def replay_at(k: int, rep: int) -> dict[str, Any]:
+        if (k, rep) not in runs:
+            runs[k, rep] = run(k, rep)
+        return runs[k, rep]
 
-    def epochs(k: int, upto: int) -> float:
+    def epochs(k: int) -> float:
         plan = planned_epochs(design, k, e)
-        return plan if plan is not None else float(np.mean([r["epochs"] for r in replays(k, upto)]))
+        return plan if plan is not None else float(np.mean([replay_at(k, r)["epochs"] for r in pilot]))
 
-    least, pilot = max(1, design.reeval), min(PILOT, len(reps))
+    least = max(1, design.reeval)
     for _ in range(MOVES):
-        if epochs(n, pilot) > total and n > least:
+        if epochs(n) > total and n > least:
             n -= 1
-        elif epochs(n, pilot) < total and epochs(n + 1, pilot) < total:
+        elif epochs(n) < total and epochs(n + 1) < total:
             n += 1
         else:
             break
-    e0 = epochs(n, len(reps))
-    if e0 >= total:  # exact (a plan), or the fewest configs: n alone
-        return n, 1.0, replays(n, len(reps)), None
-    e1 = epochs(n + 1, len(reps))
-    w = float(np.clip((e1 - total) / (e1 - e0), 0.0, 1.0)) if e1 > e0 else 1.0
-    return n, w, replays(n, len(reps)), replays(n + 1, len(reps))
-
-
-def mix(a: dict[str, Any], b: dict[str, Any], w: float) -> dict[str, Any]:
-    """One replay seed's outcome, w of the n-config search and 1 - w of the (n + 1)-config one."""
-    out = {"failed": bool(a.get("failed")) or bool(b.get("failed")), "stalled": a["stalled"] or b["stalled"]}
-    for k in MIXED:
-        x, y = a.get(k), b.get(k)
-        out[k] = None if x is None or y is None else w * x + (1 - w) * y
-    return out
+    e0 = epochs(n)
+    e1 = epochs(n + 1) if e0 < total else e0
+    w = float(np.clip((e1 - total) / (e1 - e0), 0.0, 1.0)) if e1 > e0 else 1.0  # n alone if exact or least
+    return n, w, [replay_at(n if takes_n(r, w) else n + 1, r) for r in reps], (e0, e1)
 
 
 def run_all(args: Any, chosen: list[Design]) -> list[dict[str, Any]]:

@@ -121,6 +121,8 @@ def _cell(c: dict[str, Any], *, default: dict | None, best: dict, longest: int, 
         "epochs": epochs,
         "epochs_target": c.get("epochs_target"),
         "epochs_vs_target": epochs / c["epochs_target"] - 1 if c.get("epochs_target") else None,
+        # what the mixture of n and n + 1 configs was set to spend (from the pilot seeds or a plan)
+        "expected_epochs": _expected(c),
         "rerun_epochs": float(np.mean([r["rerun_epochs"] for r in rows])),
         "reruns": float(np.mean([r["reruns"] for r in rows])),
         "full_runs_equivalent": epochs / longest,
@@ -137,6 +139,14 @@ def _cell(c: dict[str, Any], *, default: dict | None, best: dict, longest: int, 
         "vs_best": {"best": best["design"], **paired(c, best)},
         "seconds": c.get("seconds"),
     }
+
+
+def _expected(c: dict[str, Any]) -> float | None:
+    at = c.get("epochs_at")
+    if not at or not c.get("epochs_target"):
+        return None
+    w = c.get("weight", 1.0)
+    return w * at[0] + (1 - w) * at[1]
 
 
 def select(cells: list[dict[str, Any]]) -> dict[str, Any]:
