@@ -428,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "load_avg_start": list(load0), "load_avg_end": list(os.getloadavg())},
         "wall_s": round(time.time() - t0, 1),
         "plan": plan,
+        "code": subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.strip(),
         "stage": args.stage,
         "slots": args.slots,
         "reps": args.reps,
