@@ -214,7 +214,8 @@ def format_results(exp: Experiment) -> str:
     if means:
         spec = exp.space.reevaluate
         how = "by reevaluate: auto" if spec.auto else f"on {spec.seeds} more seed(s)"
-        out.append(f"Re-evaluated {how}, picked by the mean:")
+        by = "the mean, shrunk for the luck of a few runs (below)" if spec.auto else "the mean"
+        out.append(f"Re-evaluated {how}, picked by {by}:")
         picked = cert.config if cert else means[0]["config"]
         out += [
             f"  {m['config']:<12} mean {_pct(m['mean'])} over {len(m['values'])} "
