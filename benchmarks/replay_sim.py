@@ -95,7 +95,7 @@ class Oracle:
             size = 64 if have is None else 2 * len(have[0])
             rng = np.random.default_rng([self.key, c])
             noise = self.surrogate.noise
-            have = (rng.choice(len(noise.z), size=size, p=noise.p), rng.integers(self.table.seeds, size=size))
+            have = (noise.shapes(rng, size), rng.integers(self.table.seeds, size=size))
             self.streams[c] = have
         return have
 

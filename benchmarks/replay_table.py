@@ -292,10 +292,15 @@ class NoiseModel:
         second = (self.p[:, None] * self.z**2).sum(0)
         self.z = np.divide(self.z, np.sqrt(second), out=np.zeros_like(self.z), where=second > 0)
         self.pooled_sd = np.sqrt(pooled)
+        self.cum = np.cumsum(self.p)  # draws by inverse CDF: np.random's choice(p=) is slow
+
+    def shapes(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """Indices of `size` shapes drawn with replacement, each with its chance `p`."""
+        return np.minimum(np.searchsorted(self.cum, rng.random(size) * self.cum[-1], side="right"), len(self.z) - 1)
 
     def draw_shape(self, rng: np.random.Generator) -> int:
         """The index of one run's shape in the pool (its noise: sd[c] * z[index] at config c)."""
-        return int(rng.choice(len(self.z), p=self.p))
+        return int(self.shapes(rng, 1)[0])
 
     def draw(self, c: int, rng: np.random.Generator) -> np.ndarray:
         """One run's noise at table config `c`'s level (scale 1)."""

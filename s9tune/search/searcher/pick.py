@@ -19,9 +19,12 @@ exceeds b's.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 Values = dict[str, list[float]]
 LEVEL = 0.95  # the pick's interval
@@ -75,38 +78,36 @@ def noise(values: Values) -> Noise:
 
 
 @dataclass(frozen=True)
-class Shrunk:
-    """Each config's true mean given one value of σ: normal, `est` (its mean shrunk toward the
-    configs' average) and `var`."""
-
-    est: dict[str, float]
-    var: dict[str, float]
-
-
-@dataclass(frozen=True)
 class Posterior:
-    """Each config's true mean, averaged over what σ may be given its measurement: one `Shrunk`
-    per quantile of σ's posterior (equal weights)."""
+    """Each config's true mean, normal given σ (`est`, `var`: one row per quantile of σ's
+    posterior, one column per config), averaged over the rows with equal weights."""
 
     noise: Noise
-    grid: list[Shrunk]
+    configs: list[str]
+    est_grid: np.ndarray
+    var_grid: np.ndarray
     spread: float  # how much the configs' true means differ (SD, at σ's estimate; inf: too few configs)
 
     @property
     def est(self) -> dict[str, float]:
-        return {c: sum(g.est[c] for g in self.grid) / len(self.grid) for c in self.grid[0].est}
+        return dict(zip(self.configs, self.est_grid.mean(axis=0).tolist(), strict=True))
+
+    def var(self, c: str) -> float:
+        """Config c's posterior variance at σ's median."""
+        return float(self.var_grid[len(self.var_grid) // 2, self.configs.index(c)])
 
     def p_better(self, a: str, b: str, margin: float = 0.0) -> float:
         """P(config a is truly better than config b), or with a `margin`: P(a is truly better
         than b less the margin), i.e. that a is not worse than b by more than it."""
-        total = 0.0
-        for g in self.grid:
-            diff, sd = g.est[a] + margin - g.est[b], math.sqrt(g.var[a] + g.var[b])
-            if sd == 0.0:  # every repeated run gave the same value: no noise to weigh the gap against
-                total += 1.0 if diff > 0 else 0.0 if diff < 0 else 0.5
-            else:
-                total += 0.5 * (1.0 + math.erf(diff / (sd * math.sqrt(2.0))))
-        return total / len(self.grid)
+        from scipy.special import ndtr  # lazy, as in interval
+
+        ia, ib = self.configs.index(a), self.configs.index(b)
+        diff = self.est_grid[:, ia] + margin - self.est_grid[:, ib]
+        sd = np.sqrt(self.var_grid[:, ia] + self.var_grid[:, ib])
+        # where every repeated run gave the same value there is no noise to weigh the gap against
+        ties = np.where(diff > 0, 1.0, np.where(diff < 0, 0.0, 0.5))
+        p = np.where(sd > 0, ndtr(np.divide(diff, sd, out=np.zeros_like(diff), where=sd > 0)), ties)
+        return float(p.mean())
 
 
 def interval(v: list[float], nz: Noise, level: float = LEVEL) -> tuple[float, float] | None:
@@ -124,6 +125,13 @@ def interval(v: list[float], nz: Noise, level: float = LEVEL) -> tuple[float, fl
 GRID = 64  # quantiles of σ's posterior the probabilities average over
 
 
+@functools.lru_cache(maxsize=64)
+def _chi2_quantiles(df: int) -> np.ndarray:
+    from scipy.special import chdtri  # lazy, as in interval
+
+    return np.array([chdtri(df, 1 - (k + 0.5) / GRID) for k in range(GRID)])
+
+
 def posterior(values: Values) -> Posterior | None:
     """The configs' posteriors (module doc), or None while σ is unmeasured. σ is not taken at
     its estimate: with Jeffreys' prior, σ² given its estimate s² on df degrees of freedom is
@@ -133,42 +141,41 @@ def posterior(values: Values) -> Posterior | None:
     nz = noise(values)
     if not nz.measured:
         return None
-    from scipy.special import chdtri  # lazy, as in interval
-
-    means = {c: mean(v) for c, v in values.items() if v}
+    configs = [c for c, v in values.items() if v]
+    means = np.array([mean(values[c]) for c in configs])
+    runs = np.array([len(values[c]) for c in configs], dtype=float)
     s2 = (nz.sigma or 0.0) ** 2
-    sigmas2 = [nz.df * s2 / float(chdtri(nz.df, 1 - (k + 0.5) / GRID)) for k in range(GRID)]
-    return Posterior(nz, [_shrunk(values, means, v2) for v2 in sigmas2], math.sqrt(_spread(values, means, s2)))
+    grid = nz.df * s2 / _chi2_quantiles(nz.df)[:, None]  # GRID x 1: σ² at each quantile
+    est, var = _shrunk(means, runs, grid)
+    return Posterior(nz, configs, est, var, math.sqrt(float(_spread(means, runs, np.array([[s2]]))[0, 0])))
 
 
-def _shrunk(values: Values, means: dict[str, float], s2: float) -> Shrunk:
-    """The normal-normal posterior of every config's mean for seed variance s2, the prior's
-    centre and spread estimated from the configs' means (method of moments)."""
-    if s2 == 0.0:
-        return Shrunk(dict(means), dict.fromkeys(means, 0.0))
-    spread = _spread(values, means, s2)
-    if math.isinf(spread):  # too few configs to tell their spread: no shrinking
-        return Shrunk(dict(means), {c: s2 / len(values[c]) for c in means})
-    spread = max(spread, 1e-6 * s2)  # 0 would make every config the same
-    centre = sum(means.values()) / len(means)
-    var = {c: 1 / (1 / spread + len(values[c]) / s2) for c in means}
-    return Shrunk({c: var[c] * (centre / spread + len(values[c]) * means[c] / s2) for c in means}, var)
+def _shrunk(means: np.ndarray, runs: np.ndarray, s2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The normal-normal posterior of every config's mean (columns) for each seed variance in
+    s2 (rows), the prior's centre and spread estimated from the configs' means (method of
+    moments); no shrinking with fewer than 3 configs, or where σ is 0."""
+    k = len(means)
+    if k < 3 or not s2.any():
+        return np.broadcast_to(means, (len(s2), k)).copy(), s2 / runs
+    spread = np.maximum(_spread(means, runs, s2), 1e-6 * s2)  # 0 would make every config the same
+    var = 1 / (1 / spread + runs / s2)
+    return var * (means.mean() / spread + runs * means / s2), var
 
 
-def _spread(values: Values, means: dict[str, float], s2: float) -> float:
-    """The variance of the configs' true means (method of moments: their means' variance less
-    what seed noise adds to it, at least 0); inf with fewer than 3 configs."""
+def _spread(means: np.ndarray, runs: np.ndarray, s2: np.ndarray) -> np.ndarray:
+    """The variance of the configs' true means for each seed variance in s2 (method of moments:
+    their means' variance less what seed noise adds to it, at least 0); inf with fewer than 3."""
     if len(means) < 3:
-        return math.inf
-    centre = sum(means.values()) / len(means)
-    between = sum((m - centre) ** 2 for m in means.values()) / (len(means) - 1)
-    return max(0.0, between - sum(s2 / len(values[c]) for c in means) / len(means))
+        return np.full_like(s2, np.inf)
+    between = means.var(ddof=1)
+    return np.maximum(0.0, between - (s2 / runs).mean(axis=1, keepdims=True))
 
 
-def ranked(values: Values) -> list[str]:
+def ranked(values: Values, post: Posterior | None = None) -> list[str]:
     """Every config, best first: by posterior mean once σ is measured, else by mean (ties: the
-    mean, then the search run's single value, then the earlier config)."""
-    post = posterior(values)
+    mean, then the search run's single value, then the earlier config). `post`: the values'
+    posterior, if already computed."""
+    post = post or posterior(values)
     order = by_mean(values, set(values))
     if post is None:
         return order
@@ -188,11 +195,11 @@ def auto_reruns(values: Values, *, confidence: float, left: int, margin: float =
     apart and cost little to confuse.) The leader and the contender it is least surely better
     than are compared: the one with fewer runs runs again (both if they have as many, the
     leader first). `left`: reruns the cap still allows."""
-    order = ranked(values)
-    if left <= 0 or not order:
+    if left <= 0 or not values:
         return []
-    lead = order[0]
     post = posterior(values)
+    order = ranked(values, post)
+    lead = order[0]
     if post is None:
         return [lead]
     zone = 0.0 if math.isinf(post.spread) else margin * post.spread
@@ -267,7 +274,7 @@ def certainty(values: Values, pick: str, *, baseline: str | None, baseline_note:
     """The certainty of `pick` among every config with a complete full-length value; `baseline`:
     the baseline's config id if it has such a value (else `baseline_note` says why not)."""
     post = posterior(values)
-    others = [c for c in ranked(values) if c != pick]
+    others = [c for c in ranked(values, post) if c != pick]
     runner_up = others[0] if others else None
     p_base, note = None, ""
     if baseline == pick:
