@@ -90,9 +90,19 @@ def assemble(results: list[dict[str, Any]], *, args: Any, table: Any) -> dict[st
     for members in groups.values():
         default = next((c for c in members if c["shipped"]), None)
         best = min(members, key=lambda c: np.mean([r["regret"] for r in c["rows"]]))
+        fixed = [c for c in members if "auto re-evaluation" not in c["design"]]
+        best_fixed = min(fixed, key=lambda c: np.mean([r["regret"] for r in c["rows"]])) if fixed else None
         for c in members:
-            cells.append(_cell(c, default=default, best=best, longest=table.longest, args=args))
-    out = {"cells": cells, "skipped": skipped, "calibration": calibration(raw)}
+            cell = _cell(c, default=default, best=best, longest=table.longest, args=args)
+            if best_fixed is not None and "auto re-evaluation" in c["design"]:
+                cell["vs_best_fixed"] = {"best_fixed": best_fixed["design"], **paired(c, best_fixed)}
+            cells.append(cell)
+    out = {
+        "cells": cells,
+        "skipped": skipped,
+        "calibration": calibration(raw),
+        "auto": auto_checks(cells, table.longest),
+    }
     if not args.grid:
         out["selection"] = select(cells)
     if args.rows:
@@ -147,6 +157,32 @@ def _expected(c: dict[str, Any]) -> float | None:
         return None
     w = c.get("weight", 1.0)
     return w * at[0] + (1 - w) * at[1]
+
+
+def auto_checks(cells: list[dict[str, Any]], longest: int) -> list[dict[str, Any]]:
+    """What `reevaluate: auto` must show: resolved worse than the best fixed design (any design
+    without auto, re-evaluating or not) in no group, and at noise scale <= 0.1 at most half the
+    fixed top-3 x 1 step's rerun epochs (1.5 full runs) on average."""
+    out = []
+    for c in cells:
+        if "vs_best_fixed" not in c:
+            continue
+        v = c["vs_best_fixed"]
+        out.append(
+            {
+                "design": c["design"],
+                "surrogate": c["surrogate"],
+                "noise_scale": c["noise_scale"],
+                "total_runs": c["total_runs"],
+                "best_fixed": v["best_fixed"],
+                "diff": v["diff"],
+                "ci_with_table": v["ci_with_table"],
+                "resolved_worse": v["ci_with_table"][0] > 0,
+                "rerun_runs": c["rerun_epochs"] / longest,
+                "within_half_of_top3": c["rerun_epochs"] / longest <= 1.5 if c["noise_scale"] <= 0.1 else None,
+            }
+        )
+    return out
 
 
 def select(cells: list[dict[str, Any]]) -> dict[str, Any]:

@@ -153,6 +153,25 @@ def test_replay_statistics_pairing_and_the_commands_json(tmp_path: Path) -> None
     assert sur["nn"]["loo_spearman_val"] > 0.5 and sur["rbf"]["loo_spearman_val"] > sur["nn"]["loo_spearman_val"]
 
 
+def test_the_plans_candidates_replay_and_auto_is_checked_against_the_best_fixed_design(tmp_path: Path) -> None:
+    """The pre-registered plan's candidates run from the plan file; each auto design is paired
+    with the best design without auto in its group, and its rerun spend is reported."""
+    table = fake_table(tmp_path / "t.json", lambda u: 0.5 - 0.2 * float(np.sum((u - 0.4) ** 2)), noise=0.01)
+    out = tmp_path / "r.json"
+    args = ["--table", str(table), "--reps", "6", "--totals", "12", "--designs", "auto", "--noise-scales", "0.1"]
+    args += ["--surrogates", "nn", "--tables", "2", "--table-reps", "3", "--workers", "1", "--json", str(out)]
+    run_script([str(BENCH / "design_replay.py"), *args])
+    res = json.loads(out.read_text())
+    plan = json.loads((BENCH / "design_plan.json").read_text())
+    autos = [c["name"] for c in plan["candidates"] if "auto" in c["name"]]
+    assert {c["design"] for c in res["cells"]} >= set(autos) and res["plan"]["commit"]
+    checks = {a["design"]: a for a in res["auto"]}
+    assert set(checks) == set(autos)
+    for a in checks.values():
+        assert "auto" not in a["best_fixed"] and a["within_half_of_top3"] in (True, False)
+        assert a["ci_with_table"][0] <= a["diff"] <= a["ci_with_table"][1] and a["rerun_runs"] >= 1
+
+
 def test_a_rerun_is_an_independent_draw_at_the_measured_level(bench: None) -> None:
     """The oracle's noise on the real table: a config's 2-run mean (its search run and one
     rerun) has variance σ²/2, σ its config's level, within sampling error; answered with the
