@@ -27,55 +27,88 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from replay_table import Surrogate, unit_coords
 
-from s9tune.search.searcher.reeval import best_mean
-from s9tune.search.space.space import BUDGET_KEY, CONFIG_KEY, METRIC, SEED_KEY
+from s9tune.search.experiment.trials import Experiment, TrialRow
+from s9tune.search.space.space import BUDGET_KEY, CONFIG_KEY, METRIC, SEED_KEY, SearchSpace
 
 
 @dataclass
 class Draw:
-    """What a config is worth in one replay: its point, nearest table config and seed, the
-    values its runs report and its expected evaluation accuracy (what a pick is worth)."""
+    """What one run of a config reports in one replay: its point, nearest table config, the seed
+    index whose epoch times and divergence it takes, the values it reports, its config's
+    expected values (`mu`, the surrogate's) and expected evaluation accuracy (what a pick is
+    worth)."""
 
     x: np.ndarray
     c: int
     s: int
     values: np.ndarray
     quality: float
+    mu: np.ndarray
 
 
 class Oracle:
-    """Answers a trial's config through the table's surrogate plus one measured seed. A
-    config's later runs (halving's longer budgets) reuse its draw, as a search reruns a config
-    with the same `seed`; each new config near the same table config takes that config's next
-    seed, so close proposals see different measured noise (until the seeds run out). A
-    re-evaluation run (search/searcher/reeval.py) of a config takes its table config's next seed after
-    the one its search run had: with 3 seeds in the table, 2 reruns see the other two."""
+    """Answers a trial's config through the table's surrogate plus seed noise that is
+    independent for every run (replay_table.NoiseModel), at `noise_scale` times the measured
+    level. A config's later runs (halving's longer budgets) reuse its draw, as a search
+    reruns a config with the same `seed`; a re-evaluation run (search/searcher/reeval.py) is
+    another seed, so it draws afresh.
+
+    `key` (the replay seed) makes the draws common to one replay's designs: the j-th draw at
+    table config c comes from a generator seeded by (key, c, j), whichever design asks, so
+    paired designs that propose the same configs see the same noise. Without a key the draws
+    come from `rng`, which also draws epoch times (`draw_times`)."""
 
     def __init__(
-        self, surrogate: Surrogate, rng: np.random.Generator, *, draw_times: bool = False, spread: float = 1.0
+        self,
+        surrogate: Surrogate,
+        rng: np.random.Generator,
+        *,
+        draw_times: bool = False,
+        spread: float = 1.0,
+        noise_scale: float = 1.0,
+        key: int | None = None,
     ) -> None:
         self.surrogate, self.table, self.rng, self.draw_times = surrogate, surrogate.table, rng, draw_times
         self.spread = spread  # drawn times: 1 as measured, 0 all equal, between: log-deviations scaled
-        self.offset = rng.integers(0, self.table.seeds, size=self.table.configs)  # common to one replay's designs
+        self.scale, self.key = noise_scale, key
         self.uses: dict[int, int] = defaultdict(int)
-        self.draws: dict[str, Draw] = {}  # by config id
-        self.reruns: dict[str, int] = {}  # re-evaluation runs drawn so far, by config id
+        self.draws: dict[str, Draw] = {}  # a config's search run, by config id
+        self.reruns: dict[str, list[Draw]] = defaultdict(list)  # its re-evaluation runs
+        self.streams: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _noisy(self, x: np.ndarray, c: int, mu: np.ndarray) -> Draw:
+        j = self.uses[c]
+        self.uses[c] += 1
+        if self.key is None:
+            shape, s = self.surrogate.noise.draw_shape(self.rng), int(self.rng.integers(self.table.seeds))
+        else:
+            shapes, seeds = self._stream(c, j)
+            shape, s = int(shapes[j]), int(seeds[j])
+        noise = self.surrogate.noise.sd[c] * self.surrogate.noise.z[shape]
+        return Draw(x, c, s, mu + self.scale * noise, float(mu[-1]), mu)
+
+    def _stream(self, c: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Table config c's draws in this replay (shape index, seed index), from a generator
+        seeded by (key, c): the same for every design replayed with this key."""
+        have = self.streams.get(c)
+        if have is None or j >= len(have[0]):
+            size = 64 if have is None else 2 * len(have[0])
+            rng = np.random.default_rng([self.key, c])
+            noise = self.surrogate.noise
+            have = (noise.shapes(rng, size), rng.integers(self.table.seeds, size=size))
+            self.streams[c] = have
+        return have
 
     def assign(self, trial_id: str, config: dict[str, Any]) -> Draw:
         cid = str(config.get(CONFIG_KEY, trial_id))
         if SEED_KEY in config:
             base = self.draws[cid]
-            k = self.reruns[cid] = self.reruns.get(cid, 0) + 1
-            s = (base.s + k) % self.table.seeds
-            mu = base.values - self.surrogate.resid[base.c, base.s]
-            return Draw(base.x, base.c, s, mu + self.surrogate.resid[base.c, s], base.quality)
+            draw = self._noisy(base.x, base.c, base.mu)
+            self.reruns[cid].append(draw)
+            return draw
         if cid not in self.draws:
             x = unit_coords(self.table.dists, config)
-            c = int(np.argmin(np.linalg.norm(self.table.coords - x, axis=1)))
-            s = int((self.offset[c] + self.uses[c]) % self.table.seeds)
-            self.uses[c] += 1
-            mu = self.surrogate.mu(x)
-            self.draws[cid] = Draw(x, c, s, mu + self.surrogate.resid[c, s], float(mu[-1]))
+            self.draws[cid] = self._noisy(x, self.surrogate.nearest(x), self.surrogate.mu(x))
         return self.draws[cid]
 
     def value(self, d: Draw, budget: int, epoch: int) -> tuple[float, bool]:
@@ -259,20 +292,31 @@ class TableController:
         )
 
 
-def pick(outcome: Outcome, longest: int) -> tuple[Run, list[float]] | None:
-    """s9tune's best trial (search/experiment/trials.py): with re-evaluation runs, the re-evaluated config
-    with the best mean (search/searcher/reeval.py's rule); otherwise the highest value at the end of a
-    complete longest schedule. Returns its search run and the values it was picked on."""
-    done = [r for r in outcome.runs if r.budget == longest and r.epoch >= longest and r.last]
-    key = {id(r): str(r.trial.config.get(CONFIG_KEY, r.trial.trial_id)) for r in done}
-    search = {key[id(r)]: r for r in done if SEED_KEY not in r.trial.config}
-    values = {c: [float(r.last[METRIC])] for c, r in search.items()}
-    reevaluated = set()
-    for r in done:
-        if SEED_KEY in r.trial.config and key[id(r)] in values:
-            values[key[id(r)]].append(float(r.last[METRIC]))
-            reevaluated.add(key[id(r)])
-    top = best_mean(values, reevaluated)
-    if top is None:
-        top = max(search, key=lambda c: values[c][0], default=None)
-    return None if top is None else (search[top], values[top])
+def as_experiment(outcome: Outcome, space: SearchSpace) -> Experiment:
+    """The replayed search as s9tune's results read a real one (search/experiment/trials.py):
+    one TrialRow per Tune trial, so the pick and its certainty come from the product's own
+    Experiment.best() and Experiment.certainty()."""
+    rows = []
+    keys = [d.key for d in space.dists]
+    for r in outcome.runs:
+        cfg = r.trial.config
+        value = r.last.get(METRIC) if r.last else None
+        diverged = bool(r.last.get("diverged")) if r.last else False
+        status = "diverged" if diverged else "completed" if r.epoch >= r.budget and r.last else "stopped"
+        if not r.last:
+            status = "stopped"  # removed before it ran (HyperBand): no value, as Tune reports it
+        rows.append(
+            TrialRow(
+                r.trial.trial_id,
+                {k: cfg[k] for k in keys},
+                status,
+                r.epoch,
+                value,
+                value,
+                0.0,
+                config_id=str(cfg.get(CONFIG_KEY, r.trial.trial_id)),
+                budget=r.budget,
+                seed=cfg.get(SEED_KEY),
+            )
+        )
+    return Experiment("replay", space, rows)

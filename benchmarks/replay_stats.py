@@ -1,10 +1,11 @@
 """Statistics and the report of design_replay.py: means with 95% confidence intervals, paired
-differences against the shipped default, the markdown table and the regret-vs-compute plot."""
+differences with and without the table's own uncertainty, the pre-registered selection rule,
+the calibration of the probabilities s9tune states about its pick, and the markdown table."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from collections import defaultdict
 from typing import Any
 
 import numpy as np
@@ -31,88 +32,252 @@ def wilson(k: int, n: int) -> tuple[float, float, float]:
     return p, centre - half, centre + half
 
 
-def summarize(rows: list[dict[str, Any]], *, sigma: float, longest: int) -> dict[str, Any]:
-    regret = [r["regret"] for r in rows]
-    within = sum(r["regret"] <= sigma for r in rows)
-    epochs = [r["epochs"] for r in rows]
+def with_table(d: np.ndarray, boot: np.ndarray) -> dict[str, Any]:
+    """A paired difference's 95% CI with the table's uncertainty in it.
+
+    `d`: the per-replay-seed differences on the table itself (their mean is the estimate);
+    `boot`: tables x replays, the same difference on bootstrap tables (the table's configs drawn
+    with replacement, surrogate and noise refitted). The estimate's variance is the replay part,
+    var(d) / len(d), plus the table part: the variance of the bootstrap tables' mean
+    differences less what their own replays add to it (a random-effects split, floored at 0).
+    The interval is Student's t with Satterthwaite's degrees of freedom for the sum."""
+    m, lo, hi = mean_ci(d)
+    n = len(d)
+    se2 = float(np.var(d, ddof=1)) / n if n > 1 else 0.0
+    tables, reps = boot.shape if boot.ndim == 2 else (0, 0)
+    table_var = 0.0
+    if tables >= 2 and reps >= 2:
+        table_var = max(0.0, float(boot.mean(1).var(ddof=1)) - float(boot.var(1, ddof=1).mean()) / reps)
+    total = se2 + table_var
+    if total == 0.0:
+        return {"ci": [lo, hi], "ci_with_table": [m, m], "table_sd": 0.0, "tables": int(tables)}
+    parts = (se2**2 / (n - 1) if n > 1 else 0.0) + (table_var**2 / (tables - 1) if table_var else 0.0)
+    df = total**2 / parts if parts > 0 else float(n - 1)
+    half = float(stats.t.ppf(0.975, df)) * math.sqrt(total)
     return {
-        "reps": len(rows),
-        "regret": mean_ci(regret),
-        "regret_median": float(np.median(regret)),
-        "within_sigma": wilson(within, len(rows)),
-        "epochs": float(np.mean(epochs)),
-        "epochs_sd": float(np.std(epochs)),
-        "full_runs_equivalent": float(np.mean(epochs)) / longest,
-        "busy": float(np.mean([r["busy"] for r in rows])),
-        "makespan": float(np.mean([r["makespan"] for r in rows])),
-        "runs": float(np.mean([r["runs"] for r in rows])),
-        "optimism": mean_ci([r["optimism"] for r in rows if not math.isnan(r["optimism"])] or [float("nan")]),
-        "stalled": int(sum(r["stalled"] for r in rows)),
-        "failed": int(sum(r["failed"] for r in rows)),
+        "ci": [lo, hi],
+        "ci_with_table": [m - half, m + half],
+        "table_sd": math.sqrt(table_var),
+        "tables": int(tables),
+        "boot_mean": float(boot.mean()) if boot.size else None,
     }
 
 
-def compare(rows: list[dict[str, Any]], reference: list[dict[str, Any]]) -> dict[str, Any]:
-    """Paired by replay seed: this design's regret minus the reference's, with a 95% CI."""
-    ref = {r["rep"]: r["regret"] for r in reference}
-    diffs = [r["regret"] - ref[r["rep"]] for r in rows if r["rep"] in ref]
-    if not diffs:
-        return {"pairs": 0}
-    m, lo, hi = mean_ci(diffs)
-    return {"pairs": len(diffs), "diff": m, "low": lo, "high": hi}
+def paired(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Cell a's regret minus cell b's, paired by replay seed (and by bootstrap table and seed)."""
+    d = np.array([x["regret"] for x in a["rows"]]) - np.array([y["regret"] for y in b["rows"]])
+    boot = np.asarray(a["boot"], dtype=float) - np.asarray(b["boot"], dtype=float) if a["boot"] else np.zeros((0, 0))
+    return {"diff": float(d.mean()), **with_table(d, boot)}
+
+
+def _group(c: dict[str, Any]) -> tuple[str, float, float]:
+    return c["surrogate"], c["noise_scale"], c["total"]
+
+
+def assemble(results: list[dict[str, Any]], *, args: Any, table: Any) -> dict[str, Any]:
+    """The JSON's cells (one per design, surrogate, noise scale and total), the calibration of
+    the stated probabilities, and, for the plan's candidates, the selection rule's outcome."""
+    raw = [c for c in results if c["rows"]]
+    skipped = [
+        f"{c['design']} @ {c['total']:g} ({c['surrogate']}, noise {c['noise_scale']:g})"
+        for c in results
+        if not c["rows"]
+    ]
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for c in raw:
+        groups[_group(c)].append(c)
+    cells = []
+    for members in groups.values():
+        default = next((c for c in members if c["shipped"]), None)
+        best = min(members, key=lambda c: np.mean([r["regret"] for r in c["rows"]]))
+        fixed = [c for c in members if "auto re-evaluation" not in c["design"]]
+        best_fixed = min(fixed, key=lambda c: np.mean([r["regret"] for r in c["rows"]])) if fixed else None
+        for c in members:
+            cell = _cell(c, default=default, best=best, longest=table.longest, args=args)
+            if best_fixed is not None and "auto re-evaluation" in c["design"]:
+                cell["vs_best_fixed"] = {"best_fixed": best_fixed["design"], **paired(c, best_fixed)}
+            cells.append(cell)
+    out = {
+        "cells": cells,
+        "skipped": skipped,
+        "calibration": calibration(raw),
+        "auto": auto_checks(cells, table.longest),
+    }
+    if not args.grid:
+        out["selection"] = select(cells)
+    if args.rows:
+        out["rows"] = {
+            f"{c['design']} | {c['surrogate']} | {c['noise_scale']:g} | {c['total']:g}": c["rows"] for c in raw
+        }
+    return out
+
+
+def _cell(c: dict[str, Any], *, default: dict | None, best: dict, longest: int, args: Any) -> dict[str, Any]:
+    rows = c["rows"]
+    m, lo, hi = mean_ci([r["regret"] for r in rows])
+    reg_boot = np.asarray(c["boot"], dtype=float) if c["boot"] else np.zeros((0, 0))
+    tab = with_table(np.array([r["regret"] for r in rows]), reg_boot)
+    epochs = float(np.mean([r["epochs"] for r in rows]))
+    optimism = [r["optimism"] for r in rows if r["optimism"] is not None]
+    return {
+        "design": c["design"],
+        "family": c["family"],
+        "is_default": c["shipped"],
+        "surrogate": c["surrogate"],
+        "noise_scale": c["noise_scale"],
+        "total_runs": c["total"],
+        "configs": c["configs"],
+        "weight": c.get("weight", 1.0),
+        "epochs": epochs,
+        "epochs_target": c.get("epochs_target"),
+        "epochs_vs_target": epochs / c["epochs_target"] - 1 if c.get("epochs_target") else None,
+        # what the mixture of n and n + 1 configs was set to spend (from the pilot seeds or a plan)
+        "expected_epochs": _expected(c),
+        "rerun_epochs": float(np.mean([r["rerun_epochs"] for r in rows])),
+        "reruns": float(np.mean([r["reruns"] for r in rows])),
+        "full_runs_equivalent": epochs / longest,
+        "regret_mean": m,
+        "regret_ci": [lo, hi],
+        "regret_ci_with_table": tab["ci_with_table"],
+        "within_sigma": None,
+        "busy": float(np.mean([r["busy"] for r in rows])),
+        "optimism": mean_ci(optimism) if optimism else None,
+        "failed": int(sum(r["failed"] for r in rows)),
+        "stalled": int(sum(r["stalled"] for r in rows)),
+        "reps": len(rows),
+        "vs_default": paired(c, default) if default is not None else None,
+        "vs_best": {"best": best["design"], **paired(c, best)},
+        "seconds": c.get("seconds"),
+    }
+
+
+def _expected(c: dict[str, Any]) -> float | None:
+    at = c.get("epochs_at")
+    if not at or not c.get("epochs_target"):
+        return None
+    w = c.get("weight", 1.0)
+    return w * at[0] + (1 - w) * at[1]
+
+
+def auto_checks(cells: list[dict[str, Any]], longest: int) -> list[dict[str, Any]]:
+    """What `reevaluate: auto` must show: resolved worse than the best fixed design (any design
+    without auto, re-evaluating or not) in no group, and at noise scale <= 0.1 at most half the
+    fixed top-3 x 1 step's rerun epochs (1.5 full runs) on average."""
+    out = []
+    for c in cells:
+        if "vs_best_fixed" not in c:
+            continue
+        v = c["vs_best_fixed"]
+        out.append(
+            {
+                "design": c["design"],
+                "surrogate": c["surrogate"],
+                "noise_scale": c["noise_scale"],
+                "total_runs": c["total_runs"],
+                "best_fixed": v["best_fixed"],
+                "diff": v["diff"],
+                "ci_with_table": v["ci_with_table"],
+                "resolved_worse": v["ci_with_table"][0] > 0,
+                "rerun_runs": c["rerun_epochs"] / longest,
+                "within_half_of_top3": c["rerun_epochs"] / longest <= 1.5 if c["noise_scale"] <= 0.1 else None,
+            }
+        )
+    return out
+
+
+def select(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """The plan's rule: a design is resolved worse in a group (surrogate, noise scale, total)
+    when the CI with the table of its regret minus the group's best design's lies above 0;
+    the selected design is the first in the plan's order (simplest first) resolved worse in
+    no group."""
+    order = list(dict.fromkeys(c["design"] for c in cells))
+    worse: dict[str, list[str]] = {d: [] for d in order}
+    better_than_default: dict[str, list[str]] = {d: [] for d in order}
+    for c in cells:
+        where = f"{c['surrogate']} noise {c['noise_scale']:g} @ {c['total_runs']:g}"
+        if c["vs_best"]["ci_with_table"][0] > 0:
+            worse[c["design"]].append(where)
+        if c["vs_default"] and c["vs_default"]["ci_with_table"][1] < 0:
+            better_than_default[c["design"]].append(where)
+    eligible = [d for d in order if not worse[d]]
+    return {
+        "order": order,
+        "resolved_worse_than_best": worse,
+        "resolved_better_than_default": better_than_default,
+        "eligible": eligible,
+        "selected": eligible[0] if eligible else None,
+    }
+
+
+def calibration(raw: list[dict[str, Any]], threshold: float = 0.9) -> list[dict[str, Any]]:
+    """Are the stated probabilities calibrated? Per surrogate and noise scale, over every replay
+    whose pick had a measured σ (designs with re-evaluation): of the picks stated at P >=
+    `threshold` against the runner-up, the share truly better (expected validation accuracy,
+    the surrogate's), with a Wilson 95% CI; the same by bins of P, against the baseline, and
+    the coverage of the stated 95% interval of the pick's mean."""
+    by: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for c in raw:
+        for s in c.get("stated", []):
+            by[(c["surrogate"], c["noise_scale"], "auto" if "auto" in c["design"] else "fixed")].append(s)
+    out = []
+    for (kind, scale, rule), recs in sorted(by.items()):
+        stated = [r for r in recs if r["p_runner"] is not None]
+        runner = [r for r in stated if r["better_runner"] is not None]  # exact ties (nn) left out
+        sure = [r for r in runner if r["p_runner"] >= threshold]
+        base = [
+            r for r in recs if r["p_base"] is not None and r["p_base"] >= threshold and r["better_base"] is not None
+        ]
+        bins = []
+        for a, b in ((0.5, 0.7), (0.7, 0.9), (0.9, 0.99), (0.99, 1.01)):
+            inside = [r for r in runner if a <= r["p_runner"] < b]
+            if inside:
+                k = sum(r["better_runner"] for r in inside)
+                bins.append({"p": [a, min(b, 1.0)], "stated_mean": float(np.mean([r["p_runner"] for r in inside])),
+                             "n": len(inside), "share_true": wilson(k, len(inside))})  # fmt: skip
+        out.append(
+            {
+                "surrogate": kind,
+                "noise_scale": scale,
+                "rule": rule,
+                "picks": len(recs),
+                "ties_left_out": len(stated) - len(runner),
+                "stated_p_ge": threshold,
+                "n": len(sure),
+                "share_truly_better": wilson(sum(r["better_runner"] for r in sure), len(sure)),
+                "vs_baseline": wilson(sum(bool(r["better_base"]) for r in base), len(base)),
+                "vs_baseline_n": len(base),
+                "ci95_coverage": wilson(sum(bool(r["covered"]) for r in recs), len(recs)),
+                "bins": bins,
+            }
+        )
+    return out
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
+def _ci(c: list[float]) -> str:
+    return f"[{_pct(c[0])}, {_pct(c[1])}]"
+
+
 def report_rows(cells: list[dict[str, Any]]) -> list[str]:
-    """A markdown table: one row per design and total, regret in accuracy points."""
+    """A markdown table: one row per cell, regret in accuracy points."""
     lines = [
-        "| total (E) | design | n | epochs (×E) | regret, pts [95% CI] | P(≤1σ) | vs shipped, pts [95% CI] | busy |",
-        "|--:|---|--:|--:|---|--:|---|--:|",
+        "| surrogate | noise | total (E) | design | configs (w) | epochs vs total | rerun epochs | regret [95% CI] "
+        "| minus default [replay CI] [with table] | minus best, with table |",
+        "|---|--:|--:|---|---|--:|--:|---|---|---|",
     ]
     for c in cells:
-        s, d = c["summary"], c["vs_default"]
-        m, lo, hi = s["regret"]
-        vs = (
-            "—" if c["is_default"] or not d.get("pairs") else f"{_pct(d['diff'])} [{_pct(d['low'])}, {_pct(d['high'])}]"
-        )
-        flag = " (stalled)" if s["stalled"] else ""
+        d, b = c["vs_default"], c["vs_best"]
+        vs = "—" if c["is_default"] or not d else f"{_pct(d['diff'])} {_ci(d['ci'])} {_ci(d['ci_with_table'])}"
+        best = "best" if b["best"] == c["design"] else f"{_pct(b['diff'])} {_ci(b['ci_with_table'])}"
+        n0, n1 = c["configs"]
+        ratio = c["epochs_vs_target"]
         lines.append(
-            f"| {c['total']:g} | {c['design']}{flag} | {c['configs']} | {s['full_runs_equivalent']:.1f} | "
-            f"{_pct(m)} [{_pct(lo)}, {_pct(hi)}] | {s['within_sigma'][0]:.2f} | {vs} | {s['busy']:.2f} |"
+            f"| {c['surrogate']} | {c['noise_scale']:g} | {c['total_runs']:g} | {c['design']}"
+            f"{' (default)' if c['is_default'] else ''} | {n0}/{n1} ({c['weight']:.2f}) | "
+            f"{'' if ratio is None else f'{100 * ratio:+.1f}%'} | {c['rerun_epochs']:.1f} | "
+            f"{_pct(c['regret_mean'])} {_ci(c['regret_ci'])} | {vs} | {best} |"
         )
     return lines
-
-
-def plot(cells: list[dict[str, Any]], path: Path, *, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 6))
-    colours = {"full": "tab:blue", "halving": "tab:green", "asha": "tab:orange", "hyperband": "tab:purple"}
-    for c in cells:
-        s = c["summary"]
-        m, lo, hi = s["regret"]
-        x = s["full_runs_equivalent"]
-        style = (
-            {"marker": "*", "ms": 14, "color": "black", "zorder": 5}
-            if c["is_default"]
-            else {"marker": "o", "ms": 5, "color": colours.get(c["family"], "grey"), "alpha": 0.6}
-        )
-        ax.errorbar(x, 100 * m, yerr=[[100 * (m - lo)], [100 * (hi - m)]], capsize=2, **style)
-    for fam, col in colours.items():
-        ax.plot([], [], "o", color=col, label=fam)
-    shipped = next((c["design"] for c in cells if c["is_default"]), "shipped")
-    ax.plot([], [], "*", color="black", ms=12, label=shipped)
-    ax.set_xlabel("compute (epochs / E: full-schedule runs)")
-    ax.set_ylabel("regret on the evaluation split (accuracy points), mean and 95% CI")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -1,18 +1,31 @@
 """The design table (design_table.py's JSON) as the replay reads it, and its surrogate.
 
 A config a searcher proposes between table points is answered by a surrogate of the table plus
-the measured seed noise. The surrogate predicts a config's seed-mean values (validation at every
-budget, the longest schedule's validation curve, evaluation at the longest budget) from its
-place in the normalised space (log scale for a loguniform key, each key scaled to [0, 1]):
-either the nearest table config's means ("nn"), or a thin-plate-spline radial basis function
-fitted to all of them, its smoothing chosen by leave-one-out error ("rbf"). The noise is one
-measured seed of the nearest table config: its deviation from that config's mean, the same
-seed for all of a config's values, so budgets and epochs of one run stay correlated as they
-were measured. Its fidelity is the leave-one-out rank correlation over the table's configs.
+seed noise. The surrogate predicts a config's seed-mean values (validation at every budget, the
+longest schedule's validation curve, evaluation at the longest budget) from its place in the
+normalised space (log scale for a loguniform key, each key scaled to [0, 1]): either the
+nearest table config's means ("nn"), or a thin-plate-spline radial basis function fitted to all
+of them, its smoothing chosen by leave-one-out error ("rbf"). Its fidelity is the leave-one-out
+rank correlation over the table's configs.
+
+The noise (`NoiseModel`) gives every run its own draw, independent of every other run's, at
+the measured level. A measured residual about its config's 3-seed mean is not such a draw: the
+3 residuals of a config sum to zero and each has variance 2σ²/3, so answering a config's runs
+with its measured seeds in turn makes their mean too good (a 2-run mean of two of them is minus
+half the third: variance σ²/6, not σ²/2). So each residual vector (all of a run's values:
+budgets and epochs stay correlated as they were measured) is rescaled by sqrt(n / (n - 1)) and
+divided by its config's noise level, and a run draws one of these shapes with replacement from
+the pool of all configs' and seeds', times its own config's level. The level is config-aware:
+noise shrinks as configs get better (Spearman -0.41 between a config's mean and its seed SD on
+the table), so a config's level is the mean seed variance of the table configs nearest it in
+mean validation accuracy (9 of them: 18 degrees of freedom), rescaled so that the pooled level
+over the table is the measured pooled seed σ. `scale` multiplies every draw: the config means
+stay as they are while the noise-to-spread ratio goes down towards full-scale CIFAR-10's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -50,6 +63,30 @@ class Table:
     curve: np.ndarray  # configs x seeds x longest budget: validation after each epoch
     epoch_time: np.ndarray  # configs x seeds x budgets: training seconds per epoch
     diverged: np.ndarray  # configs x seeds x budgets
+    mult: np.ndarray | None = None  # a bootstrap resample: how often each config was drawn
+
+    def resample(self, seed: int) -> Table:
+        """The table's configs drawn with replacement (a bootstrap table): the distinct ones,
+        each with how often it was drawn (the noise pool counts it that often; a surrogate fits
+        each point once, since a repeated point would leak into its own leave-one-out error)."""
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, self.configs, size=self.configs)
+        keep, mult = np.unique(idx, return_counts=True)
+        return dataclasses.replace(
+            self,
+            params=[self.params[i] for i in keep],
+            coords=self.coords[keep],
+            val=self.val[keep],
+            eval=self.eval[keep],
+            curve=self.curve[keep],
+            epoch_time=self.epoch_time[keep],
+            diverged=self.diverged[keep],
+            mult=mult.astype(float),
+        )
+
+    @property
+    def weights(self) -> np.ndarray:
+        return np.ones(self.configs) if self.mult is None else self.mult
 
     @classmethod
     def load(cls, path: Path) -> Table:
@@ -168,6 +205,7 @@ class Surrogate:
         self.y = np.concatenate([short, table.curve, table.eval[:, :, -1:]], axis=2)  # configs x seeds x values
         self.mean = self.y.mean(axis=1)
         self.resid = self.y - self.mean[:, None, :]
+        self.noise = NoiseModel(self.y, self.mean[:, self.val_longest], table.weights)
         self.smoothing = self._choose_smoothing() if kind == "rbf" else None
         self.model = self._fit(np.arange(table.configs)) if kind == "rbf" else None
         self.best_quality = self._best_quality()
@@ -210,8 +248,11 @@ class Surrogate:
 
     def mu(self, x: np.ndarray) -> np.ndarray:
         if self.model is None:
-            return self.mean[int(np.argmin(np.linalg.norm(self.table.coords - x, axis=1)))]
+            return self.mean[self.nearest(x)]
         return self.model(x[None, :])[0]
+
+    def nearest(self, x: np.ndarray) -> int:
+        return int(np.argmin(np.linalg.norm(self.table.coords - x, axis=1)))
 
     def fidelity(self) -> dict[str, Any]:
         pred = self._loo()
@@ -222,3 +263,45 @@ class Surrogate:
             "loo_spearman_eval": float(spearmanr(self.mean[:, -1], pred[:, -1])[0]),
             "loo_rmse_eval": float(np.sqrt(((self.mean[:, -1] - pred[:, -1]) ** 2).mean())),
         }
+
+
+NEIGHBOURS = 9  # table configs whose seed variances make one config's noise level
+
+
+class NoiseModel:
+    """Independent seed noise at the measured, config-aware level (see the module doc).
+
+    `y`: configs x seeds x values as measured; `quality`: each config's mean validation
+    accuracy (what the level follows); `weights`: how often each config counts (a bootstrap
+    table's multiplicities)."""
+
+    def __init__(self, y: np.ndarray, quality: np.ndarray, weights: np.ndarray) -> None:
+        configs, seeds, _ = y.shape
+        w = weights / weights.sum()
+        var = y.var(axis=1, ddof=1)  # configs x values: unbiased per config
+        k = min(NEIGHBOURS, configs)
+        near = np.argsort(np.abs(quality[:, None] - quality[None, :]), axis=1, kind="stable")[:, :k]
+        level = (var[near] * weights[near][:, :, None]).sum(1) / weights[near].sum(1)[:, None]
+        pooled = (w[:, None] * var).sum(0)  # the measured pooled variance of each value
+        level *= np.divide(pooled, (w[:, None] * level).sum(0), out=np.zeros_like(pooled), where=level.any(0))
+        self.sd = np.sqrt(level)  # configs x values: each config's noise level
+        resid = (y - y.mean(axis=1, keepdims=True)) * math.sqrt(seeds / (seeds - 1))
+        z = np.divide(resid, self.sd[:, None, :], out=np.zeros_like(resid), where=self.sd[:, None, :] > 0)
+        self.z = z.reshape(configs * seeds, -1)  # the pool of shapes
+        self.p = np.repeat(w / seeds, seeds)  # each shape's chance
+        second = (self.p[:, None] * self.z**2).sum(0)
+        self.z = np.divide(self.z, np.sqrt(second), out=np.zeros_like(self.z), where=second > 0)
+        self.pooled_sd = np.sqrt(pooled)
+        self.cum = np.cumsum(self.p)  # draws by inverse CDF: np.random's choice(p=) is slow
+
+    def shapes(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """Indices of `size` shapes drawn with replacement, each with its chance `p`."""
+        return np.minimum(np.searchsorted(self.cum, rng.random(size) * self.cum[-1], side="right"), len(self.z) - 1)
+
+    def draw_shape(self, rng: np.random.Generator) -> int:
+        """The index of one run's shape in the pool (its noise: sd[c] * z[index] at config c)."""
+        return int(self.shapes(rng, 1)[0])
+
+    def draw(self, c: int, rng: np.random.Generator) -> np.ndarray:
+        """One run's noise at table config `c`'s level (scale 1)."""
+        return self.sd[c] * self.z[self.draw_shape(rng)]

@@ -94,86 +94,164 @@ def test_table_builds_resumes_and_reproduces(tmp_path: Path, tiny_cifar: Path) -
 
 def test_replay_finds_a_best_baseline_in_every_design(tmp_path: Path) -> None:
     """The baseline is every search's first trial; when it is far best at every budget and epoch,
-    every design must pick it: zero regret, whatever the scheduler stops or promotes. (The
-    nearest-neighbour surrogate answers it exactly; a smooth one would spread its lead.)"""
-    table = fake_table(tmp_path / "t.json", lambda u: 0.3 + 0.1 * u[1])
+    every design must pick it: zero regret, whatever the scheduler stops or promotes, and
+    whatever its re-evaluation step reruns. (The nearest-neighbour surrogate answers it exactly;
+    a smooth one would spread its lead.)"""
+    table = fake_table(tmp_path / "t.json", lambda u: 0.3 + 0.1 * u[1], noise=0.002)
     data = json.loads(table.read_text())
     for key in ("val", "eval", "val_curve"):
         data[key][0] = (np.asarray(data[key][0]) + 0.5).tolist()
     table.write_text(json.dumps(data))
     out = tmp_path / "r.json"
-    run_script(
-        [
-            str(BENCH / "design_replay.py"),
-            "--table",
-            str(table),
-            "--reps",
-            "3",
-            "--totals",
-            "4",
-            "--workers",
-            "1",
-            "--surrogate",
-            "nn",
-            "--rows",
-            "--json",
-            str(out),
-            "--plot",
-            str(tmp_path / "r.png"),
-        ]
-    )
+    args = ["--table", str(table), "--grid", "--reps", "3", "--totals", "4", "--workers", "1", "--surrogates", "nn"]
+    run_script([str(BENCH / "design_replay.py"), *args, "--noise-scales", "1", "--tables", "0", "--json", str(out)])
     res = json.loads(out.read_text())
-    assert len(res["cells"]) >= 20 and (tmp_path / "r.png").stat().st_size > 0
+    assert len(res["cells"]) >= 20
     for cell in res["cells"]:
-        s = cell["summary"]
-        assert s["reps"] == 3 and s["failed"] == 0, cell["design"]
-        assert s["regret"] == [0.0, 0.0, 0.0], cell["design"]
-        assert s["epochs"] <= 4 * 8 * 1.25, cell["design"]  # matched compute, up to ASHA's spread
-        assert all(r["pick"] == 0 for r in res["rows"][f"{cell['design']} @ 4"])
+        assert cell["reps"] == 3 and cell["failed"] == 0, cell["design"]
+        assert cell["regret_mean"] == 0.0, cell["design"]
+        assert abs(cell["epochs_vs_target"]) <= 0.25, cell["design"]  # the fewest configs may not fit exactly
 
 
-def test_replay_statistics_and_pairing(tmp_path: Path) -> None:
-    """A smooth, noisy table: regrets are non-negative, CIs hold their means, the shipped default
-    is paired with itself exactly, and random search at more compute does not do worse on average
-    than at much less (its picks are the best of a superset of draws, same replay seeds)."""
+def test_replay_statistics_pairing_and_the_commands_json(tmp_path: Path) -> None:
+    """A smooth, noisy table: the JSON has the keys the command promises; regrets are
+    non-negative and CIs hold their means; the shipped default is paired with itself exactly;
+    compute is matched (the same expected epochs); the CI with the table is no narrower than
+    the replay's; and with little noise random search at more compute does no worse than at less."""
     table = fake_table(tmp_path / "t.json", lambda u: 0.5 - 0.2 * float(np.sum((u - 0.4) ** 2)), noise=0.01)
     out = tmp_path / "r.json"
-    run_script(
-        [
-            str(BENCH / "design_replay.py"),
-            "--table",
-            str(table),
-            "--reps",
-            "20",
-            "--totals",
-            "2,12",
-            "--designs",
-            "random",
-            "--workers",
-            "2",
-            "--json",
-            str(out),
-        ]
-    )
+    args = ["--table", str(table), "--grid", "--reps", "16", "--totals", "6,12", "--designs", "random"]
+    args += ["--noise-scales", "0.1", "--surrogates", "rbf,nn", "--tables", "3", "--table-reps", "4"]
+    run_script([str(BENCH / "design_replay.py"), *args, "--workers", "2", "--json", str(out)])
     res = json.loads(out.read_text())
-    cells = {(c["design"], c["total"]): c for c in res["cells"]}
-    shipped_name = next(c["design"] for c in res["cells"] if c["is_default"])
-    # the shipped design is default.yaml's, its epochs scaled to the table's schedule, and always runs
+    assert res["oracle"] == "independent" and res["default"].startswith("shipped: ")
+    keys = {"design", "surrogate", "noise_scale", "total_runs", "epochs", "regret_mean", "regret_ci", "vs_default"}
+    cells = {(c["design"], c["surrogate"], c["noise_scale"], c["total_runs"]): c for c in res["cells"]}
+    assert len(cells) == 2 * 2 * 2
     from s9tune.search.space.space import load_space
 
-    assert shipped_name.startswith("shipped: ") and load_space(SPACE).scheduler.type in shipped_name.lower()
-    assert {d for d, _ in cells} == {"random, full schedules", shipped_name}
+    # the shipped design is default.yaml's, its epochs scaled to the table's schedule
+    assert load_space(SPACE).scheduler.type in res["default"].lower()
     for c in cells.values():
-        m, lo, hi = c["summary"]["regret"]
-        assert m >= 0 and lo <= m <= hi and c["summary"]["within_sigma"][1] <= c["summary"]["within_sigma"][0]
-    shipped = cells[(shipped_name, 12.0)]
-    assert shipped["vs_default"]["diff"] == 0.0 and shipped["vs_default"]["pairs"] == 20
-    rnd_small, rnd_big = cells[("random, full schedules", 2.0)], cells[("random, full schedules", 12.0)]
-    assert rnd_small["configs"] == 2 and rnd_big["configs"] == 12
-    assert rnd_big["summary"]["regret"][0] < rnd_small["summary"]["regret"][0]
+        assert keys <= set(c) and {"diff", "ci", "ci_with_table"} <= set(c["vs_default"])
+        lo, hi = c["regret_ci"]
+        assert c["regret_mean"] >= 0 and lo <= c["regret_mean"] <= hi
+        assert abs(c["expected_epochs"] / c["epochs_target"] - 1) <= 0.02, c  # matched compute
+        d = c["vs_default"]
+        assert d["ci_with_table"][0] <= d["ci"][0] + 1e-12 and d["ci_with_table"][1] >= d["ci"][1] - 1e-12
+        if c["is_default"]:
+            assert d["diff"] == 0.0 and d["ci_with_table"] == [0.0, 0.0]
+    # the 12-config searches draw the 6-config ones' configs first (same seeds), and more
+    gains = [
+        cells[("random, full schedules", kind, 0.1, 6.0)]["regret_mean"]
+        - cells[("random, full schedules", kind, 0.1, 12.0)]["regret_mean"]
+        for kind in ("rbf", "nn")
+    ]
+    assert min(gains) >= 0 and max(gains) > 0
     sur = res["table"]["surrogate"]
     # a smooth function, little noise: both surrogates rank held-out configs well, the fitted one better
     assert sur["nn"]["loo_spearman_val"] > 0.5 and sur["rbf"]["loo_spearman_val"] > sur["nn"]["loo_spearman_val"]
+
+
+def test_the_plans_candidates_replay_and_auto_is_checked_against_the_best_fixed_design(tmp_path: Path) -> None:
+    """The pre-registered plan's candidates run from the plan file; each auto design is paired
+    with the best design without auto in its group, and its rerun spend is reported."""
+    table = fake_table(tmp_path / "t.json", lambda u: 0.5 - 0.2 * float(np.sum((u - 0.4) ** 2)), noise=0.01)
+    out = tmp_path / "r.json"
+    args = ["--table", str(table), "--reps", "6", "--totals", "12", "--designs", "auto", "--noise-scales", "0.1"]
+    args += ["--surrogates", "nn", "--tables", "2", "--table-reps", "3", "--workers", "1", "--json", str(out)]
+    run_script([str(BENCH / "design_replay.py"), *args])
+    res = json.loads(out.read_text())
+    plan = json.loads((BENCH / "design_plan.json").read_text())
+    autos = [c["name"] for c in plan["candidates"] if "auto" in c["name"]]
+    assert {c["design"] for c in res["cells"]} >= set(autos) and res["plan"]["commit"]
+    checks = {a["design"]: a for a in res["auto"]}
+    assert set(checks) == set(autos)
+    for a in checks.values():
+        assert "auto" not in a["best_fixed"] and a["within_half_of_top3"] in (True, False)
+        assert a["ci_with_table"][0] <= a["diff"] <= a["ci_with_table"][1] and a["rerun_runs"] >= 1
+
+
+def test_a_rerun_is_an_independent_draw_at_the_measured_level(bench: None) -> None:
+    """The oracle's noise on the real table: a config's 2-run mean (its search run and one
+    rerun) has variance σ²/2, σ its config's level, within sampling error; answered with the
+    config's other measured seeds it would be σ²/6 (their residuals sum to zero), and a rerun
+    that repeated the search run's draw would give σ². At noise scale 0.1 it is σ²/200. And the
+    levels pool to the table's measured seed σ."""
+    from replay_sim import Oracle
+    from replay_table import Surrogate, Table
+
+    from s9tune.search.space.space import CONFIG_KEY, SEED_KEY
+
+    sur = Surrogate(Table.load(BENCH / "design_table.json"), "nn")
+    vl, table = sur.val_longest, sur.table
+    pooled = np.sqrt((sur.noise.sd[:, vl] ** 2).mean())
+    assert pooled == pytest.approx(table.seed_sigma("val"), rel=1e-9)
+    order = np.argsort(-sur.mean[:, vl])
+    for c, scale in ((int(order[0]), 1.0), (int(order[len(order) // 2]), 1.0), (int(order[0]), 0.1)):
+        config = table.params[c]
+        means = []
+        for rep in range(3000):
+            o = Oracle(sur, np.random.default_rng(rep), noise_scale=scale, key=rep)
+            first = o.assign("t", config).values[vl]
+            second = o.assign("r", {**config, CONFIG_KEY: "t", SEED_KEY: 1}).values[vl]
+            means.append((first + second) / 2)
+        m = np.asarray(means) - sur.mean[c, vl]
+        var, se = m.var(ddof=1), np.sqrt(((m**2 - m.var()) ** 2).mean() / len(m))  # se of a variance
+        sigma2 = (scale * sur.noise.sd[c, vl]) ** 2
+        assert abs(var - sigma2 / 2) < 4 * se, (c, scale, var, sigma2)
+        assert abs(var - sigma2 / 6) > 4 * se and abs(var - sigma2) > 4 * se
+        assert abs(m.mean()) < 4 * np.sqrt(var / len(m))  # unbiased: the config's mean
+
+
+def test_a_bootstrap_table_draws_configs_with_replacement(bench: None) -> None:
+    from replay_table import Surrogate, Table
+
+    table = Table.load(BENCH / "design_table.json")
+    boot = table.resample(7)
+    assert boot.mult.sum() == table.configs and boot.configs == len(boot.mult) < table.configs
+    assert len({tuple(x) for x in boot.coords}) == boot.configs  # each distinct config once
+    assert table.resample(7).params == boot.params and table.resample(8).params != boot.params
+    sur = Surrogate(boot, "rbf")  # refitted: its own optimum, its own noise pooled with the draws' weights
+    assert sur.best_quality != Surrogate(table, "rbf").best_quality
+    assert np.isfinite(sur.noise.sd).all()
+
+
+def test_the_ci_with_the_table_adds_the_tables_variance(bench: None) -> None:
+    from replay_stats import with_table
+
+    rng = np.random.default_rng(0)
+    d = 0.1 + rng.standard_normal(400)  # replay noise 1: se 0.05
+    tables = 0.2 * rng.standard_normal(60)  # each bootstrap table shifts the difference, sd 0.2
+    boot = tables[:, None] + rng.standard_normal((60, 50))
+    out = with_table(d, boot)
+    half, half_replay = (out["ci_with_table"][1] - out["ci_with_table"][0]) / 2, (out["ci"][1] - out["ci"][0]) / 2
+    assert half_replay == pytest.approx(1.96 * 0.05, rel=0.15)
+    assert half == pytest.approx(1.96 * np.sqrt(0.05**2 + 0.2**2), rel=0.25)
+    assert 0.1 < out["table_sd"] < 0.3
+    same = with_table(d, rng.standard_normal((60, 50)))  # no table effect: about the replay CI
+    assert (same["ci_with_table"][1] - same["ci_with_table"][0]) / 2 < 1.5 * half_replay
+
+
+def test_the_selection_rule_takes_the_simplest_design_not_resolved_worse(bench: None) -> None:
+    from replay_stats import select
+
+    def cell(design: str, group: str, lo: float, hi: float) -> dict:
+        return {
+            "design": design,
+            "surrogate": group,
+            "noise_scale": 1.0,
+            "total_runs": 19.0,
+            "vs_best": {"ci_with_table": [lo, hi]},
+            "vs_default": {"ci_with_table": [lo, hi]},
+        }
+
+    cells = [cell("simple", "rbf", 0.1, 0.5), cell("simple", "nn", -0.2, 0.3)]
+    cells += [cell("middle", "rbf", -0.1, 0.2), cell("middle", "nn", -0.1, 0.2)]
+    cells += [cell("fancy", "rbf", 0.0, 0.0), cell("fancy", "nn", 0.0, 0.0)]
+    out = select(cells)
+    assert out["selected"] == "middle" and out["eligible"] == ["middle", "fancy"]
+    assert out["resolved_worse_than_best"]["simple"] == ["rbf noise 1 @ 19"]
 
 
 def test_asha_in_the_replay_stops_trials_below_the_rung_cutoff(tmp_path: Path, bench: None) -> None:

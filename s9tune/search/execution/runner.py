@@ -109,16 +109,16 @@ def _plan(space: SearchSpace, ref: ExperimentRef) -> Any:
     if sched.type == "halving":
         sizes = sched.rung_sizes(space.num_samples)
         epochs = sum(n * b for n, b in zip(sizes, sched.budgets, strict=True))
-        reruns = space.reevaluate.runs(sizes[-1])
+        reruns = space.reevaluate.runs(sizes[-1], search_epochs=epochs, max_t=space.max_t)
         return Plan(
             ref.name,
             trials=sum(sizes) + reruns,
             epochs=epochs + reruns * space.max_t,
-            exact=True,
+            exact=not space.reevaluate.auto,  # auto's reruns: at most its cap
             max_t=space.max_t,
             searched=keys,
         )
-    reruns = space.reevaluate.runs(space.num_samples)
+    reruns = space.reevaluate.runs(space.num_samples, max_t=space.max_t)
     return Plan(
         ref.name,
         trials=space.num_samples + reruns,

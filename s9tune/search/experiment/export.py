@@ -118,6 +118,13 @@ def seed_mean_rows(exp: Experiment) -> list[dict[str, Any]]:
     ]
 
 
+def pick_block(exp: Experiment) -> dict[str, Any] | None:
+    """leaderboard.json's `pick`: the pick, its mean and 95% interval, its runs, the σ used and
+    where it came from, the runner-up, and P(truly better) than it and than the baseline."""
+    cert = exp.certainty()
+    return cert.to_json() if cert else None
+
+
 def _csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     if rows:
@@ -138,6 +145,7 @@ def export_experiment(experiment: str) -> Experiment:
         "rows": leaderboard_rows(exp),
         "replacements": exp.replacements(),
         "reevaluated": seed_mean_rows(exp),
+        "pick": pick_block(exp),
         "importance": imp,
         "importance_basis": basis,
         **exp.compute_hours(),
@@ -151,6 +159,8 @@ def export_experiment(experiment: str) -> Experiment:
     header = f"# best trial {best.trial_id} of {exp.path} ({best.epochs}-epoch schedule)\n# scope: {exp.scope}\n"
     if best.seeds > 1:
         header += f"# picked by its mean over {best.seeds} seeds: {100 * best.val_accuracy:.2f}%\n"
+    cert = exp.certainty()
+    header += "".join(f"# {printable(line)}\n" for line in (cert.lines() if cert else []))
     ref.write_text(BEST_CONFIG, header + best.config.to_yaml())
     return exp
 
@@ -202,13 +212,19 @@ def format_results(exp: Experiment) -> str:
     out.append(f"Ranked by {exp.scope.split(':')[0]}. {'Runs' if exp.halving else 'Trials'}: {exp.status_counts()}.")
     out += [printable(f"{line[0].upper()}{line[1:]}.") for line in exp.replacements()]
     means = seed_mean_rows(exp)
+    cert = exp.certainty()
     if means:
-        out.append(f"Re-evaluated on {exp.space.reevaluate.seeds} more seed(s), picked by the mean:")
+        spec = exp.space.reevaluate
+        how = "by reevaluate: auto" if spec.auto else f"on {spec.seeds} more seed(s)"
+        by = "the mean, shrunk for the luck of a few runs (below)" if spec.auto else "the mean"
+        out.append(f"Re-evaluated {how}, picked by {by}:")
+        picked = cert.config if cert else means[0]["config"]
         out += [
             f"  {printable(m['config']):<12} mean {_pct(m['mean'])} over {len(m['values'])} "
-            f"({', '.join(_pct(v) for v in m['values'])})" + ("  <- picked" if i == 0 else "")
-            for i, m in enumerate(means)
+            f"({', '.join(_pct(v) for v in m['values'])})" + ("  <- picked" if m["config"] == picked else "")
+            for m in means
         ]
+    out += [printable(line) for line in cert.lines()] if cert else []
     imp, basis = importance(exp)
     if imp:
         out.append(f"Parameter importance ({basis}):")

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from s9tune.config import TrainConfig
 from s9tune.errors import ConfigError, S9Error
+from s9tune.search.searcher.pick import Certainty, auto_reruns, certainty, ranked
 from s9tune.search.space.space import SearchSpace
 
 SCOPE = (
@@ -170,10 +171,52 @@ class Experiment:
         ranked = by_mean({c: m.values for c, m in out.items()}, set(out))  # the pick's rule
         return [out[c] for c in ranked] + [m for c, m in out.items() if c not in ranked]
 
+    def full_values(self) -> dict[str, list[float]]:
+        """Each config's complete full-length values: its search run's, then its reruns' by
+        seed (search/searcher/pick.py's input), configs in the order their runs appear."""
+        longest = self.space.max_t
+        out = {r.config_id: [r.final_value] for r in self.search_rows if r.budget == longest and r.final_value}
+        for r in sorted((r for r in self.rows if r.seed is not None), key=lambda r: r.seed or 0):
+            if r.config_id in out and r.final_value is not None:
+                out[r.config_id].append(r.final_value)
+        return out
+
+    def baseline_id(self) -> str | None:
+        """The config id of the space's baseline (the search's first config), if it ran."""
+        base = self.space.baseline
+        if not base:
+            return None
+        same = (r for r in self.search_rows if all(_same(r.config.get(k), v) for k, v in base.items()))
+        return next((r.config_id for r in same), None)
+
+    def certainty(self) -> Certainty | None:
+        """How sure the pick is (search/searcher/pick.py); None if nothing completed."""
+        values = self.full_values()
+        try:
+            best = self.best()
+        except S9Error:
+            return None
+        pick = next((r.config_id for r in self.search_rows if r.trial_id == best.trial_id), best.trial_id)
+        if pick not in values:
+            return None
+        base = self.baseline_id()
+        note = "the search had no baseline" if not self.space.baseline else ""
+        return certainty(values, pick, baseline=base, baseline_note=note)
+
     def best(self) -> BestTrial:
-        """With re-evaluation, the re-evaluated config with the best mean over its seeds;
-        otherwise the highest value at the end of a complete schedule (under halving, at the
-        highest budget)."""
+        """With re-evaluation, the re-evaluated config with the best mean over its seeds (under
+        `auto`, the leader by pick.ranked, re-evaluated or not); otherwise the highest value
+        at the end of a complete schedule (under halving, at the highest budget)."""
+        if self.space.reevaluate.auto:
+            values = self.full_values()
+            lead = next(iter(ranked(values)), None)
+            row = next((r for r in self.search_rows if r.config_id == lead and r.budget == self.space.max_t), None)
+            if row is not None:
+                cfg = self.space.fixed.with_overrides(row.config)
+                vals = values[row.config_id]
+                return BestTrial(
+                    self.path, row.trial_id, dict(row.config), cfg, sum(vals) / len(vals), row.budget, len(vals)
+                )
         means = [m for m in self.reevaluated() if m.mean is not None]
         if means:
             top = means[0]
@@ -215,7 +258,10 @@ class Experiment:
             return True
         longest = self.space.max_t
         complete = sum(r.budget == longest and r.final_value is not None for r in self.search_rows)
-        if sum(r.seed is not None for r in self.rows) < self.space.reevaluate.runs(complete):
+        if self.space.reevaluate.auto:
+            if self._auto_wants_more():
+                return True
+        elif sum(r.seed is not None for r in self.rows) < self.space.reevaluate.runs(complete):
             return True
         if not self.halving:
             return len(self.search_rows) < self.space.num_samples
@@ -231,6 +277,14 @@ class Experiment:
             if ran < min(size, valid_below):
                 return True
         return False
+
+    def _auto_wants_more(self) -> bool:
+        """`reevaluate: auto` would still start a rerun: its rule on these values, within its cap."""
+        spec = self.space.reevaluate
+        spent = sum(r.epochs for r in self.search_rows)
+        cap = spec.runs(0, search_epochs=spent, max_t=self.space.max_t)
+        done = sum(r.seed is not None for r in self.rows)
+        return bool(auto_reruns(self.full_values(), confidence=spec.confidence, margin=spec.margin, left=cap - done))
 
     def replacements(self) -> list[str]:
         """Under halving, each promoted run that failed and the config promoted in its place."""
@@ -253,3 +307,10 @@ class Experiment:
             "gpu_hours": secs * self.space.gpus_per_trial / 3600,
             "cpu_core_hours": secs * self.space.cpus_per_trial / 3600,
         }
+
+
+def _same(a: Any, b: Any) -> bool:
+    """A searched value as recorded equals the baseline's (floats through JSON: to rounding)."""
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= 1e-9 * max(1.0, abs(b))
+    return a == b

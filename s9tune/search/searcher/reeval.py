@@ -8,8 +8,12 @@ full-length value each train `seeds` more times on the full schedule, with seeds
 whatever values the runs still pending bring), and the pick is the config with the best mean
 over all its complete runs. Everything stays on the validation split.
 
-`Reeval` and `by_mean` are plain values: the searcher (searcher.py) feeds them events, the
-results (search/experiment/trials.py) and the design replay (benchmarks/) rank by `by_mean`.
+With `auto`, the runs are not fixed in advance: once the search's runs are over, the rule in
+pick.py (`auto_reruns`) decides, round by round, which configs run once more, until the leader
+is separated from every contender at the stated confidence or the compute cap is spent.
+
+`Reeval` and `by_mean` (pick.py) are plain values: the searcher (searcher.py) feeds them events,
+the results (search/experiment/trials.py) and the design replay (benchmarks/) rank by `by_mean`.
 `Reruns` keeps the runs in the journal (journal.py): the study `NAME@seeds` holds one trial per
 run, with its config (`config_id`), seed (`seed`) and Tune trial (`tune_trial_id`), so a
 restarted searcher knows which ran, finished or failed.
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from s9tune.search.searcher.journal import StudyStore, add_running, open_study, report, run_value, set_attr
+from s9tune.search.searcher.pick import by_mean
 from s9tune.search.space.sections import ReevalSpec
 from s9tune.search.space.space import METRIC, MODE, SearchSpace
 
@@ -53,6 +58,20 @@ class Reeval:
             configs = self.configs
             if cid not in configs and len(configs) < self.spec.top:
                 self.planned += [(cid, j) for j in range(1, self.spec.seeds + 1)]
+
+    def more(self, cids: list[str]) -> None:
+        """Plan one more run of each config (`auto`), with the next seed it has not had."""
+        for cid in cids:
+            self.planned.append((cid, 1 + max((j for c, j in self.planned if c == cid), default=0)))
+
+    def values_of(self, final: dict[str, float]) -> dict[str, list[float]]:
+        """Each config's complete full-length values: its search run's (`final`), then its
+        finished reruns' by seed."""
+        out = {cid: [v] for cid, v in final.items()}
+        for (cid, _), v in sorted(self.values.items(), key=lambda kv: kv[0][1]):
+            if cid in out:
+                out[cid].append(v)
+        return out
 
     def next_run(self) -> Run | None:
         return next((r for r in self.planned if r not in self.started), None)
@@ -87,14 +106,6 @@ class Reeval:
         """Nothing planned is left to start or running (the searcher adds the last certain
         configs before it asks)."""
         return self.next_run() is None and not self.live()
-
-
-def by_mean(values: dict[str, list[float]], reevaluated: set[str]) -> list[str]:
-    """The re-evaluated configs, best mean over their complete runs first (each list: the
-    search's full-length value first, then its reruns'); ties go to the config that ranked
-    higher on its single value, then to the earlier one."""
-    cands = [c for c in values if c in reevaluated and values[c]]
-    return sorted(cands, key=lambda c: (sum(values[c]) / len(values[c]), values[c][0]), reverse=True)
 
 
 def best_mean(values: dict[str, list[float]], reevaluated: set[str]) -> str | None:

@@ -33,6 +33,7 @@ from ray.tune.search import Searcher, SearchGenerator
 
 from s9tune.search.searcher.halving import Rungs
 from s9tune.search.searcher.journal import StudyStore, add_running, open_study, report, run_value, set_attr, study_name
+from s9tune.search.searcher.pick import auto_reruns
 from s9tune.search.searcher.reeval import Reruns
 from s9tune.search.space.space import BUDGET_KEY, CONFIG_KEY, METRIC, MODE, REPLACES_KEY, SEED_KEY, SearchSpace
 
@@ -111,7 +112,7 @@ class StudySearch(Searcher):
         if len(self.rungs[0].started) < self.rungs[0].quota:
             return self._new_config(trial_id)
         if self.reruns is not None:
-            self.reruns.plan.add(self._certain_top())
+            self._plan_reruns()
             run = self.reruns.plan.next_run()
             if run is not None:
                 return self._rerun(trial_id, run)
@@ -156,7 +157,7 @@ class StudySearch(Searcher):
 
     def is_finished(self) -> bool:
         if self.reruns is not None and self.rungs.finished():
-            self.reruns.plan.add(self._certain_top())
+            self._plan_reruns()
         return self.rungs.finished() and (self.reruns is None or self.reruns.plan.finished())
 
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
@@ -294,6 +295,39 @@ class StudySearch(Searcher):
         row = cid if self.halving else next(t for t, (c, r) in self.runs.items() if c == cid and r == 0)
         budget = {BUDGET_KEY: self.budgets[-1]} if self.halving else {}
         return {**self.params[cid], **budget, CONFIG_KEY: row, SEED_KEY: self.reruns.seed + j}
+
+    def _plan_reruns(self) -> None:
+        """Plan the reruns that are certain now: a fixed step's configs certain to be in its top;
+        under `auto`, the rule's next round once no search run is pending and no rerun runs (its
+        inputs are then final, so a resumed search decides the same)."""
+        plan, spec = self.reruns.plan, self.reruns.plan.spec
+        if not spec.auto:
+            plan.add(self._certain_top())
+            return
+        if not self.rungs.finished() or plan.next_run() is not None or plan.live():
+            return
+        left = spec.runs(len(self.final), search_epochs=self._search_epochs(), max_t=self.budgets[-1])
+        values = plan.values_of({c: self.final[c] for c in self._by_start(self.final)})
+        plan.more(auto_reruns(values, confidence=spec.confidence, margin=spec.margin, left=left - len(plan.planned)))
+
+    def _search_epochs(self) -> int:
+        """Epochs the search's own runs trained, as the journal has them: each run's last
+        reported step (a complete run without reports: its whole schedule)."""
+        import optuna
+
+        done = optuna.trial.TrialState.COMPLETE
+        total = 0
+        for study, budget in zip(self.studies, self.budgets, strict=True):
+            for t in study.get_trials(deepcopy=False):
+                if t.user_attrs.get(LOST_ATTR):
+                    continue
+                total += max(t.intermediate_values, default=budget if t.state == done else 0)
+        return total
+
+    def _by_start(self, configs: dict[str, Any]) -> list[str]:
+        """`configs`' ids in the order their configs started: ties in a ranking go to the earlier."""
+        order = {c: i for i, c in enumerate(self.rungs[0].started)}
+        return sorted(configs, key=lambda c: order.get(c, len(order)))
 
     def _certain_top(self) -> list[str]:
         """Configs certain to be in the re-evaluated top even if every pending value beat them."""

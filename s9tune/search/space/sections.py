@@ -18,6 +18,7 @@ SCHEDULER_KEYS = {
     "halving": {"type", "budgets", "keep"},
 }
 REEVAL_KEYS = {"top", "seeds"}
+AUTO_KEYS = {"auto", "confidence", "cap", "margin"}
 MAX_REEVAL_TOP = 10_000  # as num_samples
 MAX_REEVAL_SEEDS = 100  # as retrain --seeds
 
@@ -68,34 +69,61 @@ class SchedulerSpec:
         )
 
 
+# `reevaluate: auto`: rerun while the leader's P(truly better) than a contender is below
+# `confidence`, within `cap` of the search's own epochs (benchmarks/RESULTS.md, "search designs
+# by replay, with independent reruns", chose both on development replays, then froze them)
+AUTO_CONFIDENCE = 0.9
+AUTO_CAP = 0.2
+AUTO_MARGIN = 0.25  # of the spread of the configs' true means: closer than that is a tie
+
+
 @dataclass(frozen=True)
 class ReevalSpec:
-    """`top` configs, each trained on `seeds` more seeds; top 0 turns the step off."""
+    """`top` configs, each trained on `seeds` more seeds; top 0 turns the step off. `auto`:
+    instead, reruns decided by how separated the leader is (search/searcher/pick.py)."""
 
     top: int = 0
     seeds: int = 0
+    auto: bool = False
+    confidence: float = AUTO_CONFIDENCE
+    cap: float = AUTO_CAP
+    margin: float = AUTO_MARGIN
 
     @property
     def on(self) -> bool:
-        return self.top > 0 and self.seeds > 0
+        return self.auto or (self.top > 0 and self.seeds > 0)
 
-    def runs(self, configs: int) -> int:
-        """Runs the step plans after a search with `configs` complete full-length values."""
+    def runs(self, configs: int, *, search_epochs: float | None = None, max_t: int = 1) -> int:
+        """Runs the step plans after a search with `configs` complete full-length values; under
+        `auto` at most that many: its cap of `search_epochs` (default: `configs` full-length
+        runs of `max_t` epochs)."""
+        if self.auto:
+            spent = configs * max_t if search_epochs is None else search_epochs
+            # to the nearest whole run, and at least one: the leader's rerun, which measures σ
+            return max(1, math.floor(self.cap * spent / max_t + 0.5))
         return min(self.top, configs) * self.seeds if self.on else 0
 
-    def to_record(self) -> dict[str, int]:
+    def to_record(self) -> dict[str, Any]:
+        if self.auto:
+            return {"auto": True, "confidence": self.confidence, "cap": self.cap, "margin": self.margin}
         return {"top": self.top, "seeds": self.seeds}
 
     @classmethod
     def from_record(cls, d: dict[str, Any] | None) -> ReevalSpec:
         # an experiment recorded before the step existed had none
+        if d and d.get("auto"):
+            return cls(auto=True, confidence=float(d["confidence"]), cap=float(d["cap"]), margin=float(d["margin"]))
         return cls(int(d.get("top", 0)), int(d.get("seeds", 0))) if d else cls()
 
 
 def parse_reeval(path: Path, raw: Any) -> ReevalSpec:
-    """`reevaluate: {top: K, seeds: M}`: after the search, the K best configs train M more times."""
+    """`reevaluate: {top: K, seeds: M}`: after the search, the K best configs train M more times.
+    `reevaluate: auto` (or `{auto: true, confidence: C, cap: F, margin: M}`): reruns while they
+    can still change the pick, at most F of the search's epochs."""
     if raw is None or raw is False:
         return ReevalSpec()
+    if raw == "auto" or (isinstance(raw, dict) and "auto" in raw):
+        return parse_auto(path, {} if raw == "auto" else raw)
     spec = mapping(path, "reevaluate", raw, REEVAL_KEYS)
     missing = REEVAL_KEYS - set(spec)
     if missing:
@@ -107,6 +135,22 @@ def parse_reeval(path: Path, raw: Any) -> ReevalSpec:
     if not 1 <= seeds <= MAX_REEVAL_SEEDS:
         raise err(path, "reevaluate.seeds", f"must lie in [1, {MAX_REEVAL_SEEDS}]")
     return ReevalSpec(top, seeds)
+
+
+def parse_auto(path: Path, raw: dict[str, Any]) -> ReevalSpec:
+    spec = mapping(path, "reevaluate", raw, AUTO_KEYS)
+    if spec and spec.get("auto") is not True:
+        raise err(path, "reevaluate.auto", f"must be true, got {shown(spec.get('auto'))} (or leave reevaluate out)")
+    conf = float(number(path, "reevaluate.confidence", spec.get("confidence", AUTO_CONFIDENCE)))
+    cap = float(number(path, "reevaluate.cap", spec.get("cap", AUTO_CAP)))
+    if not 0.5 <= conf < 1:
+        raise err(path, "reevaluate.confidence", f"must lie in [0.5, 1), got {conf:g}")
+    if not 0 < cap <= 1:
+        raise err(path, "reevaluate.cap", f"must lie in (0, 1] (a share of the search's epochs), got {cap:g}")
+    margin = float(number(path, "reevaluate.margin", spec.get("margin", AUTO_MARGIN)))
+    if not 0 <= margin <= 1:
+        raise err(path, "reevaluate.margin", f"must lie in [0, 1] (a share of the configs' spread), got {margin:g}")
+    return ReevalSpec(auto=True, confidence=conf, cap=cap, margin=margin)
 
 
 def parse_scheduler(path: Path, raw: Any, fixed: TrainConfig) -> SchedulerSpec:

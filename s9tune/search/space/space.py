@@ -14,6 +14,7 @@ A file looks like this (every section but `space` optional)::
     scheduler: {type: asha, grace_period: 4, reduction_factor: 2}
     searcher: {type: optuna, seed: 0}
     reevaluate: {top: 3, seeds: 2}   # the top 3 configs trained on 2 more seeds; pick by mean
+                                     # (or `auto`: reruns while they can change the pick)
     resources: {cpus_per_trial: 2, gpus_per_trial: 0.25}
 
 Errors name the file and the key and raise ConfigError (exit 2).
@@ -81,7 +82,10 @@ class SearchSpace:
     def max_trials(self) -> int:
         """At most how many Tune trials the search makes: each config once per budget, and the
         re-evaluation runs."""
-        return self.num_samples * len(self.scheduler.budgets or (self.max_t,)) + self.reevaluate.runs(self.num_samples)
+        budgets = self.scheduler.budgets or (self.max_t,)
+        # `auto`'s cap is a share of the search's epochs: at most every config at every budget
+        most = self.reevaluate.runs(self.num_samples, search_epochs=self.num_samples * sum(budgets), max_t=self.max_t)
+        return self.num_samples * len(budgets) + most
 
     @property
     def n_startup_trials(self) -> int:
