@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -142,9 +142,12 @@ def run_search(
     dashboard: bool = False,
     ray_to_console: bool = False,
     progress: bool = True,
+    trainable: Callable[..., None] | None = None,
 ) -> SearchOutcome:
     """Run (or resume) a search. Ray's and Tune's output goes to STORAGE/NAME/search.log unless
-    `ray_to_console`; the console shows s9tune's own progress unless not `progress`."""
+    `ray_to_console`; the console shows s9tune's own progress unless not `progress`.
+    `trainable`: in place of trainable.train_trial, a function with its signature and name
+    (the scale benchmark's stand-in); no user-facing option sets it."""
     import ray
 
     from s9tune.data import load_splits
@@ -174,6 +177,7 @@ def run_search(
                     resume=resume,
                     max_failures=max_failures,
                     console=console if progress else None,
+                    trainable=trainable,
                 )
             finally:
                 ray.shutdown()  # inside the redirect: Ray's goodbyes belong in its log too
@@ -215,6 +219,7 @@ def _run_tune(
     resume: bool,
     max_failures: int,
     console: TextIO | None,
+    trainable: Callable[..., None] | None = None,
 ) -> None:
     """One `tune.run` over the trainable: a new experiment, or the one at `ref` continued
     (unfinished and errored trials run again). The searcher and the callbacks are this
@@ -228,8 +233,8 @@ def _run_tune(
     from s9tune.search.searcher.journal import StudyStore
     from s9tune.search.searcher.searcher import SearchSync, StudySearch, StudySearchGenerator
 
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, splits=splits.without_test(), base=space.fixed.to_dict()),
+    run = tune.with_resources(
+        tune.with_parameters(trainable or train_trial, splits=splits.without_test(), base=space.fixed.to_dict()),
         {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
     )
     logger.info(
@@ -243,7 +248,7 @@ def _run_tune(
             callbacks.append(SearchProgress(_plan(space, ref), console, live=console.isatty()))
         with _pending_trials(slots):
             tune.run(
-                trainable,
+                run,
                 name=ref.name,
                 storage_path=ref.storage,
                 search_alg=StudySearchGenerator(searcher),
