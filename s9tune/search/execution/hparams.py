@@ -3,18 +3,26 @@
 Ray's own TBXLoggerCallback writes HParams only when a trial ends, so running trials and
 (depending on the version) trials that ASHA stopped have no row in TensorBoard's HParams tab,
 and it drops numpy scalars. This logger takes its place (Tune adds Ray's unless a callback of
-that type is given) and writes through tensorboardX writers of its own: each numeric result as
-a scalar under `ray/tune/`, as Ray's does, and the HParams row as soon as the trial reports,
-with plain Python values; the metric columns then follow the trial's scalars as they arrive.
+that type is given) and writes tensorboardX's records into event files of its own: each numeric
+result as a scalar under `ray/tune/`, as Ray's does, and the HParams row as soon as the trial
+reports, with plain Python values; the metric columns then follow the trial's scalars as they
+arrive.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import socket
+import struct
+import time
+from pathlib import Path
 from typing import Any
 
 from ray.tune.logger import TBXLoggerCallback
+from tensorboardX.proto import event_pb2, summary_pb2
+from tensorboardX.record_writer import masked_crc32c
+from tensorboardX.summary import hparams, scalar
 
 logger = logging.getLogger(__name__)
 
@@ -34,46 +42,71 @@ def plain(v: Any) -> Any:
     return str(v)
 
 
+class EventFile:
+    """One trial's TensorBoard event file, opened, appended to and closed at each write.
+
+    tensorboardX's SummaryWriter keeps, per trial, an open file, a multiprocessing queue (a pipe)
+    and a thread, and fsyncs at every flush: in a driver with thousands of running trials that is
+    thousands of threads and descriptors, and one disk sync per result. Here a write is one
+    append of whole records; an event file needs no sync (TensorBoard rereads it as it grows, and
+    the tail a machine crash could lose, a restored trial reports again)."""
+
+    def __init__(self, folder: Path) -> None:
+        stem = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}"
+        self.path, n = folder / stem, 0
+        while self.path.exists():  # a retry within the same second gets a file of its own
+            n += 1
+            self.path = folder / f"{stem}.{n}"
+        self.write([event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")])
+
+    def write(self, events: list[Any]) -> None:
+        with open(self.path, "ab") as fh:
+            fh.write(b"".join(_record(e.SerializeToString()) for e in events))
+
+
+def _record(data: bytes) -> bytes:
+    """TFRecord framing: length, its masked CRC-32C, the data, its masked CRC-32C."""
+    header = struct.pack("<Q", len(data))
+    return header + struct.pack("<I", masked_crc32c(header)) + data + struct.pack("<I", masked_crc32c(data))
+
+
 class HParamsTBXLogger(TBXLoggerCallback):
     def __init__(self) -> None:
         super().__init__()
-        self.writers: dict[str, Any] = {}  # trial id -> its tensorboardX SummaryWriter
+        self.files: dict[str, EventFile] = {}  # trial id -> its event file, while it runs
         self.hparams_written: set[str] = set()
 
     def log_trial_start(self, trial: Any) -> None:
-        from tensorboardX import SummaryWriter
-
         self.log_trial_end(trial)  # a trial that starts again (a retry) gets a new event file
         trial.init_local_path()
-        self.writers[trial.trial_id] = SummaryWriter(trial.local_path, flush_secs=30)
+        self.files[trial.trial_id] = EventFile(Path(trial.local_path))
 
     def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
-        if trial.trial_id not in self.writers:
+        if trial.trial_id not in self.files:
             self.log_trial_start(trial)
-        writer = self.writers[trial.trial_id]
         step = result.get("timesteps_total") or result["training_iteration"]
-        for key, value in result.items():
-            value = plain(value)
-            if key not in NOT_SCALARS and _number(value):
-                writer.add_scalar(f"ray/tune/{key}", value, global_step=step)
+        values = [
+            v
+            for key, value in result.items()
+            if key not in NOT_SCALARS and _number(plain(value))
+            for v in scalar(f"ray/tune/{key}", plain(value)).value
+        ]
+        now = time.time()
+        events = [event_pb2.Event(wall_time=now, step=step, summary=summary_pb2.Summary(value=values))]
         if trial.trial_id not in self.hparams_written:
-            self._write_hparams(writer, trial, result)
+            events += [event_pb2.Event(wall_time=now, summary=s) for s in _hparams(trial, result)]
             self.hparams_written.add(trial.trial_id)
-        writer.flush()
+        self.files[trial.trial_id].write(events)
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
-        writer = self.writers.pop(trial.trial_id, None)
-        if writer is not None:
-            writer.close()
+        self.files.pop(trial.trial_id, None)
 
-    def _write_hparams(self, writer: Any, trial: Any, result: dict) -> None:
-        from tensorboardX.summary import hparams
 
-        params = {k: plain(v) for k, v in (trial.evaluated_params or trial.config or {}).items()}
-        # the metric tags are the scalar tags written above, so the columns fill as they come
-        metrics = {f"ray/tune/{k}": float(result[k]) for k in HPARAM_METRICS if _number(plain(result.get(k)))}
-        for summary in hparams(hparam_dict=params, metric_dict=metrics):
-            writer.file_writer.add_summary(summary)
+def _hparams(trial: Any, result: dict) -> list[Any]:
+    params = {k: plain(v) for k, v in (trial.evaluated_params or trial.config or {}).items()}
+    # the metric tags are the scalar tags written above, so the columns fill as they come
+    metrics = {f"ray/tune/{k}": float(result[k]) for k in HPARAM_METRICS if _number(plain(result.get(k)))}
+    return list(hparams(hparam_dict=params, metric_dict=metrics))
 
 
 def _number(v: Any) -> bool:

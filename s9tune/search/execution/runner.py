@@ -243,7 +243,8 @@ def _run_tune(
     store = StudyStore(ref.folder)
     try:
         searcher = StudySearch(space, store=store, name=ref.name, max_concurrent=slots)
-        callbacks: list[Any] = [SearchSync(searcher), HParamsTBXLogger()]
+        scheduler = scheduler_for(space)
+        callbacks: list[Any] = [SearchSync(searcher, scheduler), HParamsTBXLogger()]
         if console is not None:
             callbacks.append(SearchProgress(_plan(space, ref), console, live=console.isatty()))
         with _pending_trials(slots):
@@ -252,7 +253,7 @@ def _run_tune(
                 name=ref.name,
                 storage_path=ref.storage,
                 search_alg=StudySearchGenerator(searcher),
-                scheduler=scheduler_for(space),
+                scheduler=scheduler,
                 # an upper bound only: the searcher ends the search
                 num_samples=space.max_trials,
                 metric=METRIC,
