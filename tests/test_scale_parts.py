@@ -70,3 +70,85 @@ def test_incremental_rungs_answer_as_the_rule_as_first_written(data: st.DataObje
         getattr(ref, ev[0])(*ev[1:])
         getattr(new, ev[0])(*ev[1:])
         assert questions(new, len(sizes)) == questions(ref, len(sizes)), (ev, history)
+
+
+# -- the console: a large search prints a summary, and its cost does not grow with the square --
+@dataclass
+class CountedTrial:
+    """A stand-in for Tune's trial that counts how often the console reads its status."""
+
+    trial_id: str
+    config: dict[str, Any]
+    _status: str = "PENDING"
+    last_result: dict[str, Any] = field(default_factory=dict)
+    error_file: str | None = None
+    reads: list[int] = field(default_factory=lambda: [0])
+
+    @property
+    def status(self) -> str:
+        self.reads[0] += 1
+        return self._status
+
+    @status.setter
+    def status(self, value: str) -> None:
+        self._status = value
+
+
+def play_large(progress: Any, n: int, tmp_path: Path, *, errors: int = 0) -> tuple[list[CountedTrial], list[int]]:
+    """n trials, as Tune calls the hooks: each starts, reports 4 epochs and ends (ASHA stops
+    every other one at epoch 2); the last `errors` raise instead, with a retry first."""
+    reads = [0]
+    (tmp_path / "error.txt").write_text("RuntimeError: injected\n")
+    trials: list[CountedTrial] = []
+    for i in range(n):
+        t = CountedTrial(f"t{i:05d}", {"max_lr": 0.1 + i / n}, reads=reads, error_file=str(tmp_path / "error.txt"))
+        trials.append(t)
+        progress.on_trial_start(0, trials, t)
+        t.status = "RUNNING"
+        if i >= n - errors:
+            progress.on_trial_recover(0, trials, t)
+            progress.on_trial_error(0, trials, t)
+            t.status = "ERROR"
+            continue
+        for epoch in range(1, 3 if i % 2 else 5):
+            t.last_result = {"training_iteration": epoch, "val_accuracy": 0.1 * epoch + i / (10 * n)}
+            progress.on_trial_result(0, trials, t, t.last_result)
+        progress.on_trial_complete(0, trials, t)
+        t.status = "TERMINATED"
+    progress.on_experiment_end(trials)
+    return trials, reads
+
+
+def test_a_large_search_prints_a_bounded_summary_with_the_first_errors(tmp_path: Path) -> None:
+    from s9tune.search.execution.console import MAX_LINES, NOTABLE_MAX, Plan, SearchProgress
+
+    out = io.StringIO()
+    plan = Plan("big", trials=1000, epochs=4000, exact=False, max_t=4, searched=("max_lr",))
+    play_large(SearchProgress(plan, out, live=False), 1000, tmp_path, errors=30)
+    lines = out.getvalue().splitlines()
+    assert len(lines) <= MAX_LINES, len(lines)
+    assert "1000 trials planned" in lines[0]
+    notable = [line for line in lines if " error: RuntimeError: injected" in line or "retrying" in line]
+    assert len(notable) == NOTABLE_MAX  # the first ones, as they came (a retry, then its error)
+    progress = [line for line in lines if "trials done" in line]
+    assert len(progress) >= 20 and "970/1000 trials done" in lines[-1] and "30 errors" in lines[-1]
+    assert "search ended" in lines[-1] and "40 more events not shown" in lines[-1]
+    assert all(line.startswith("[") for line in lines)
+
+
+def test_the_consoles_cost_grows_with_the_trials_not_their_square(tmp_path: Path) -> None:
+    """Trials the console reads, for 250 and for 1,000 trials: at every event a walk over all
+    of them (as before) read 1,000 trials 4x as often per trial as 250."""
+    from s9tune.search.execution.console import Plan, SearchProgress
+
+    per_trial = []
+    for n in (250, 1000):
+        for live in (False, True):
+            plan = Plan("big", trials=n, epochs=4 * n, exact=False, max_t=4, searched=("max_lr",))
+            progress = SearchProgress(plan, io.StringIO(), live=live)
+            if live:
+                progress._console.file = io.StringIO()
+            _, reads = play_large(progress, n, tmp_path)
+            per_trial.append(reads[0] / n)
+    assert max(per_trial) <= 60 * 2, per_trial  # a walk per printed line (or live refresh), not per event
+    assert per_trial[2] <= 1.5 * per_trial[0] + 5 and per_trial[3] <= 1.5 * per_trial[1] + 5, per_trial
