@@ -152,3 +152,31 @@ def test_the_consoles_cost_grows_with_the_trials_not_their_square(tmp_path: Path
             per_trial.append(reads[0] / n)
     assert max(per_trial) <= 60 * 2, per_trial  # a walk per printed line (or live refresh), not per event
     assert per_trial[2] <= 1.5 * per_trial[0] + 5 and per_trial[3] <= 1.5 * per_trial[1] + 5, per_trial
+
+
+# -- results: fANOVA on at most MAX_IMPORTANCE_VALUES values --------------------------------------
+def test_importance_samples_at_most_its_cap_of_values() -> None:
+    import random
+
+    from s9tune.search.experiment.export import MAX_IMPORTANCE_VALUES, importance
+    from s9tune.search.experiment.trials import Experiment, TrialRow
+    from s9tune.search.space.space import load_space
+
+    space = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "default.yaml")
+    rng = random.Random(1)
+
+    def rows(n: int) -> list[TrialRow]:
+        out = []
+        for i in range(n):
+            config = {"max_lr": rng.uniform(0.05, 2.0), "pct_start": rng.uniform(0.1, 0.5), "aug_strength": 1.0}
+            value = 0.9 - (config["pct_start"] - 0.3) ** 2
+            out.append(TrialRow(f"t{i}", config, "completed", 24, value, value, 1.0, budget=24))
+        return out
+
+    few = importance(Experiment("e", space, rows(40)))
+    assert few[1] == "Optuna fANOVA on 40 trials that completed the schedule"
+    many_rows = rows(MAX_IMPORTANCE_VALUES + 150)
+    many = importance(Experiment("e", space, many_rows))
+    assert many[1].startswith(f"Optuna fANOVA on {MAX_IMPORTANCE_VALUES} of the {MAX_IMPORTANCE_VALUES + 150} trials")
+    assert importance(Experiment("e", space, many_rows))[0] == many[0]  # the sample is seeded
+    assert max(many[0], key=many[0].get) == "pct_start"
