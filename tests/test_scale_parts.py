@@ -5,7 +5,6 @@ event files, the journal's unsynced reports, and ASHA's rungs after a resume."""
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,9 +38,7 @@ def events(data: st.DataObject, sizes: list[int]) -> list[tuple]:
     for _ in range(data.draw(st.integers(0, 40))):
         live = [(r, c) for r in range(len(sizes)) for c in ref[r].live()]
         failed = [(r, c) for r in range(len(sizes)) for c in ref[r].failed]
-        promotable = [
-            (r, c) for r in range(1, len(sizes)) for c in ref[r - 1].values if c not in ref[r].started
-        ]
+        promotable = [(r, c) for r in range(1, len(sizes)) for c in ref[r - 1].values if c not in ref[r].started]
         kinds = ["start0"] + ["finish", "fail", "forget"] * bool(live) + ["promote"] * bool(promotable)
         kind = data.draw(st.sampled_from(kinds + ["rerun"] * bool(failed)))
         if kind == "start0":
@@ -180,3 +177,121 @@ def test_importance_samples_at_most_its_cap_of_values() -> None:
     assert many[1].startswith(f"Optuna fANOVA on {MAX_IMPORTANCE_VALUES} of the {MAX_IMPORTANCE_VALUES + 150} trials")
     assert importance(Experiment("e", space, many_rows))[0] == many[0]  # the sample is seeded
     assert max(many[0], key=many[0].get) == "pct_start"
+
+
+# -- HParams: no descriptor or thread per running trial ------------------------------------------
+def test_hparams_files_hold_no_descriptor_or_thread_per_running_trial(tmp_path: Path) -> None:
+    """200 trials running at once, each reporting: the driver's open files and threads stay
+    where they were (a SummaryWriter per trial held a file, a pipe and a thread each), and
+    each trial's event file reads back with its scalars and its HParams row."""
+    import threading
+    import types
+
+    import psutil
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from s9tune.search.execution.hparams import HParamsTBXLogger
+
+    me = psutil.Process()
+    fds, threads = me.num_fds(), threading.active_count()
+    logger = HParamsTBXLogger()
+    trials = []
+    for i in range(200):
+        folder = tmp_path / f"t{i}"
+        folder.mkdir()
+        trials.append(
+            types.SimpleNamespace(
+                trial_id=f"t{i}",
+                evaluated_params={"max_lr": 0.1 * i},
+                config={},
+                local_path=str(folder),
+                init_local_path=lambda: None,
+            )
+        )
+        logger.log_trial_start(trials[-1])
+    for epoch in (1, 2):
+        for t in trials:
+            logger.log_trial_result(epoch, t, {"training_iteration": epoch, "val_accuracy": 0.4 + epoch / 10})
+    assert me.num_fds() <= fds + 2 and threading.active_count() <= threads + 1
+    for t in trials:
+        logger.log_trial_end(t)
+    ea = EventAccumulator(trials[7].local_path)
+    ea.Reload()
+    assert [(s.step, round(s.value, 3)) for s in ea.Scalars("ray/tune/val_accuracy")] == [(1, 0.5), (2, 0.6)]
+    assert b"max_lr" in ea.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+
+
+# -- the journal: a run's per-epoch values are written, not synced; the rest is synced ----------
+def test_reports_reach_the_journal_unsynced_and_tells_synced(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from s9tune.search.experiment.record import ExperimentRef
+    from s9tune.search.searcher.journal import StudyStore, add_running, open_study, report
+
+    (tmp_path / "e").mkdir()
+    store = StudyStore(ExperimentRef(str(tmp_path), "e").folder)
+    study = open_study(store, "e", seed=0, startup=1, maximize=True, attrs={})
+    dists = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    number = add_running(study, dists, {"x": 0.5}, {"tune_trial_id": "t0"})
+    syncs: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (syncs.append(fd), real(fd))[1])
+    for step in range(1, 51):
+        report(store, "e", number, step=step, value=step / 100)
+    assert syncs == []  # 50 reports, no disk sync
+    study.tell(number, 0.5)
+    assert len(syncs) == 1  # the tell is synced, and with it the reports before it
+    again = optuna.load_study(study_name="e", storage=JournalStorage(JournalFileBackend(str(store.path))))
+    assert again.trials[0].intermediate_values == {s: s / 100 for s in range(1, 51)}
+    assert again.trials[0].value == 0.5 and store.curves("e", "tune_trial_id")["t0"][-1] == (50, 0.5)
+
+
+# -- ASHA after a resume: its rungs hold what they held ------------------------------------------
+def test_a_resumed_asha_judges_runs_as_the_uninterrupted_one_would() -> None:
+    """Nine runs reach the epoch-12 rung, then the driver dies. A new run under the cut must be
+    stopped there, and a restored run already past the rung must go on, as the uninterrupted
+    ASHA decides; an ASHA that started empty (Tune saves none) promotes the first and judges
+    the second again."""
+    import types
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from s9tune.search.searcher.asha import SearchASHA
+
+    def asha() -> SearchASHA:
+        a = SearchASHA(time_attr="training_iteration", max_t=24, grace_period=12, reduction_factor=3)
+        a.set_search_properties("val_accuracy", "max")
+        return a
+
+    def trial(tid: str) -> Any:
+        return types.SimpleNamespace(trial_id=tid, config={"max_lr": 0.1}, status="TERMINATED")
+
+    old = [trial(f"t{i}") for i in range(9)]
+    curves = {t.trial_id: [(s, 0.05 * s + i / 100) for s in range(1, 13)] for i, t in enumerate(old)}
+    curves["t8"] += [(13, 0.61)]  # the best run went on past the rung
+    whole, resumed, empty = asha(), asha(), asha()
+    for a in (whole, resumed, empty):
+        for t in old:
+            a.on_trial_add(None, t)
+    for t in old:
+        for step, value in curves[t.trial_id]:
+            whole.on_trial_result(None, t, {"training_iteration": step, "val_accuracy": value})
+    old[8].status = "PENDING"  # restored to run on: the journal has it running
+    old[0].status = "PENDING"  # restored to run on, though the journal has it stopped at the rung
+    resumed.restore(old, curves, running={"t8"})
+    new = trial("new")
+    decisions = []
+    for a in (whole, resumed, empty):
+        a.on_trial_add(None, new)
+        low = a.on_trial_result(None, new, {"training_iteration": 12, "val_accuracy": 0.5})
+        past = a.on_trial_result(None, old[8], {"training_iteration": 14, "val_accuracy": 0.45})
+        decisions.append((low, past))
+    stop, go = TrialScheduler.STOP, TrialScheduler.CONTINUE
+    assert decisions[0] == (stop, go) and decisions[1] == decisions[0]
+    assert decisions[2] == (go, stop)  # what a resume did before the rungs were restored
+    # Tune's state was saved before ASHA stopped t0: rerun from its checkpoint, it is judged again
+    assert resumed.on_trial_result(None, old[0], {"training_iteration": 12, "val_accuracy": 0.6}) == stop

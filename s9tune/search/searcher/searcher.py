@@ -345,4 +345,5 @@ class SearchSync(Callback):
             [TrialView(t.trial_id, dict(t.config), str(t.status), dict(t.last_result or {})) for t in trials]
         )
         if self.scheduler is not None and trials:
-            self.scheduler.restore(trials, self.searcher.store.curves(self.searcher.names[0], TUNE_ID))
+            curves = self.searcher.store.curves(self.searcher.names[0], TUNE_ID)
+            self.scheduler.restore(trials, curves, running=set(self.searcher.open))
