@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from scale_checks import (
     check_runs,
+    checkpoints_per_trial,
     count_lines,
     event_bytes,
     journal_replay_seconds,
@@ -43,6 +44,7 @@ from scale_checks import (
     results_seconds,
     tensorboard_available,
     tensorboard_seconds,
+    uri_journal_copies,
 )
 from scale_watch import Watch, launch
 
@@ -232,10 +234,35 @@ def measure(configs: int, args: argparse.Namespace, work: Path) -> dict[str, Any
         if tensorboard_available()
         else "not installed",
         "clean_checks": check_runs(exp, space),
+        "checkpoints_per_trial": checkpoints_per_trial(exp),
+        "uri_journal_copies": uri_journal_copies(exp, wc.wall_s),
     }
     row["cpu_ratio"] = row["driver_cpu_s_per_trial"] / row["baseline_cpu_s_per_trial"]
     row.update(kill_and_resume(configs, args, work, space))
     return row
+
+
+def measure_setting(configs: int, args: argparse.Namespace, work: Path, setting: str) -> dict[str, Any]:
+    """The s9tune search alone, to the end, with one Tune setting (KEY=VALUE in its driver's
+    environment): what the setting does to the driver's cost and to the epochs trained."""
+    key, _, value = setting.partition("=")
+    name = f"set-{len(list(work.glob('set-*.spec.json')))}"
+    spec = _spec(work, "s9tune", name, args, configs, env={key: value} if key else {})
+    w = launch(spec, work, watch=work / "st" / name, log=work / name)
+    out = json.loads(Path(spec["out"]).read_text())
+    exp = work / "st" / name
+    return {
+        "configs": configs,
+        "setting": setting or "(as shipped)",
+        "wall_s": w.wall_s,
+        "finished": out["finished"],
+        "driver_cpu_s_per_trial": per_trial(w, out),
+        "epochs_per_trial": reported_epochs(exp) / max(out["finished"], 1),
+        "checkpoints_per_trial": checkpoints_per_trial(exp),
+        "peak_rss_mib": out["peak_rss_mib"],
+        "peak_fds": w.peak_fds,
+        "first_trial_s": w.first_new_trial_s,
+    }
 
 
 def kill_and_resume(configs: int, args: argparse.Namespace, work: Path, space: Any) -> dict[str, Any]:
@@ -282,6 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--space", type=Path, default=DEFAULT_SPACE)
     p.add_argument("--tb-timeout", type=float, default=120.0, help="give up on TensorBoard's listing after this")
     p.add_argument("--keep", type=Path, default=None, help="keep the experiments in this folder")
+    p.add_argument(
+        "--setting",
+        action="append",
+        default=None,
+        help="instead of the three searches: the s9tune search alone with this KEY=VALUE in its driver's "
+        "environment (repeatable; an empty one runs it as shipped)",
+    )
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--driver", type=Path, default=None, help=argparse.SUPPRESS)  # one driver process
     args = p.parse_args(argv)
@@ -292,18 +326,22 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tempfile.mkdtemp(prefix=f"s9scale-{configs}-", dir=args.keep))
         tiny_data(work / "data")
         try:
-            rows.append(measure(configs, args, work))
+            if args.setting is None:
+                rows.append(measure(configs, args, work))
+                print(describe(rows[-1]), flush=True)
+            for setting in args.setting or []:
+                rows.append(measure_setting(configs, args, work, setting))
+                print(json.dumps(rows[-1]), flush=True)
         finally:
             if args.keep is None:
                 shutil.rmtree(work, ignore_errors=True)
-        print(describe(rows[-1]), flush=True)
     out = {
         "command": " ".join(["python", "benchmarks/scale.py", *(sys.argv[1:] if argv is None else argv)]),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": {"cpus": os.cpu_count(), "load_avg_start": load0, "load_avg_end": list(os.getloadavg())},
         "total_s": time.time() - t0,
         "runs": rows,
-        "projection_10k": project(rows),
+        "projection_10k": project(rows) if args.setting is None else None,
     }
     if args.json is not None:
         args.json.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")

@@ -135,6 +135,27 @@ def check_runs(exp: Path, space: Any) -> dict[str, Any]:
     }
 
 
+def checkpoints_per_trial(exp: Path) -> float:
+    """Checkpoints the trials reported (rows naming one), per trial."""
+    files = list(exp.glob("train_trial_*/result.json"))
+    rows = [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
+    return sum(bool(r.get("checkpoint_dir_name")) for r in rows) / max(len(files), 1)
+
+
+def uri_journal_copies(exp: Path, wall_s: float, every_s: float = 10.0) -> dict[str, float]:
+    """For a URI experiment, the bytes of journal copies: one at every completion (a tell: a
+    trial's state set to a finished one), as before, against at most one per `every_s` seconds
+    of the search (now; Tune's state saves add one each, and are paced the same way). Computed
+    from this experiment's journal, not run against an object store."""
+    size, per_completion = 0, 0
+    for line in (exp / "optuna.journal").read_bytes().splitlines(keepends=True):
+        size += len(line)
+        log = json.loads(line)
+        if log.get("op_code") == 6 and log.get("state") not in (None, 0):  # set to a finished state
+            per_completion += size
+    return {"per_completion_bytes": per_completion, "paced_bytes_at_most": size * (wall_s / every_s + 1)}
+
+
 def results_seconds(exp: Path) -> float:
     """`s9tune results EXPERIMENT`, as a user runs it."""
     t0 = time.monotonic()

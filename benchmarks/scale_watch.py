@@ -81,7 +81,7 @@ def launch(
     spec_path = Path(f"{log}.spec.json")
     spec_path.write_text(json.dumps(spec))
     ray_tmp = Path(tempfile.mkdtemp(prefix="s9s", dir="/tmp"))  # short: Ray's socket paths are limited
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **spec.get("env", {}), "RAY_TMPDIR": str(ray_tmp), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, str(Path(__file__).with_name("scale.py")), "--driver", str(spec_path)]
     known = known or set()
     first_s, cpu_first, peak_fds, peak_rss, killed = None, 0.0, 0, 0.0, False

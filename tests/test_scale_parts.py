@@ -295,3 +295,18 @@ def test_a_resumed_asha_judges_runs_as_the_uninterrupted_one_would() -> None:
     assert decisions[2] == (go, stop)  # what a resume did before the rungs were restored
     # Tune's state was saved before ASHA stopped t0: rerun from its checkpoint, it is judged again
     assert resumed.on_trial_result(None, old[0], {"training_iteration": 12, "val_accuracy": 0.6}) == stop
+
+
+def test_pending_trials_are_the_slots_unless_the_user_set_them(monkeypatch) -> None:
+    import os
+
+    from s9tune.search.execution.runner import _pending_trials
+
+    monkeypatch.delenv("TUNE_MAX_PENDING_TRIALS_PG", raising=False)
+    with _pending_trials(32):
+        assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "32"
+    assert "TUNE_MAX_PENDING_TRIALS_PG" not in os.environ
+    monkeypatch.setenv("TUNE_MAX_PENDING_TRIALS_PG", "4")
+    with _pending_trials(32):
+        assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "4"
+    assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "4"

@@ -80,11 +80,13 @@ def _experiment(
 @contextlib.contextmanager
 def _pending_trials(slots: int) -> Iterator[None]:
     """Tune keeps one trial pending at a time for a searcher of its own; with as many as there
-    are slots, the slots fill at once rather than one actor start after another. Tune reads
-    this documented variable when it starts; it is put back afterwards."""
+    are slots, the slots fill at once rather than one actor start after another (the searcher's
+    `max_concurrent` keeps pending and running runs within the slots, so no config is asked for
+    before a slot could take it). Tune reads this documented variable when it starts; a value
+    the user set is kept, and it is put back afterwards."""
     key = "TUNE_MAX_PENDING_TRIALS_PG"
     before = os.environ.get(key)
-    os.environ[key] = str(slots)
+    os.environ[key] = before or str(slots)
     try:
         yield
     finally:
