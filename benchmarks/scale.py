@@ -243,11 +243,11 @@ def measure(configs: int, args: argparse.Namespace, work: Path) -> dict[str, Any
 
 
 def measure_setting(configs: int, args: argparse.Namespace, work: Path, setting: str) -> dict[str, Any]:
-    """The s9tune search alone, to the end, with one Tune setting (KEY=VALUE in its driver's
-    environment): what the setting does to the driver's cost and to the epochs trained."""
-    key, _, value = setting.partition("=")
+    """The s9tune search alone, to the end, with Tune settings (KEY=VALUE;KEY=VALUE in its
+    driver's environment): what they do to the driver's cost and to the epochs trained."""
+    env = dict(pair.split("=", 1) for pair in setting.split(";") if pair)
     name = f"set-{len(list(work.glob('set-*.spec.json')))}"
-    spec = _spec(work, "s9tune", name, args, configs, env={key: value} if key else {})
+    spec = _spec(work, "s9tune", name, args, configs, env=env)
     w = launch(spec, work, watch=work / "st" / name, log=work / name)
     out = json.loads(Path(spec["out"]).read_text())
     exp = work / "st" / name
@@ -313,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         "--setting",
         action="append",
         default=None,
-        help="instead of the three searches: the s9tune search alone with this KEY=VALUE in its driver's "
-        "environment (repeatable; an empty one runs it as shipped)",
+        help="instead of the three searches: the s9tune search alone with KEY=VALUE[;KEY=VALUE] in its "
+        "driver's environment (repeatable; an empty one runs it as shipped)",
     )
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--driver", type=Path, default=None, help=argparse.SUPPRESS)  # one driver process

@@ -34,6 +34,7 @@ class Watch:
     peak_fds: int
     peak_rss_mib: float  # sampled; the driver's own getrusage is exact
     killed: bool
+    cpu_last: float  # the driver's CPU seconds at its last sample (for a killed one: at the kill)
 
 
 def ray_processes(pid: int, ray_tmp: Path) -> list[psutil.Process]:
@@ -84,7 +85,7 @@ def launch(
     env = {**os.environ, **spec.get("env", {}), "RAY_TMPDIR": str(ray_tmp), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, str(Path(__file__).with_name("scale.py")), "--driver", str(spec_path)]
     known = known or set()
-    first_s, cpu_first, peak_fds, peak_rss, killed = None, 0.0, 0, 0.0, False
+    first_s, cpu, cpu_first, peak_fds, peak_rss, killed = None, 0.0, 0.0, 0, 0.0, False
     with open(f"{log}.console.txt", "a") as out, open(f"{log}.stderr.txt", "a") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=REPO, start_new_session=True)
         t0 = time.monotonic()
@@ -114,4 +115,4 @@ def launch(
     if not killed and rc != 0:
         tail = Path(f"{log}.stderr.txt").read_text(errors="replace")[-3000:]
         raise RuntimeError(f"driver {spec['name']} exited {rc}:\n{tail}")
-    return Watch(wall, cpu_first, first_s, peak_fds, peak_rss, killed)
+    return Watch(wall, cpu_first, first_s, peak_fds, peak_rss, killed, cpu)
