@@ -327,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         tiny_data(work / "data")
         try:
             if args.setting is None:
+                t1 = time.time()
                 rows.append(measure(configs, args, work))
+                rows[-1]["size_s"] = time.time() - t1  # the three searches, results and TensorBoard
                 print(describe(rows[-1]), flush=True)
             for setting in args.setting or []:
                 rows.append(measure_setting(configs, args, work, setting))
