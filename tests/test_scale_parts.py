@@ -310,3 +310,22 @@ def test_pending_trials_are_the_slots_unless_the_user_set_them(monkeypatch) -> N
     with _pending_trials(32):
         assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "4"
     assert os.environ["TUNE_MAX_PENDING_TRIALS_PG"] == "4"
+
+
+def test_the_printed_leaderboard_shows_the_best_rows_and_where_the_rest_are() -> None:
+    from s9tune.search.experiment.export import MAX_TABLE_ROWS, format_results
+    from s9tune.search.experiment.trials import Experiment, TrialRow
+    from s9tune.search.space.space import load_space
+
+    space = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "default.yaml")
+    space = space.with_num_samples(1000)
+
+    def table(n: int) -> list[str]:
+        config = {"max_lr": 0.4, "pct_start": 0.2, "aug_strength": 1.0}
+        rows = [TrialRow(f"t{i}", config, "completed", 24, i / n, i / n, 1.0) for i in range(n)]
+        return format_results(Experiment("st/e", space, rows)).split("\n\n")[0].splitlines()
+
+    assert len(table(10)) == 11 and not any("more rows" in line for line in table(10))
+    big = table(1000)
+    assert len(big) == 1 + MAX_TABLE_ROWS + 1 and big[1].startswith("t999 ")  # the best first
+    assert big[-1] == f"... and {1000 - MAX_TABLE_ROWS} more rows: st/e/leaderboard.json and trials.csv"

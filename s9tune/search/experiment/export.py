@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 BEST_CONFIG = "best_config.yaml"
 TRIALS_CSV = "trials.csv"
 LEADERBOARD_JSON = "leaderboard.json"
+MAX_TABLE_ROWS = 25  # the printed leaderboard's best rows; the files hold every one
 
 
 MIN_IMPORTANCE_VALUES = 10  # fANOVA's forest on fewer points ranks noise (2 trials gave 1.000 / 0.000 / 0.000)
@@ -198,12 +199,15 @@ def _table_cells(exp: Experiment) -> tuple[list[str], list[list[str]]]:
 
 def format_results(exp: Experiment) -> str:
     """The leaderboard table, parameter importance and compute, as `s9tune results` prints it."""
-    head, lines = _table_cells(exp)
+    head, cells = _table_cells(exp)
+    lines = cells[:MAX_TABLE_ROWS]
     widths = (
         [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=True)] if lines else [len(h) for h in head]
     )
     out = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
     out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines]
+    if len(cells) > len(lines):
+        out.append(f"... and {len(cells) - len(lines)} more rows: {exp.path}/{LEADERBOARD_JSON} and {TRIALS_CSV}")
     out.append("")
     out.append(f"Ranked by {exp.scope.split(':')[0]}. {'Runs' if exp.halving else 'Trials'}: {exp.status_counts()}.")
     out += [f"{line[0].upper()}{line[1:]}." for line in exp.replacements()]
