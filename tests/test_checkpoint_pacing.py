@@ -69,7 +69,7 @@ def test_checkpointer_skips_epochs_the_pacer_rules_out(tiny_cifar: Path, tmp_pat
 
 
 def test_trial_reports_every_epoch_and_checkpoints_when_due(tiny_cifar: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from s9tune.search.execution import trainable
+    from s9tune.search.execution import reporting, trainable
 
     reports: list[tuple[int, bool]] = []
 
@@ -81,7 +81,7 @@ def test_trial_reports_every_epoch_and_checkpoints_when_due(tiny_cifar: Path, mo
     monkeypatch.setattr(trainable.tune, "report", fake_report)
     # outside a trial, asking Ray for the node would start a Ray in this process, which later
     # tests would then find running
-    monkeypatch.setattr(trainable, "_node_id", lambda: "node")
+    monkeypatch.setattr(reporting, "_node_id", lambda: "node")
     cfg = tiny_cfg(epochs=3)
     splits = load_splits(tiny_cifar, val_size=cfg.val_size, seed=cfg.seed)
     train(cfg, splits, [trainable.TuneReport(CheckpointPacer(max_share=0.0))])

@@ -122,6 +122,21 @@ def test_damaged_files_are_one_line(synthetic: Path, capsys: pytest.CaptureFixtu
     assert "not a valid s9tune record" in capsys.readouterr().err
 
 
+def test_a_params_file_cut_short_by_a_kill_is_left_out_if_the_trial_never_reported(synthetic: Path) -> None:
+    """A driver killed while Tune wrote a new trial's params.json leaves it cut short; resume and
+    results must go on without that trial. With results beside it, it is damage: one line."""
+    trial = next(synthetic.glob("train_trial_aaaaaaa8_*"))
+    (trial / "params.json").write_text('{"max_lr": 0.1, "pct_')
+    with pytest.raises(S9Error, match="not valid JSON"):
+        load_experiment(str(synthetic))
+    for f in trial.iterdir():
+        if f.name != "params.json":
+            f.unlink()
+    assert "aaaaaaa8" not in [r.trial_id for r in load_experiment(str(synthetic)).rows]
+    (trial / "params.json").write_text("")
+    assert len(load_experiment(str(synthetic)).rows) == 7
+
+
 def test_results_run_nothing_planted_in_pickles(synthetic: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     ran = tmp_path / "payload-ran"
     payload = pickle.dumps(Payload(ran))

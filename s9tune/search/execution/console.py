@@ -2,10 +2,16 @@
 
 On a terminal: one compact live view (rich) of trials done, running and pending, epochs done
 of those planned, the best value so far and its config, an ETA, and errors. Elsewhere (a log,
-CI, a pipe): one line per trial event, so the output stays short and greppable.
+CI, a pipe): one line per trial event, so the output stays short and greppable; for a search
+of more than EVENT_LINES_MAX_TRIALS trials, a line per 5% of its trials ended instead, with the
+first NOTABLE_MAX errors, retries and divergences, and a last line that counts what was not
+shown: at most MAX_LINES lines, whatever the search's size.
 
-Counts are recomputed from Tune's own trial list at every event rather than kept as state, so
-a resumed search shows the restored trials correctly from its first event.
+Counts are recomputed from Tune's own trial list rather than kept as state, so a resumed search
+shows the restored trials correctly from its first line. That walks every trial, so it is done
+only for a line to print, and for the live view at most every REFRESH_S seconds (and no more
+often than keeps it to 5% of the time): at every event it made the console's cost grow with
+the square of the trials.
 """
 
 from __future__ import annotations
@@ -18,9 +24,18 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from ray.tune import Callback
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
 
 from s9tune.errors import printable
 from s9tune.search.space.space import BUDGET_KEY, CONFIG_KEY, METRIC, REPLACES_KEY, SEED_KEY
+
+EVENT_LINES_MAX_TRIALS = 24  # up to this many planned trials, a line per trial event
+MAX_LINES = 60  # the most lines a search prints when not on a terminal
+PROGRESS_LINES = 20  # above EVENT_LINES_MAX_TRIALS: a line per 1/20 of the planned trials ended
+NOTABLE_MAX = 20  # ... and the first this many errors, retries, divergences and stand-ins
+REFRESH_S = 0.5  # the live view's counts at most this often (rich redraws twice a second)
 
 
 @dataclass(frozen=True)
@@ -123,25 +138,27 @@ class SearchProgress(Callback):
     def __init__(self, plan: Plan, stream: TextIO, live: bool) -> None:
         self.plan, self.stream = plan, stream
         self.started = time.monotonic()
+        self.summary = not live and plan.trials > EVENT_LINES_MAX_TRIALS
+        self.lines = self.notable = self.hidden = 0
+        self.ended: int | None = None  # trials ended (done or failed for good), once counted
+        self.marks = 0  # progress lines printed
+        self._refreshed, self._refresh_s = -math.inf, 0.0  # the live view's last refresh, its cost
         self._live: Any = None
         if live:
-            from rich.console import Console
-            from rich.live import Live
-
             self._console = Console(file=stream)
             self._live = Live(console=self._console, refresh_per_second=2, transient=False)
 
     def __getstate__(self) -> dict[str, Any]:
         # a pickled copy (tune.run pickles its arguments when it runs on a remote driver) must
         # not write to this process's console
-        return {"plan": self.plan, "stream": None, "started": self.started, "_live": None}
+        return {**self.__dict__, "stream": None, "_live": None, "_console": None}
 
     # -- Tune's hooks ----------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._event(trials, trial, "started", f"started: {_params(trial, self.plan)}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if self._live is not None:
+        if self._live is not None and self._due():
             self._refresh(trials)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -165,31 +182,85 @@ class SearchProgress(Callback):
             self._refresh(trials)
             self._live.stop()
             self._live = None
+        elif self.stream is not None and (self.summary or self.hidden):
+            self._progress(trials, None, "search ended: ", force=True)
 
     # -- rendering -------------------------------------------------------------------
     def _event(self, trials: list, trial: Any, kind: str, what: str) -> None:
         if self.stream is None:
             return
         now = {"started": "RUNNING", "error": "ERROR", "retry": "PENDING"}.get(kind, "TERMINATED")
-        snap = snapshot(trials, self.plan, self.started, {trial.trial_id: now})
-        if self._live is None:
-            self.stream.write(
-                f"[{_clock(snap.elapsed):>7}] trial {printable(trial.trial_id)} {what}  "
-                f"({snap.done}/{snap.total} done, {snap.running} running)\n"
-            )
-            self.stream.flush()
+        notable = kind in ("error", "retry", "diverged")
+        if self._live is not None:
+            if notable:
+                self._console.print(
+                    Text(f"trial {printable(trial.trial_id)} {what}")
+                )  # kept above the live view; Text: no markup read from a trial
+            if notable or self._due():
+                self._refresh(trials, {trial.trial_id: now})
             return
-        if kind in ("error", "retry", "diverged"):
-            from rich.text import Text  # rich only for the live view; Text: no markup read from a trial
+        if self.summary:
+            self._summarize(trials, trial, what, now, notable=notable or bool(trial.config.get(REPLACES_KEY)))
+        else:
+            self._line(trials, trial, what, now)
 
-            self._console.print(Text(f"trial {printable(trial.trial_id)} {what}"))  # kept above the live view
-        self._refresh(trials, {trial.trial_id: now})
+    def _line(self, trials: list, trial: Any, what: str, now: str) -> None:
+        snap = snapshot(trials, self.plan, self.started, {trial.trial_id: now})
+        self._write(
+            f"trial {printable(trial.trial_id)} {what}  ({snap.done}/{snap.total} done, {snap.running} running)", snap
+        )
+
+    def _summarize(self, trials: list, trial: Any, what: str, now: str, *, notable: bool) -> None:
+        """A large search: a line for the first notable events, then one per 1/20 of the plan."""
+        if self.ended is None:  # the first event (of a resumed search too): walk the trials once
+            self.ended = sum(t.status in ("TERMINATED", "ERROR") for t in trials if t is not trial)
+            self._write(
+                f"search {self.plan.name}: {self.plan.trials} trials planned; not a terminal, so one line "
+                f"per {100 // PROGRESS_LINES}% of them ended and the first {NOTABLE_MAX} errors, retries and "
+                "divergences"
+            )
+        if now in ("TERMINATED", "ERROR"):
+            self.ended += 1
+        if notable and self.notable < NOTABLE_MAX:
+            self.notable += 1
+            self._line(trials, trial, what, now)
+        elif notable:
+            self.hidden += 1
+        step = max(1, math.ceil(self.plan.trials / PROGRESS_LINES))
+        if self.marks < PROGRESS_LINES and self.ended >= step * (self.marks + 1):
+            self.marks = self.ended // step
+            self._progress(trials, {trial.trial_id: now}, "")
+
+    def _progress(self, trials: list, now: dict[str, str] | None, head: str, force: bool = False) -> None:
+        s = snapshot(trials, self.plan, self.started, now)
+        best = f"; best {100 * s.best[0]:.2f}% val (trial {printable(s.best[1].trial_id)})" if s.best else ""
+        more = f"; {self.hidden} more events not shown (results and search.log have them)" if self.hidden else ""
+        bound = "" if self.plan.exact else "≤ "
+        self._write(
+            f"{head}{s.done}/{s.total} trials done, {s.running} running, {s.pending} pending, "
+            f"{s.errors} errors{best}; ETA {bound}{_clock(s.eta)}{more}",
+            s,
+            force=force,
+        )
+
+    def _write(self, text: str, snap: Snapshot | None = None, force: bool = False) -> None:
+        if self.lines >= MAX_LINES - 1 and not force:  # the last line is kept for what was not shown
+            self.hidden += 1
+            return
+        elapsed = snap.elapsed if snap is not None else time.monotonic() - self.started
+        self.stream.write(f"[{_clock(elapsed):>7}] {text}\n")
+        self.stream.flush()
+        self.lines += 1
+
+    def _due(self) -> bool:
+        """Whether the live view's counts may be refreshed: REFRESH_S since the last, and 19
+        times what that one cost (at most 5% of the driver's time, as Tune paces its state)."""
+        return time.monotonic() - self._refreshed >= max(REFRESH_S, 19 * self._refresh_s)
 
     def _refresh(self, trials: list, now: dict[str, str] | None = None) -> None:
-        from rich.text import Text
-
         if not self._live.is_started:
             self._live.start()
+        t0 = time.monotonic()
         s = snapshot(trials, self.plan, self.started, now)
         bound = "" if self.plan.exact else "≤ "
         lines = [
@@ -204,6 +275,8 @@ class SearchProgress(Callback):
             ),
         ]
         self._live.update(Text("\n".join(lines)))
+        self._refreshed = time.monotonic()
+        self._refresh_s = self._refreshed - t0
 
 
 def error_line(trial: Any) -> str:

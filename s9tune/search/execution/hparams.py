@@ -6,6 +6,7 @@ and it drops numpy scalars. This logger takes its place (Tune adds Ray's unless 
 that type is given) and writes through tensorboardX writers of its own: each numeric result as
 a scalar under `ray/tune/`, as Ray's does, and the HParams row as soon as the trial reports,
 with plain Python values; the metric columns then follow the trial's scalars as they arrive.
+One SummaryWriter per running trial, as Ray's own logger keeps, closed when the trial ends.
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ import math
 from typing import Any
 
 from ray.tune.logger import TBXLoggerCallback
+from tensorboardX import SummaryWriter
+from tensorboardX.summary import hparams
 
 logger = logging.getLogger(__name__)
 
 HPARAM_METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
+# a writer flushes on its own thread at most this often, and on close at the trial's end: a flush
+# per result was a disk sync per epoch of every running trial in the driver
+FLUSH_S = 10
 NOT_SCALARS = {"config", "pid", "timestamp", "time_total_s", "training_iteration"}  # as Ray's logger skips
 
 
@@ -41,11 +47,9 @@ class HParamsTBXLogger(TBXLoggerCallback):
         self.hparams_written: set[str] = set()
 
     def log_trial_start(self, trial: Any) -> None:
-        from tensorboardX import SummaryWriter
-
         self.log_trial_end(trial)  # a trial that starts again (a retry) gets a new event file
         trial.init_local_path()
-        self.writers[trial.trial_id] = SummaryWriter(trial.local_path, flush_secs=30)
+        self.writers[trial.trial_id] = SummaryWriter(trial.local_path, flush_secs=FLUSH_S)
 
     def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
         if trial.trial_id not in self.writers:
@@ -59,7 +63,6 @@ class HParamsTBXLogger(TBXLoggerCallback):
         if trial.trial_id not in self.hparams_written:
             self._write_hparams(writer, trial, result)
             self.hparams_written.add(trial.trial_id)
-        writer.flush()
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
         writer = self.writers.pop(trial.trial_id, None)
@@ -67,8 +70,6 @@ class HParamsTBXLogger(TBXLoggerCallback):
             writer.close()
 
     def _write_hparams(self, writer: Any, trial: Any, result: dict) -> None:
-        from tensorboardX.summary import hparams
-
         params = {k: plain(v) for k, v in (trial.evaluated_params or trial.config or {}).items()}
         # the metric tags are the scalar tags written above, so the columns fill as they come
         metrics = {f"ray/tune/{k}": float(result[k]) for k in HPARAM_METRICS if _number(plain(result.get(k)))}

@@ -16,7 +16,7 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -87,11 +87,13 @@ def _experiment(
 @contextlib.contextmanager
 def _pending_trials(slots: int) -> Iterator[None]:
     """Tune keeps one trial pending at a time for a searcher of its own; with as many as there
-    are slots, the slots fill at once rather than one actor start after another. Tune reads
-    this documented variable when it starts; it is put back afterwards."""
+    are slots, the slots fill at once rather than one actor start after another (the searcher's
+    `max_concurrent` keeps pending and running runs within the slots, so no config is asked for
+    before a slot could take it). Tune reads this documented variable when it starts; a value
+    the user set is kept, and it is put back afterwards."""
     key = "TUNE_MAX_PENDING_TRIALS_PG"
     before = os.environ.get(key)
-    os.environ[key] = str(slots)
+    os.environ[key] = before or str(slots)
     try:
         yield
     finally:
@@ -137,10 +139,14 @@ def _log_path(ref: ExperimentRef) -> Path:
     return Path(ref.path) / SEARCH_LOG
 
 
-def run_search(space: SearchSpace, opts: SearchOptions) -> SearchOutcome:
+def run_search(
+    space: SearchSpace, opts: SearchOptions, *, trainable: Callable[..., None] | None = None
+) -> SearchOutcome:
     """Run (or resume) a search of `space` (already loaded and checked; on resume the experiment's
     own record takes its place). Ray's and Tune's output goes to STORAGE/NAME/search.log unless
-    `opts.ray_to_console`; the console shows s9tune's own progress if `opts.progress`."""
+    `opts.ray_to_console`; the console shows s9tune's own progress if `opts.progress`.
+    `trainable`: in place of trainable.train_trial, a function with its signature and name
+    (the scale benchmark's stand-in); no user-facing option sets it."""
     import ray
 
     from s9tune.data import load_splits
@@ -161,7 +167,8 @@ def run_search(space: SearchSpace, opts: SearchOptions) -> SearchOutcome:
             with ray_output_to(log) as console:
                 try:
                     slots = _start_ray(space, ref, address=opts.address, dashboard=opts.dashboard)
-                    _run_tune(space, ref, splits, slots=slots, opts=opts, console=console if opts.progress else None)
+                    run = _trainable(space, splits, trainable)
+                    _run_tune(space, ref, run, slots=slots, opts=opts, console=console if opts.progress else None)
                 finally:
                     ray.shutdown()  # inside the redirect: Ray's goodbyes belong in its log too
         except BaseException:
@@ -211,8 +218,21 @@ def _start_ray(space: SearchSpace, ref: ExperimentRef, *, address: str | None, d
     return preflight(space, ref.storage, ref.name)
 
 
+def _trainable(space: SearchSpace, splits: Splits, trainable: Callable[..., None] | None) -> Any:
+    """The trainable Tune runs: `trainable` (or train_trial) with the data and the space's fixed
+    settings bound, on the space's share of a worker."""
+    from ray import tune
+
+    from s9tune.search.execution.trainable import train_trial
+
+    return tune.with_resources(
+        tune.with_parameters(trainable or train_trial, splits=splits.without_test(), base=space.fixed.to_dict()),
+        {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
+    )
+
+
 def _run_tune(
-    space: SearchSpace, ref: ExperimentRef, splits: Splits, *, slots: int, opts: SearchOptions, console: TextIO | None
+    space: SearchSpace, ref: ExperimentRef, run: Any, *, slots: int, opts: SearchOptions, console: TextIO | None
 ) -> None:
     """One `tune.run` over the trainable: a new experiment, or the one at `ref` continued
     (unfinished and errored trials run again). The searcher and the callbacks are this
@@ -221,15 +241,10 @@ def _run_tune(
 
     from s9tune.search.execution.console import SearchProgress
     from s9tune.search.execution.hparams import HParamsTBXLogger
-    from s9tune.search.execution.trainable import train_trial
     from s9tune.search.searcher.asha import scheduler_for
     from s9tune.search.searcher.journal import StudyStore
     from s9tune.search.searcher.searcher import SearchSync, StudySearch, StudySearchGenerator
 
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, splits=splits.without_test(), base=space.fixed.to_dict()),
-        {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
-    )
     logger.info(
         "%s %s: %d configs, %d trials at once",
         "resuming" if opts.resume else "search",
@@ -240,16 +255,17 @@ def _run_tune(
     store = StudyStore(ref.folder)
     try:
         searcher = StudySearch(space, store=store, name=ref.name, max_concurrent=slots)
-        callbacks: list[Any] = [SearchSync(searcher), HParamsTBXLogger()]
+        scheduler = scheduler_for(space)
+        callbacks: list[Any] = [SearchSync(searcher, scheduler), HParamsTBXLogger()]
         if console is not None:
             callbacks.append(SearchProgress(_plan(space, ref), console, live=console.isatty()))
         with _pending_trials(slots):
             tune.run(
-                trainable,
+                run,
                 name=ref.name,
                 storage_path=ref.storage,
                 search_alg=StudySearchGenerator(searcher),
-                scheduler=scheduler_for(space),
+                scheduler=scheduler,
                 # an upper bound only: the searcher ends the search
                 num_samples=space.max_trials,
                 metric=METRIC,

@@ -8,8 +8,6 @@ per node, read zero-copy by every trial on that node.
 from __future__ import annotations
 
 import logging
-import math
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,71 +19,30 @@ from s9tune.config import TrainConfig
 from s9tune.data import Splits
 from s9tune.engine import EpochMetrics, FitResult, FitState, gpu_peak_memory, train
 from s9tune.search.execution.faults import fault_injector
+from s9tune.search.execution.reporting import CKPT_NAME, TrialReporter
 from s9tune.search.space.space import BUDGET_KEY, RUN_KEYS, SEED_KEY
 
 logger = logging.getLogger(__name__)
 
-CKPT_NAME = "checkpoint.pt"
-WORST_ACCURACY = 0.0  # what a diverged trial scores, so the searcher learns to avoid it
-
-
-def _node_id() -> str:
-    import ray
-
-    return ray.get_runtime_context().get_node_id()
-
-
-def epoch_report(m: EpochMetrics) -> dict[str, Any]:
-    """Plain Python floats only: Tune's loggers and Optuna reject numpy scalars."""
-    return {
-        "epoch": int(m.epoch),
-        "val_accuracy": float(m.eval_accuracy),
-        "val_loss": float(m.eval_loss),
-        "train_accuracy": float(m.train_accuracy),
-        "train_loss": float(m.train_loss),
-        "lr": float(m.lr),
-        "images_per_s": float(m.images_per_s),
-        "epoch_s": float(m.epoch_s),
-        # with Tune's time_this_iter_s these split a run's time into training, evaluation and the
-        # rest (set-up before the first epoch, checkpoints, reporting): where a run's seconds go
-        "eval_s": float(m.eval_s),
-        "diverged": 0,
-    }
-
 
 class TuneReport(BaseCallback):
-    """One `tune.report` per epoch, so training_iteration == epoch; a checkpoint goes with it
-    when the pacer says one is due (always with the first and the last epoch). A restored trial
-    reports the epochs after its checkpoint again, under the same training_iteration."""
+    """The trial's epochs, reported as reporting.TrialReporter says (with a checkpoint when due)."""
 
     def __init__(self, pacer: CheckpointPacer | None = None) -> None:
-        self.node = _node_id()
-        self.pacer = pacer or CheckpointPacer()
+        self.reporter = TrialReporter(pacer)
 
     def on_epoch_end(self, state: FitState, m: EpochMetrics) -> None:
-        metrics = {**epoch_report(m), "node_id": self.node}
+        extra: dict[str, Any] = {}
         peak = gpu_peak_memory(state.device)  # what packing trials onto one GPU is limited by
         if peak is not None:
-            metrics["gpu_peak_memory_bytes"] = peak
-        if not self.pacer.due(m.epoch, state.cfg.epochs):
-            tune.report(metrics)
-            return
-        with self.pacer.writing(), tempfile.TemporaryDirectory() as tmp:
-            state.checkpoint().save(Path(tmp) / CKPT_NAME)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+            extra["gpu_peak_memory_bytes"] = peak
+        self.reporter.epoch(
+            m, last_epoch=state.cfg.epochs, save=lambda d: state.checkpoint().save(d / CKPT_NAME), **extra
+        )
 
     def on_fit_end(self, state: FitState, result: FitResult) -> None:
         if result.status == "diverged":
-            # scored worst, reported as such; no checkpoint of NaN weights
-            tune.report(
-                {
-                    "epoch": state.epoch + 1,
-                    "val_accuracy": WORST_ACCURACY,
-                    "val_loss": math.inf,
-                    "diverged": 1,
-                    "node_id": self.node,
-                }
-            )
+            self.reporter.diverged(state.epoch + 1)
 
 
 def trial_config(config: dict[str, Any], base: dict[str, Any]) -> TrainConfig:

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import logging
+import random
 from typing import Any
 
 from s9tune.errors import S9Error, printable
@@ -18,9 +19,13 @@ logger = logging.getLogger(__name__)
 BEST_CONFIG = "best_config.yaml"
 TRIALS_CSV = "trials.csv"
 LEADERBOARD_JSON = "leaderboard.json"
+MAX_TABLE_ROWS = 25  # the printed leaderboard's best rows; the files hold every one
 
 
 MIN_IMPORTANCE_VALUES = 10  # fANOVA's forest on fewer points ranks noise (2 trials gave 1.000 / 0.000 / 0.000)
+# fANOVA's time grows faster than its values (on this 2-core machine 2 s at 300, 16 s at 1,000):
+# above this many, a seeded uniform sample of them
+MAX_IMPORTANCE_VALUES = 300
 
 
 def importance(exp: Experiment) -> tuple[dict[str, float], str]:
@@ -46,6 +51,10 @@ def _fanova(exp: Experiment) -> tuple[dict[str, float], str]:
     runs, basis = _importance_basis(exp)
     if len(runs) < MIN_IMPORTANCE_VALUES:
         return {}, f"n/a: {len(runs)} {basis}; fANOVA needs at least {MIN_IMPORTANCE_VALUES}"
+    basis = f"{len(runs)} {basis}"
+    if len(runs) > MAX_IMPORTANCE_VALUES:
+        basis = f"{MAX_IMPORTANCE_VALUES} of the {basis} (a seeded uniform sample)"
+        runs = random.Random(0).sample(runs, MAX_IMPORTANCE_VALUES)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
     for r in runs:
@@ -62,7 +71,7 @@ def _fanova(exp: Experiment) -> tuple[dict[str, float], str]:
         )
     except (RuntimeError, ValueError) as exc:
         return {}, f"n/a: fANOVA failed ({exc})"
-    return {k: float(v) for k, v in imp.items()}, f"Optuna fANOVA on {len(runs)} {basis}"
+    return {k: float(v) for k, v in imp.items()}, f"Optuna fANOVA on {basis}"
 
 
 def trial_rows(exp: Experiment) -> list[dict[str, Any]]:
@@ -199,15 +208,18 @@ def _table_cells(exp: Experiment) -> tuple[list[str], list[list[str]]]:
 
 
 def format_results(exp: Experiment) -> str:
-    """The leaderboard table, parameter importance and compute, as `s9tune results` prints it;
-    every cell escaped (printable), since it comes from the experiment's files."""
-    head, lines = _table_cells(exp)
-    lines = [[printable(c) for c in row] for row in lines]
+    """The leaderboard table (its best MAX_TABLE_ROWS rows), parameter importance and compute, as
+    `s9tune results` prints it; every cell escaped (printable), since it comes from the
+    experiment's files."""
+    head, cells = _table_cells(exp)
+    lines = [[printable(c) for c in row] for row in cells[:MAX_TABLE_ROWS]]
     widths = (
         [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=True)] if lines else [len(h) for h in head]
     )
     out = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
     out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines]
+    if len(cells) > len(lines):
+        out.append(f"... and {len(cells) - len(lines)} more rows: {exp.path}/{LEADERBOARD_JSON} and {TRIALS_CSV}")
     out.append("")
     out.append(f"Ranked by {exp.scope.split(':')[0]}. {'Runs' if exp.halving else 'Trials'}: {exp.status_counts()}.")
     out += [printable(f"{line[0].upper()}{line[1:]}.") for line in exp.replacements()]

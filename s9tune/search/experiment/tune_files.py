@@ -103,12 +103,18 @@ def read_trials(files: Files) -> list[TrialFiles]:
     trials = []
     reader = _Reader(files)
     for name in files.list_dirs():
-        params = _json(files, f"{name}/{PARAMS}", reader.text(f"{name}/{PARAMS}"))
+        text = reader.text(f"{name}/{PARAMS}")
+        rows = _rows(files, f"{name}/{RESULT}", reader.text(f"{name}/{RESULT}"))
+        if text is not None and not rows and not _parses(text):
+            # what a driver killed while Tune wrote a new trial's params.json leaves: the trial
+            # never reported, so it has nothing to show (and its state is Tune's to restore)
+            logger.warning("%s/%s/%s: not valid JSON and the trial never reported; left out", files.path, name, PARAMS)
+            continue
+        params = _json(files, f"{name}/{PARAMS}", text)
         if params is None:
             continue
         if not isinstance(params, dict):
             raise S9Error(f"{files.path}/{name}/{PARAMS}: not a mapping of parameters")
-        rows = _rows(files, f"{name}/{RESULT}", reader.text(f"{name}/{RESULT}"))
         match = _DIRNAME.search(name)
         trial_id = str(rows[0].get("trial_id")) if rows and rows[0].get("trial_id") else None
         if trial_id is None:
@@ -227,6 +233,14 @@ def _text(files: Files, relpath: str) -> str | None:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise S9Error(f"{files.path}/{relpath}: not UTF-8 text, so not a file Tune wrote") from None
+
+
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def _json(files: Files, relpath: str, text: str | None) -> Any:

@@ -9,10 +9,12 @@ place of a failed one, `replaces`. optuna-dashboard reads the file as it grows:
 
     optuna-dashboard STORAGE/NAME/optuna.journal
 
-A local experiment's journal is written in place, one fsynced line per ask, report and tell.
-For a URI (s3://, gs://) the journal is a local file that is copied to the experiment after
-every completion and every time Tune saves its own state, so the copy there is never older
-than the trials Tune would resume; `--resume` copies it back first.
+A local experiment's journal is written in place by Optuna's JournalFileBackend, one
+line per ask, report and tell. For a URI (s3://, gs://) the journal is a local file that is
+copied to the experiment every time Tune saves its own state, so the copy there is never
+older than the trials Tune would resume, and between those after a completion if the last
+copy is old enough (a copy is the whole file: one per completion made the uploads grow with
+the square of the trials); `--resume` copies it back first.
 
 Before a resume opens it, the journal is checked (`check_resume`): every line must be one of
 Optuna's JSON operations, except that a last line without its newline (a crash mid-write) is
@@ -28,8 +30,13 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
 from s9tune.errors import S9Error
 from s9tune.storage import Folder
@@ -98,6 +105,9 @@ def check_resume(folder: Folder) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+SYNC_MIN_S = 10.0  # the least time between two copies of a URI experiment's journal, unless forced
+
+
 def study_name(experiment: str, budgets: tuple[int, ...], rung: int) -> str:
     """The first budget's study is named after the experiment; each longer budget's gets `@B`."""
     return experiment if rung == 0 else f"{experiment}@{budgets[rung]}"
@@ -108,16 +118,13 @@ class StudyStore:
     built on its own, as the tests and benchmarks do)."""
 
     def __init__(self, folder: Folder | None = None) -> None:
-        import optuna
 
         self.folder = folder
         self._tmp: Path | None = None
+        self._synced, self._sync_s = -float("inf"), 0.0  # when the last copy ended, how long it took
         if folder is None:
             self.storage: Any = optuna.storages.InMemoryStorage()
             return
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
         path = Path(folder.base) / JOURNAL
         if not folder.is_local:
             self._tmp = Path(tempfile.mkdtemp(prefix="s9tune-journal-"))  # private: 0700
@@ -145,17 +152,30 @@ class StudyStore:
             # lines of JSON that Optuna's replay cannot apply
             raise S9Error(f"{folder}/{JOURNAL}: not an Optuna journal s9tune can resume (damaged or edited)") from None
 
-    def sync(self) -> None:
-        """Copy a URI experiment's journal to it (a local one is written in place)."""
+    def sync(self, *, force: bool = False) -> None:
+        """Copy a URI experiment's journal to it (a local one is written in place): when forced,
+        else if the last copy is SYNC_MIN_S old and 19 times as old as it took (at most 5% of
+        the driver's time goes to copies, as Tune paces its own state)."""
         if self._tmp is None or self.folder is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._synced < max(SYNC_MIN_S, 19 * self._sync_s):
             return
         try:
             self.folder.upload(self._tmp)  # the folder holds the journal alone
         except S9Error as exc:  # the next sync tries again; the run itself is unharmed
             logger.warning("could not copy the Optuna journal to the experiment: %s", exc)
+        self._synced = time.monotonic()
+        self._sync_s = self._synced - now
+
+    def curves(self, study: str, key: str) -> dict[str, list[tuple[int, float]]]:
+        """The reported (step, value) of each of the study's trials, in step order, by its user
+        attribute `key` (a trial reported again after a failure: its last)."""
+        trials = self.storage.get_all_trials(self.storage.get_study_id_from_name(study), deepcopy=False)
+        return {t.user_attrs[key]: sorted(t.intermediate_values.items()) for t in trials if key in t.user_attrs}
 
     def close(self) -> None:
-        self.sync()
+        self.sync(force=True)
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
@@ -166,8 +186,6 @@ def open_study(store: StudyStore, name: str, *, seed: int, startup: int, maximiz
     configs. TPE is seeded from `seed` and from how many trials the study already holds, so a
     resumed search does not draw again the random start-up points it drew before the
     interruption."""
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         known = optuna.load_study(study_name=name, storage=store.storage)
@@ -207,8 +225,6 @@ def set_attr(store: StudyStore, name: str, number: int, key: str, value: Any) ->
 def add_running(study: Any, dists: dict[str, Any], params: dict[str, Any], attrs: dict[str, Any]) -> int:
     """A running trial with these values and user attributes in `study`, in one write (a
     trial the study did not ask for: a promotion, a rerun, an adopted run); its number."""
-    import optuna
-
     number = len(study.get_trials(deepcopy=False))
     study.add_trial(
         optuna.trial.create_trial(

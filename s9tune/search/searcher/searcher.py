@@ -31,7 +31,8 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.search import Searcher, SearchGenerator
 
-from s9tune.search.searcher.halving import Rungs
+from s9tune.search.searcher.asha import SearchASHA
+from s9tune.search.searcher.halving import Ranking, Rungs
 from s9tune.search.searcher.journal import StudyStore, add_running, open_study, report, run_value, set_attr, study_name
 from s9tune.search.searcher.pick import auto_reruns
 from s9tune.search.searcher.reeval import Reruns
@@ -94,6 +95,7 @@ class StudySearch(Searcher):
         if space.baseline and not self.studies[0].get_trials(deepcopy=False):
             self.studies[0].enqueue_trial(dict(space.baseline))
         self.final: dict[str, float] = {}  # config id -> its complete full-length value
+        self.top = Ranking(-1.0, self.rungs.seq)  # the same, best first
         self.reruns = Reruns(self.store, name=name, space=space, dists=self.dists) if space.reevaluate.on else None
         self._rebuild()
 
@@ -144,7 +146,7 @@ class StudySearch(Searcher):
             study.tell(number, value)
             self.rungs.finish(r, cid, value)
             if r == len(self.budgets) - 1 and value > 0:  # a diverged run scores 0: not worth a rerun
-                self.final[cid] = value
+                self._final(cid, value)
         elif value is not None and not self.halving:  # stopped by ASHA mid-cycle
             report(self.store, self.names[r], number, step=int(result.get("training_iteration", 0)), value=value)
             study.tell(number, state=optuna.trial.TrialState.PRUNED)
@@ -163,7 +165,7 @@ class StudySearch(Searcher):
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
         # the state is the journal, written as it changes; Tune saving its own is the moment to
         # copy a URI experiment's journal there, so it is never older than Tune's trials
-        self.store.sync()
+        self.store.sync(force=True)
 
     def restore_from_dir(self, checkpoint_dir: str) -> None:
         """Nothing to read: the journal rebuilt the state, and `reconcile` checks it against
@@ -223,7 +225,7 @@ class StudySearch(Searcher):
                 elif t.state in (state.COMPLETE, state.PRUNED):
                     self.rungs.finish(r, cid, t.value if t.value is not None else 0.0)
                     if t.state == state.COMPLETE and r == len(self.studies) - 1 and (t.value or 0.0) > 0:
-                        self.final[cid] = float(t.value)
+                        self._final(cid, float(t.value))
                 else:
                     self.rungs.fail(r, cid)
         if self.reruns is not None:
@@ -329,12 +331,13 @@ class StudySearch(Searcher):
         order = {c: i for i, c in enumerate(self.rungs[0].started)}
         return sorted(configs, key=lambda c: order.get(c, len(order)))
 
+    def _final(self, cid: str, value: float) -> None:
+        self.final[cid] = value
+        self.top.set(cid, value)
+
     def _certain_top(self) -> list[str]:
         """Configs certain to be in the re-evaluated top even if every pending value beat them."""
-        order = {c: i for i, c in enumerate(self.rungs[0].started)}
-        ranked = sorted(self.final, key=lambda c: (-self.final[c], order.get(c, len(order))))
-        pending = self.rungs.pending(len(self.budgets) - 1)
-        return [c for pos, c in enumerate(ranked) if pos + pending < self.reruns.plan.spec.top]
+        return self.top.first(self.reruns.plan.spec.top - self.rungs.pending(len(self.budgets) - 1))
 
     def _live(self) -> int:
         return self.rungs.live_runs() + (len(self.reruns.plan.live()) if self.reruns else 0)
@@ -361,10 +364,11 @@ class StudySearchGenerator(SearchGenerator):
 
 
 class SearchSync(Callback):
-    """Hands the searcher the trials Tune will run, once, before Tune first asks it for one."""
+    """Hands the searcher the trials Tune will run, once, before Tune first asks it for one,
+    and ASHA (`scheduler`) the values its rungs held before an interruption."""
 
-    def __init__(self, searcher: StudySearch) -> None:
-        self.searcher = searcher
+    def __init__(self, searcher: StudySearch, scheduler: SearchASHA | None = None) -> None:
+        self.searcher, self.scheduler = searcher, scheduler
         self.done = False
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
@@ -374,3 +378,6 @@ class SearchSync(Callback):
         self.searcher.reconcile(
             [TrialView(t.trial_id, dict(t.config), str(t.status), dict(t.last_result or {})) for t in trials]
         )
+        if self.scheduler is not None and trials:
+            curves = self.searcher.store.curves(self.searcher.names[0], TUNE_ID)
+            self.scheduler.restore(trials, curves, running=set(self.searcher.open))
