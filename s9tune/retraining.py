@@ -35,6 +35,7 @@ RECORD = "s9tune_retrain.json"  # what was started: resume continues exactly tha
 LOG = "retrain.log"
 TUNE_DIR = "tune"  # Tune's experiment (search/execution/retrain_seeds.py), until every seed has finished
 RECORD_MAX_BYTES = 1024 * 1024  # the record is a few KB
+LOG_MAX_BYTES = 256 * 1024 * 1024  # Ray's output for a retrain: megabytes at most
 
 
 def retrain_config(best: TrainConfig, epochs: int, sets: Sequence[str]) -> TrainConfig:
@@ -76,7 +77,7 @@ def _check_out(out: str, experiment: str, *, force: bool, resume: bool, data_dir
         raise OutputExistsError(f"{dest}: overlaps the experiment {exp}; choose another --out")
     dest.check_writable()
     if resume:
-        if dest.read_text(RECORD) is None:
+        if dest.read_text(RECORD, RECORD_MAX_BYTES) is None:
             raise ConfigError(f"{dest}: nothing to resume (no retrain was started there)")
         if not dest.exists(TUNE_DIR):
             raise ConfigError(f"{dest}: nothing to resume (this retrain has finished)")
@@ -91,13 +92,13 @@ def _check_out(out: str, experiment: str, *, force: bool, resume: bool, data_dir
 def _make_out(dest: Folder, out: str, *, force: bool, resume: bool, data_dir: Any, check_only: bool = False) -> None:
     """Create OUT (or, with --force, replace what s9tune retrain wrote there). Locally through
     outdir.prepare_out_dir with OUT as the user gave it, so that a symbolic link is refused."""
-    from s9tune.outdir import MARKER, check_listing, marker_kind_of, marker_text, prepare_out_dir
+    from s9tune.outdir import MARKER, MARKER_MAX_BYTES, check_listing, marker_kind_of, marker_text, prepare_out_dir
 
     if dest.is_local:
         prepare_out_dir(out, kind="retrain", force=force, resume=resume, protect=(data_dir,), check_only=check_only)
         return
     if force and not resume and dest.files():
-        check_listing(str(dest), "retrain", marker_kind_of(dest.read_text(MARKER)), dest.files())
+        check_listing(str(dest), "retrain", marker_kind_of(dest.read_text(MARKER, MARKER_MAX_BYTES)), dest.files())
         if not check_only:
             dest.delete()
     if not check_only and not resume:
@@ -112,7 +113,7 @@ def _resumed_seeds(dest: Folder, cfg: TrainConfig) -> list[int]:
     """The seeds of the retrain in OUT, whose config today's arguments must ask for again."""
     where, damaged = f"{dest}/{RECORD}", "damaged or edited; start again with a new --out"
     try:
-        rec = json.loads(dest.read_text(RECORD, limit=RECORD_MAX_BYTES) or "{}")
+        rec = json.loads(dest.read_text(RECORD, RECORD_MAX_BYTES) or "{}")
     except (ValueError, RecursionError):
         raise ConfigError(f"{where}: not JSON ({damaged})") from None
     seeds = rec.get("seeds") if isinstance(rec, dict) else None
@@ -216,7 +217,7 @@ def run_retrain(opts: RetrainOptions) -> Retrain:
             )
     finally:
         if log is not None and log.exists() and dest.exists(RECORD):
-            old = dest.read_text(LOG) or ""
+            old = dest.read_text(LOG, LOG_MAX_BYTES) or ""
             dest.write_text(LOG, old + log.read_text(encoding="utf-8", errors="replace"))
             result.log = f"{dest.child(LOG)}"
         if log is not None:  # the private folder _log_path made: OUT keeps the log

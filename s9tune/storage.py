@@ -7,6 +7,7 @@ a folder keeps them for every path below it.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import uuid
@@ -14,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
+
 from s9tune.errors import S9Error
-from s9tune.fileio import write_inside
+from s9tune.fileio import LINKED, LinkRefusedError, list_inside, read_inside, write_inside
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +61,11 @@ def storage_error(where: str, exc: BaseException) -> StorageError:
     return StorageError(f"{where}: cannot use this storage ({first[:200]})")
 
 
-def _copy(src: str, dst: str, src_fs: Any, dst_fs: Any) -> None:
-    import pyarrow.fs
+def _size(n: int) -> str:
+    return f"{n // 2**20:,} MiB" if n >= 2**20 else f"{n // 1024:,} KiB"
 
+
+def _copy(src: str, dst: str, src_fs: Any, dst_fs: Any) -> None:
     # pyarrow's threaded upload to S3 can corrupt or hang (apache/arrow#32372); Ray Train avoids it the same way
     threads = not isinstance(dst_fs, pyarrow.fs.S3FileSystem)
     pyarrow.fs.copy_files(
@@ -111,8 +116,6 @@ class Folder:
 
     def fs(self) -> tuple[Any, str]:
         """(pyarrow filesystem, path on it)."""
-        import pyarrow.fs
-
         if self.is_local:
             return pyarrow.fs.LocalFileSystem(), self.base
         try:
@@ -122,8 +125,6 @@ class Folder:
         return fs, path.rstrip("/")
 
     def exists(self, relpath: str = "") -> bool:
-        import pyarrow.fs
-
         fs, root = self.fs()
         try:
             return fs.get_file_info(f"{root}/{relpath}" if relpath else root).type != pyarrow.fs.FileType.NotFound
@@ -132,8 +133,6 @@ class Folder:
 
     def files(self) -> list[str]:
         """Every file below the folder, as paths relative to it (none if it does not exist)."""
-        import pyarrow.fs
-
         fs, root = self.fs()
         try:
             infos = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True, allow_not_found=True))
@@ -190,27 +189,58 @@ class Folder:
         except OSError as exc:
             raise storage_error(self.url, exc) from None
 
-    def read_text(self, relpath: str, limit: int | None = None) -> str | None:
-        """The file's text, or None if it does not exist; a file over `limit` bytes is refused."""
+    def listing(self, *, dirs: bool) -> list[str] | None:
+        """The names of the folders (`dirs`) or files directly inside, sorted; None if the folder
+        does not exist. Locally a symbolic link is neither (fileio.list_inside)."""
+        if self.is_local:
+            try:
+                return list_inside(Path(self.base), dirs=dirs)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise storage_error(self.url, exc) from None
         fs, root = self.fs()
         try:
-            with fs.open_input_stream(f"{root}/{relpath}") as fh:
-                raw = fh.read() if limit is None else fh.read(limit + 1)
+            infos = fs.get_file_info(pyarrow.fs.FileSelector(root))
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise storage_error(self.url, exc) from None
-        if limit is not None and len(raw) > limit:
-            raise StorageError(f"{self.url}/{relpath}: larger than {limit // 1024:,} KiB; not a file s9tune wrote")
+        want = pyarrow.fs.FileType.Directory if dirs else pyarrow.fs.FileType.File
+        return sorted(i.base_name for i in infos if i.type == want)
+
+    def read_bytes(self, relpath: str, limit: int) -> bytes | None:
+        """The file's bytes, or None if it does not exist; a file over `limit` bytes is refused.
+        Locally a symbolic link is not followed (the folder may be someone else's)."""
+        try:
+            if self.is_local:
+                raw = read_inside(Path(self.base), relpath, limit)
+            else:
+                fs, root = self.fs()
+                with fs.open_input_stream(f"{root}/{relpath}") as fh:
+                    raw = fh.read(limit + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise LinkRefusedError(f"{self.url}/{exc.filename}: {LINKED}") from None
+            raise storage_error(self.url, exc) from None
+        if len(raw) > limit:
+            raise StorageError(f"{self.url}/{relpath}: larger than {_size(limit)}; not a file s9tune or Tune wrote")
+        return raw
+
+    def read_text(self, relpath: str, limit: int) -> str | None:
+        """`read_bytes` as UTF-8 text."""
+        raw = self.read_bytes(relpath, limit)
+        if raw is None:
+            return None
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise StorageError(f"{self.url}/{relpath}: not UTF-8 text; not a file s9tune wrote") from None
+            raise StorageError(f"{self.url}/{relpath}: not UTF-8 text; not a file s9tune or Tune wrote") from None
 
     def download(self, dest: Path, relpath: str = "") -> None:
         """Copy the folder (or one file below it) to the local `dest`."""
-        import pyarrow.fs
-
         fs, root = self.fs()
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -220,8 +250,6 @@ class Folder:
 
     def upload(self, src: Path) -> None:
         """Copy the local folder `src` into this one (files of the same name are replaced)."""
-        import pyarrow.fs
-
         fs, root = self.fs()
         try:
             fs.create_dir(root, recursive=True)

@@ -7,7 +7,6 @@ validated search space, so resume and results never depend on today's YAML file)
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -18,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from s9tune.errors import ConfigError, S9Error, shown
-from s9tune.fileio import LINKED, LinkRefusedError, list_inside, read_inside
 from s9tune.search.experiment.trials import Experiment
 from s9tune.search.searcher.journal import JOURNAL
 from s9tune.search.space.checks import number
 from s9tune.search.space.space import SearchSpace
-from s9tune.storage import Folder, StorageError, is_uri, storage_error
+from s9tune.storage import Folder, StorageError, is_uri
 
 SPACE_RECORD = "s9tune_space.json"
 SEARCH_LOG = "search.log"
@@ -97,25 +95,8 @@ class ExperimentRef:
     def folder(self) -> Folder:
         return Folder.parse(self.path)
 
-    def _fs(self):
-        import pyarrow.fs
-
-        if not is_uri(self.storage):
-            return pyarrow.fs.LocalFileSystem(), self.path
-        try:
-            fs, root = pyarrow.fs.FileSystem.from_uri(self.storage)
-        except (OSError, ValueError) as exc:
-            raise storage_error(self.storage, exc) from None
-        return fs, f"{root}/{self.name}"
-
     def exists(self) -> bool:
-        import pyarrow.fs
-
-        fs, root = self._fs()
-        try:
-            return fs.get_file_info(root).type != pyarrow.fs.FileType.NotFound
-        except OSError as exc:
-            raise storage_error(self.storage, exc) from None
+        return self.folder.exists()
 
     def check_writable(self) -> None:
         """A missing bucket, refused credentials or a read-only folder become one line here,
@@ -151,23 +132,21 @@ class ExperimentRef:
         before Tune started (the record, Ray's log, the journal), then the folder only if nothing else is in
         it, then the storage folders `create` made, if empty. Nothing else is ever removed, so a
         folder that existed before, or that holds anything, survives."""
-        import pyarrow.fs
-
-        fs, root = self._fs()
+        fs, root = self.folder.fs()
         for name in (SPACE_RECORD, SEARCH_LOG, JOURNAL, f"{JOURNAL}.lock"):
             try:
                 fs.delete_file(f"{root}/{name}")
             except (FileNotFoundError, OSError):
                 pass
         try:
-            left = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+            left = self.folder.listing(dirs=True) or self.folder.listing(dirs=False)
             if not left and is_uri(self.storage):
                 fs.delete_dir(root)  # an object store's "folder" is only the prefix s9tune wrote
             elif not left:
                 os.rmdir(root)  # rmdir, not rmtree: fails rather than remove anything it did not see
                 for folder in made:
                     os.rmdir(folder)
-        except OSError:
+        except (OSError, S9Error):
             pass
 
     def tune_started(self) -> bool:
@@ -179,65 +158,27 @@ class ExperimentRef:
 
     def list_dirs(self) -> list[str]:
         """The names of the folders directly inside the experiment."""
-        return self._list(dirs=True)
+        return self._listing(dirs=True)
 
     def list_files(self) -> list[str]:
         """The names of the files directly inside the experiment."""
-        return self._list(dirs=False)
+        return self._listing(dirs=False)
 
-    def _list(self, *, dirs: bool) -> list[str]:
-        import pyarrow.fs
-
-        if not is_uri(self.storage):
-            try:
-                return list_inside(Path(self.path), dirs=dirs)
-            except FileNotFoundError:
-                raise S9Error(f"{self.path}: no such experiment") from None
-            except OSError as exc:
-                raise storage_error(self.path, exc) from None
-        fs, root = self._fs()
-        try:
-            infos = fs.get_file_info(pyarrow.fs.FileSelector(root))
-        except FileNotFoundError:
-            raise S9Error(f"{self.path}: no such experiment") from None
-        except OSError as exc:
-            raise storage_error(self.path, exc) from None
-        want = pyarrow.fs.FileType.Directory if dirs else pyarrow.fs.FileType.File
-        return sorted(i.base_name for i in infos if i.type == want)
+    def _listing(self, *, dirs: bool) -> list[str]:
+        names = self.folder.listing(dirs=dirs)
+        if names is None:
+            raise S9Error(f"{self.path}: no such experiment")
+        return names
 
     def read_bytes(self, relpath: str, limit: int) -> bytes | None:
-        """The file's bytes, or None if it does not exist; a file over `limit` bytes is refused.
-        Locally a symbolic link is not followed (an experiment folder holds none of its own)."""
-        fs, root = self._fs()
-        path = f"{root}/{relpath}"
-        try:
-            if not is_uri(self.storage):
-                raw = read_inside(Path(root), relpath, limit)
-            else:
-                with fs.open_input_stream(path) as fh:
-                    raw = fh.read(limit + 1)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise LinkRefusedError(f"{self.path}/{exc.filename}: {LINKED}") from None
-            raise storage_error(self.path, exc) from None
-        if len(raw) > limit:
-            raise S9Error(f"{self.path}/{relpath}: larger than {limit // 2**20} MiB; not a file s9tune or Tune wrote")
-        return raw
+        return self.folder.read_bytes(relpath, limit)
 
     def write_text(self, relpath: str, text: str) -> None:
         self.folder.write_text(relpath, text)
 
     def read_text(self, relpath: str, limit: int = RECORD_MAX_BYTES) -> str | None:
-        """The file's text, or None if it does not exist."""
-        raw = self.read_bytes(relpath, limit)
-        if raw is None:
-            return None
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise S9Error(f"{self.path}/{relpath}: not UTF-8 text") from None
+        """The file's text, or None if it does not exist (storage.Folder.read_text)."""
+        return self.folder.read_text(relpath, limit)
 
     def write_record(self, space: SearchSpace, *, max_failures: int = DEFAULT_MAX_FAILURES) -> None:
         record = {**space.to_record(), "max_failures": max_failures}

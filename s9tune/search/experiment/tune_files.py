@@ -62,7 +62,7 @@ class Files(Protocol):
 
     def list_dirs(self) -> list[str]: ...
 
-    def read_bytes(self, relpath: str, limit: int) -> bytes | None: ...
+    def read_text(self, relpath: str, limit: int) -> str | None: ...
 
 
 @dataclass
@@ -83,19 +83,16 @@ class _Reader:
         self.files, self.left = files, TOTAL_MAX_BYTES
 
     def text(self, relpath: str) -> str | None:
-        raw = self.files.read_bytes(relpath, CAPS[relpath.rsplit("/", 1)[-1]])
-        if raw is None:
+        text = self.files.read_text(relpath, CAPS[relpath.rsplit("/", 1)[-1]])
+        if text is None:
             return None
-        self.left -= len(raw)
+        self.left -= len(text)
         if self.left < 0:
             raise S9Error(
                 f"{self.files.path}: its trial files hold more than {TOTAL_MAX_BYTES // 2**20:,} MiB in all "
                 "(the cap on what s9tune reads of one experiment); not an experiment s9tune or Tune wrote"
             )
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise S9Error(f"{self.files.path}/{relpath}: not UTF-8 text, so not a file Tune wrote") from None
+        return text
 
 
 def read_trials(files: Files) -> list[TrialFiles]:
@@ -225,16 +222,6 @@ def _number(v: Any) -> float:
     return float(v)
 
 
-def _text(files: Files, relpath: str) -> str | None:
-    raw = files.read_bytes(relpath, MAX_BYTES)
-    if raw is None:
-        return None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise S9Error(f"{files.path}/{relpath}: not UTF-8 text, so not a file Tune wrote") from None
-
-
 def _parses(text: str) -> bool:
     try:
         json.loads(text)
@@ -306,7 +293,7 @@ def check_resumable(files: Files, record: dict[str, Any], searched: set[str]) ->
     if not states:
         raise S9Error(f"{files.path}: holds no Tune state to resume (experiment_state-*.json)")
     try:
-        state = tune_state(_json(files, states[-1], _text(files, states[-1])))
+        state = tune_state(_json(files, states[-1], files.read_text(states[-1], MAX_BYTES)))
     except ValueError as exc:
         raise S9Error(f"{files.path}/{states[-1]}: not a Tune experiment state this s9tune knows ({exc})") from None
     if state.metric != record.get("metric"):
