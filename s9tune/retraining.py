@@ -27,6 +27,7 @@ from typing import Any
 from s9tune.config import LIMITS, TrainConfig, check_seeds, parse_set_args
 from s9tune.errors import ConfigError, OutputExistsError, shown
 from s9tune.options import MAX_SEEDS, RetrainOptions
+from s9tune.search.outcome import FINAL
 from s9tune.storage import Folder
 
 logger = logging.getLogger(__name__)
@@ -236,7 +237,7 @@ def _finish(result: Retrain, splits: Any, exp: Any, target_layer: str, wall_s: f
             if r.finished:
                 r.fetch(stage / seed_dir(k, r.seed))
         per_seed = _per_seed(result.seeds, stage)
-        first = next((row for row in per_seed if row["status"] in ("completed", "diverged")), None)
+        first = next((row for row in per_seed if row["status"] in FINAL), None)
         metrics: dict[str, Any] = {}
         if first is not None:
             metrics = json.loads((stage / first["run"] / "metrics.json").read_text())

@@ -8,6 +8,7 @@ import fnmatch
 import itertools
 import os
 import tempfile
+import types
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,14 @@ from hypothesis import strategies as st
 
 from s9tune import outdir
 from s9tune.errors import OutputExistsError
+from s9tune.search.execution.console import Plan, outcome
 from s9tune.search.experiment.tune_files import TrialFiles, trial_status
+from s9tune.search.outcome import OVER
 from s9tune.search.searcher.halving import Rungs
 from s9tune.search.searcher.journal import run_value
 from s9tune.search.searcher.reeval import by_mean
 from s9tune.search.space.sections import SchedulerSpec
+from s9tune.search.space.space import BUDGET_KEY
 
 RULES = settings(derandomize=True, deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 # few distinct values, so that ties (common on a small validation set) are common here too
@@ -99,7 +103,7 @@ def test_the_pick_is_the_best_mean_then_the_better_search_run_then_the_earlier(d
         assert by_mean(dict(reversed(list(values.items()))), chosen) == ranked
 
 
-# -- one run-outcome rule: the searcher's verdict (run_value) and the results' (trial_status) -----
+# -- one run-outcome rule: the searcher's (run_value), the results' (trial_status), the console's --
 @RULES
 @given(
     budget=st.integers(1, 6),
@@ -133,6 +137,9 @@ def test_the_searcher_and_the_results_agree_on_every_run(
     if not rows:
         assert status in ("error", "unfinished") and value is None
         assert (status == "error") == (failures > 2)
+    if status in OVER:  # the console's word for a trial Tune ended without an error
+        trial = types.SimpleNamespace(last_result=rows[-1], config={BUDGET_KEY: budget})
+        assert outcome(trial, Plan("e", 1, budget, True, budget, ())) == status
 
 
 # -- --force: every entry at every depth --------------------------------------------------------

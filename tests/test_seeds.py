@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from s9tune.errors import S9Error
 from s9tune.storage import Folder
 
 GPU_NODE = {"NodeID": "a" * 40, "NodeManagerAddress": "10.0.0.1", "Resources": {"CPU": 8.0, "GPU": 2.0}}
@@ -121,7 +122,10 @@ def test_folders_on_disk_and_behind_a_uri(tmp_path: Path) -> None:
         dest.upload(src)
         assert dest.files() == ["checkpoints/last.pt", "metrics.json"] and dest.exists("metrics.json")
         dest.write_text("a/b.txt", "hello")
-        assert dest.read_text("a/b.txt") == "hello" and dest.read_text("missing") is None
+        assert dest.read_text("a/b.txt", 5) == "hello" and dest.read_text("missing", 5) is None
+        with pytest.raises(S9Error, match="larger than"):
+            dest.read_text("a/b.txt", 4)
+        assert dest.listing(dirs=True) == ["a", "checkpoints"] and dest.listing(dirs=False) == ["metrics.json"]
         dest.download(tmp_path / "back" / dest.name)
         assert (tmp_path / "back" / dest.name / "checkpoints" / "last.pt").read_bytes() == b"x" * 10
         dest.delete()

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO
 
 from ray.tune import Callback
 from rich.console import Console
@@ -29,6 +29,7 @@ from rich.live import Live
 from rich.text import Text
 
 from s9tune.errors import printable
+from s9tune.search.outcome import RunStatus, run_status
 from s9tune.search.space.space import BUDGET_KEY, CONFIG_KEY, METRIC, REPLACES_KEY, SEED_KEY
 
 EVENT_LINES_MAX_TRIALS = 24  # up to this many planned trials, a line per trial event
@@ -72,12 +73,12 @@ def _params(trial: Any, plan: Plan) -> str:
     return printable(", ".join(parts) + run)
 
 
-def outcome(trial: Any, plan: Plan) -> Literal["completed", "stopped", "diverged"]:
+def outcome(trial: Any, plan: Plan) -> RunStatus:
     """completed | stopped | diverged, from a finished trial's last result."""
     last = trial.last_result or {}
-    if last.get("diverged"):
-        return "diverged"
-    return "completed" if _epochs(trial) >= _budget(trial, plan) else "stopped"
+    return run_status(
+        _epochs(trial), _budget(trial, plan), diverged=bool(last.get("diverged")), stopped=True, failed=False
+    )
 
 
 @dataclass

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 from ray import tune
 
 from s9tune.pacing import CheckpointPacer
+from s9tune.search.outcome import WORST_ACCURACY
 
 if TYPE_CHECKING:
     from s9tune.engine import EpochMetrics
 
 CKPT_NAME = "checkpoint.pt"
-WORST_ACCURACY = 0.0  # what a diverged trial scores, so the searcher learns to avoid it
 
 
 def _node_id() -> str:

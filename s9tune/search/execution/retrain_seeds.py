@@ -35,6 +35,7 @@ from s9tune.engine import EpochMetrics, FitState
 from s9tune.runs import METRICS_JSON, train_to_dir, write_metrics
 from s9tune.search.execution.console import SEED_FINISHED, SEED_STARTED, SeedProgress, error_line
 from s9tune.search.execution.trainable import within_gpu_share
+from s9tune.search.outcome import FINAL, RunStatus
 from s9tune.storage import Folder
 
 logger = logging.getLogger(__name__)
@@ -112,13 +113,13 @@ def train_seed(
 @dataclass
 class SeedResult:
     seed: int
-    status: str  # completed | diverged (finished) | error (failed for good) | unfinished
+    status: RunStatus  # completed | diverged (finished) | error (failed for good) | unfinished
     error: str | None = None
     checkpoint: Any = None  # Tune's checkpoint: the run folder, complete when finished
 
     @property
     def finished(self) -> bool:
-        return self.status in ("completed", "diverged")
+        return self.status in FINAL
 
     def fetch(self, dest: Path) -> None:
         """The seed's run folder into `dest` (from the experiment's storage)."""

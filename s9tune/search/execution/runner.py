@@ -33,6 +33,7 @@ from s9tune.search.experiment.record import (
     resolve_storage,
 )
 from s9tune.search.experiment.trials import Experiment
+from s9tune.search.outcome import OVER
 from s9tune.search.searcher.journal import check_resume
 from s9tune.search.space.space import METRIC, MODE, SearchSpace
 
@@ -187,7 +188,7 @@ def run_search(
     # after Ctrl-C Tune returns normally: unfinished trials, or runs never started, tell
     return SearchOutcome(
         ref.path,
-        finished=sum(s in ("completed", "stopped", "diverged") for s in statuses),
+        finished=sum(s in OVER for s in statuses),
         total=len(statuses),
         errors=statuses.count("error"),
         interrupted=result.interrupted(),

@@ -5,10 +5,11 @@ search/experiment/record.py builds it from storage; export, results and retrain 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from s9tune.config import TrainConfig
 from s9tune.errors import ConfigError, S9Error
+from s9tune.search.outcome import RunStatus
 from s9tune.search.searcher.pick import Certainty, auto_reruns, certainty, ranked
 from s9tune.search.space.space import SearchSpace
 
@@ -24,7 +25,6 @@ HALVING_SCOPE = (
 
 # what became of a Tune trial: its whole schedule, stopped early by ASHA, a non-finite loss,
 # an error Tune gave up on, or not over yet (interrupted, or running)
-RunStatus = Literal["completed", "stopped", "diverged", "error", "unfinished"]
 
 
 @dataclass

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from s9tune.config import LIMITS
 from s9tune.errors import ConfigError, S9Error, shown
 from s9tune.search.execution.ray_compat import tune_state
-from s9tune.search.experiment.trials import RunStatus, TrialRow
+from s9tune.search.experiment.trials import TrialRow
+from s9tune.search.outcome import RunStatus, run_status
 from s9tune.search.space.space import BUDGET_KEY, CONFIG_KEY, METRIC, REPLACES_KEY, RUN_KEYS, SEED_KEY
 
 if TYPE_CHECKING:
@@ -158,16 +159,14 @@ def trial_status(t: TrialFiles, budget: int, max_failures: int) -> RunStatus:
     waiting for a retry or a start, when the driver stopped. Dates are compared as Tune writes
     them (local time of the machine that wrote them; one cluster shares its time zone).
     """
-    if any(_number(r.get("diverged")) > 0 for r in t.rows):
-        return "diverged"
-    if reached_epoch(t.rows) >= budget:
-        return "completed"
-    if t.rows and t.rows[-1].get("done") is True:
-        return "stopped"
     last_row = str(t.rows[-1].get("date", "")) if t.rows else ""
-    if t.failures > max_failures and t.last_failure >= last_row:
-        return "error"
-    return "unfinished"
+    return run_status(
+        reached_epoch(t.rows),
+        budget,
+        diverged=any(_number(r.get("diverged")) > 0 for r in t.rows),
+        stopped=bool(t.rows) and t.rows[-1].get("done") is True,
+        failed=t.failures > max_failures and t.last_failure >= last_row,
+    )
 
 
 def trial_row(t: TrialFiles, searched: list[str], max_t: int, max_failures: int) -> TrialRow:

@@ -39,6 +39,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from s9tune.errors import S9Error
+from s9tune.search.outcome import FINAL, run_status
 from s9tune.storage import Folder
 
 logger = logging.getLogger(__name__)
@@ -239,5 +240,7 @@ def run_value(result: dict | None, metric: str, *, budget: int) -> tuple[float |
     reached the end of its `budget`-epoch schedule, or diverged (a verdict on the config,
     valued at its reported worst). A failed run has no result, so no value."""
     value = None if not result or metric not in result else float(result[metric])
-    done = value is not None and (int(result.get("training_iteration", 0)) >= budget or bool(result.get("diverged")))
+    epochs = int(result.get("training_iteration", 0)) if result else 0
+    status = run_status(epochs, budget, diverged=bool(result and result.get("diverged")), stopped=False, failed=False)
+    done = value is not None and status in FINAL
     return value, done

@@ -31,6 +31,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.search import Searcher, SearchGenerator
 
+from s9tune.search.outcome import WORST_ACCURACY
 from s9tune.search.searcher.asha import SearchASHA
 from s9tune.search.searcher.halving import Ranking, Rungs
 from s9tune.search.searcher.journal import StudyStore, add_running, open_study, report, run_value, set_attr, study_name
@@ -145,7 +146,7 @@ class StudySearch(Searcher):
         if done:
             study.tell(number, value)
             self.rungs.finish(r, cid, value)
-            if r == len(self.budgets) - 1 and value > 0:  # a diverged run scores 0: not worth a rerun
+            if r == len(self.budgets) - 1 and value > WORST_ACCURACY:  # a diverged run: not worth a rerun
                 self._final(cid, value)
         elif value is not None and not self.halving:  # stopped by ASHA mid-cycle
             report(self.store, self.names[r], number, step=int(result.get("training_iteration", 0)), value=value)
