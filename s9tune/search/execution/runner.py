@@ -107,28 +107,14 @@ def _pending_trials(slots: int) -> Iterator[None]:
 def _plan(space: SearchSpace, ref: ExperimentRef) -> Any:
     from s9tune.search.execution.console import Plan
 
-    keys = tuple(d.key for d in space.dists)
-    sched = space.scheduler
-    if sched.type == "halving":
-        sizes = sched.rung_sizes(space.num_samples)
-        epochs = sum(n * b for n, b in zip(sizes, sched.budgets, strict=True))
-        reruns = space.reevaluate.runs(sizes[-1], search_epochs=epochs, max_t=space.max_t)
-        return Plan(
-            ref.name,
-            trials=sum(sizes) + reruns,
-            epochs=epochs + reruns * space.max_t,
-            exact=not space.reevaluate.auto,  # auto's reruns: at most its cap
-            max_t=space.max_t,
-            searched=keys,
-        )
-    reruns = space.reevaluate.runs(space.num_samples, max_t=space.max_t)
+    plan = space.plan()
     return Plan(
         ref.name,
-        trials=space.num_samples + reruns,
-        epochs=(space.num_samples + reruns) * space.max_t,
-        exact=False,
+        trials=plan.trials,
+        epochs=plan.epochs,
+        exact=plan.exact,
         max_t=space.max_t,
-        searched=keys,
+        searched=tuple(d.key for d in space.dists),
     )
 
 

@@ -265,7 +265,7 @@ class Experiment:
             return True
         if not self.halving:
             return len(self.search_rows) < self.space.num_samples
-        sizes = self.space.scheduler.rung_sizes(self.space.num_samples)
+        sizes = self.space.plan().rung_sizes
         for size, budget, below in zip(
             sizes, self.space.scheduler.budgets, [None, *self.space.scheduler.budgets[:-1]], strict=True
         ):

@@ -74,7 +74,7 @@ class StudySearch(Searcher):
         sched = space.scheduler
         self.halving = sched.type == "halving"
         self.budgets = tuple(sched.budgets) if self.halving else (space.max_t,)
-        self.rungs = Rungs(sched.rung_sizes(space.num_samples) if self.halving else [space.num_samples])
+        self.rungs = Rungs(list(space.plan().rung_sizes))
         self.dists = {d.key: d.optuna_distribution() for d in space.dists}
         self.store = store or StudyStore()
         self.max_concurrent = max_concurrent

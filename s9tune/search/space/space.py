@@ -60,6 +60,20 @@ DATA_KEYS = ("val_size", "train_subset")  # the driver loads the splits once for
 
 
 @dataclass(frozen=True)
+class SearchPlan:
+    """What a search will run, known before it runs: the configs at each budget (under ASHA one
+    budget, every config, each possibly stopped early), the re-evaluation runs (under `auto` its
+    cap), and the Tune trials and epochs in all: exact under halving with a fixed step, an upper
+    bound otherwise. A promoted run that replaces a failed one comes on top."""
+
+    rung_sizes: tuple[int, ...]
+    reruns: int
+    trials: int
+    epochs: int
+    exact: bool
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     path: Path
     num_samples: int
@@ -80,12 +94,25 @@ class SearchSpace:
 
     @property
     def max_trials(self) -> int:
-        """At most how many Tune trials the search makes: each config once per budget, and the
-        re-evaluation runs."""
+        """At most how many Tune trials the search makes, whatever fails: each config once per
+        budget (a promoted stand-in takes a failed run's place), and the re-evaluation runs."""
         budgets = self.scheduler.budgets or (self.max_t,)
         # `auto`'s cap is a share of the search's epochs: at most every config at every budget
         most = self.reevaluate.runs(self.num_samples, search_epochs=self.num_samples * sum(budgets), max_t=self.max_t)
         return self.num_samples * len(budgets) + most
+
+    def plan(self) -> SearchPlan:
+        if self.scheduler.type == "halving":
+            sizes = tuple(self.scheduler.rung_sizes(self.num_samples))
+            epochs = sum(n * b for n, b in zip(sizes, self.scheduler.budgets, strict=True))
+            reruns = self.reevaluate.runs(sizes[-1], search_epochs=epochs, max_t=self.max_t)
+            exact = not self.reevaluate.auto  # auto's reruns: at most its cap
+        else:
+            sizes = (self.num_samples,)
+            epochs = self.num_samples * self.max_t
+            reruns = self.reevaluate.runs(self.num_samples, max_t=self.max_t)
+            exact = False  # ASHA stops runs early
+        return SearchPlan(sizes, reruns, sum(sizes) + reruns, epochs + reruns * self.max_t, exact)
 
     @property
     def n_startup_trials(self) -> int:
