@@ -10,6 +10,8 @@ import logging
 import random
 from typing import Any
 
+import optuna
+
 from s9tune.errors import S9Error, printable
 from s9tune.search.experiment.record import ExperimentRef, load_experiment
 from s9tune.search.experiment.trials import Experiment, TrialRow
@@ -45,8 +47,6 @@ def _importance_basis(exp: Experiment) -> tuple[list[TrialRow], str]:
 
 
 def _fanova(exp: Experiment) -> tuple[dict[str, float], str]:
-    import optuna
-
     dists = {d.key: d for d in exp.space.dists}
     runs, basis = _importance_basis(exp)
     if len(runs) < MIN_IMPORTANCE_VALUES:

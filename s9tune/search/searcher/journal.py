@@ -31,8 +31,10 @@ import shutil
 import stat
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from optuna.storages import JournalStorage
@@ -45,6 +47,9 @@ from s9tune.storage import Folder
 logger = logging.getLogger(__name__)
 
 JOURNAL = "optuna.journal"
+# a run's user attributes in the journal: its Tune trial, its config, the config whose failed run
+# it took the place of, a rerun's seed, and the mark of a run lost with the driver
+TUNE_ID, CONFIG_ATTR, REPLACES_ATTR, SEED_ATTR, LOST_ATTR = "tune_trial_id", "config_id", "replaces", "seed", "lost"
 JOURNAL_MAX_BYTES = 256 * 1024 * 1024  # ~1 KB per trial and epoch: far above any search's
 
 
@@ -233,6 +238,41 @@ def add_running(study: Any, dists: dict[str, Any], params: dict[str, Any], attrs
         )
     )
     return number
+
+
+@dataclass(frozen=True)
+class JournalRun:
+    """A run as the journal holds it, for a restarted searcher."""
+
+    number: int
+    attrs: dict[str, Any]
+    params: dict[str, Any]
+    state: Literal["running", "complete", "pruned", "failed"]
+    value: float | None
+
+
+def journal_runs(study: Any, *, needs: tuple[str, ...]) -> Iterator[JournalRun]:
+    """The study's runs in number order (a rerun after its failure comes later), as a restarted
+    searcher rebuilds its state from them: waiting ones and ones lost with the driver left out;
+    one asked for but never handed to Tune (an attribute of `needs` missing: the driver died
+    between the ask and the start) is failed in the journal now and left out too."""
+    state = optuna.trial.TrialState
+    words = {state.RUNNING: "running", state.COMPLETE: "complete", state.PRUNED: "pruned"}
+    for t in study.get_trials(deepcopy=False):
+        if t.state == state.WAITING or t.user_attrs.get(LOST_ATTR):
+            continue
+        if any(t.user_attrs.get(k) is None for k in needs):
+            if t.state == state.RUNNING:
+                study.tell(t.number, state=state.FAIL)
+            continue
+        yield JournalRun(t.number, dict(t.user_attrs), dict(t.params), words.get(t.state, "failed"), t.value)
+
+
+def lose_run(store: StudyStore, study: Any, name: str, number: int) -> None:
+    """A running run the journal has but Tune lost in a crash: marked lost and failed, so that no
+    later rebuild counts it."""
+    set_attr(store, name, number, LOST_ATTR, True)
+    study.tell(number, state=optuna.trial.TrialState.FAIL)
 
 
 def run_value(result: dict | None, metric: str, *, budget: int) -> tuple[float | None, bool]:

@@ -25,7 +25,21 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from s9tune.search.searcher.journal import StudyStore, add_running, open_study, report, run_value, set_attr
+import optuna
+
+from s9tune.search.outcome import WORST_ACCURACY
+from s9tune.search.searcher.journal import (
+    CONFIG_ATTR,
+    SEED_ATTR,
+    TUNE_ID,
+    StudyStore,
+    add_running,
+    journal_runs,
+    lose_run,
+    open_study,
+    report,
+    run_value,
+)
 from s9tune.search.searcher.pick import by_mean
 from s9tune.search.space.sections import ReevalSpec
 from s9tune.search.space.space import METRIC, MODE, SearchSpace
@@ -114,7 +128,6 @@ def best_mean(values: dict[str, list[float]], reevaluated: set[str]) -> str | No
 
 
 # user attributes of each Optuna trial (searcher.py uses the first three too)
-TUNE_ID, CONFIG_ATTR, LOST_ATTR, SEED_ATTR = "tune_trial_id", "config_id", "lost", "seed"
 
 
 class Reruns:
@@ -148,8 +161,6 @@ class Reruns:
     def complete(self, tid: str, result: dict | None) -> None:
         """A finished run is one that reached the end of its schedule (or diverged: scored as
         it reported); anything else failed and is not planned again."""
-        import optuna
-
         run, number = self.open.pop(tid)
         value, done = run_value(result, METRIC, budget=self.max_t)
         if done:
@@ -163,25 +174,15 @@ class Reruns:
 
     def rebuild(self) -> None:
         """The runs as the journal has them (a restarted searcher)."""
-        import optuna
-
-        state = optuna.trial.TrialState
-        for t in self.study.get_trials(deepcopy=False):
-            tid, cid, seed = (t.user_attrs.get(k) for k in (TUNE_ID, CONFIG_ATTR, SEED_ATTR))
-            if t.state == state.WAITING or t.user_attrs.get(LOST_ATTR):
-                continue
-            if tid is None or cid is None or seed is None:
-                if t.state == state.RUNNING:
-                    self.study.tell(t.number, state=state.FAIL)
-                continue
-            run = (str(cid), int(seed) - self.seed)
+        for j in journal_runs(self.study, needs=(TUNE_ID, CONFIG_ATTR, SEED_ATTR)):
+            tid, run = j.attrs[TUNE_ID], (str(j.attrs[CONFIG_ATTR]), int(j.attrs[SEED_ATTR]) - self.seed)
             self.runs[tid] = run
             self.plan.start(run)
             self.open.pop(tid, None)
-            if t.state == state.RUNNING:
-                self.open[tid] = (run, t.number)
-            elif t.state == state.COMPLETE:
-                self.plan.finish(run, t.value if t.value is not None else 0.0)
+            if j.state == "running":
+                self.open[tid] = (run, j.number)
+            elif j.state == "complete":
+                self.plan.finish(run, j.value if j.value is not None else WORST_ACCURACY)
             else:
                 self.plan.fail(run)
 
@@ -200,11 +201,8 @@ class Reruns:
 
     def lose(self, tid: str) -> None:
         """A run the journal has but Tune lost in a crash: it will start again."""
-        import optuna
-
         run, number = self.open.pop(tid)
         self.runs.pop(tid, None)
-        set_attr(self.store, self.name, number, LOST_ATTR, True)
-        self.study.tell(number, state=optuna.trial.TrialState.FAIL)
+        lose_run(self.store, self.study, self.name, number)
         self.plan.forget(run)
         logger.info("rerun %s (config %s) was lost with the driver; it will start again", tid, run[0])

@@ -28,13 +28,27 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import optuna
 from ray.tune import Callback
 from ray.tune.search import Searcher, SearchGenerator
 
 from s9tune.search.outcome import WORST_ACCURACY
 from s9tune.search.searcher.asha import SearchASHA
 from s9tune.search.searcher.halving import Ranking, Rungs
-from s9tune.search.searcher.journal import StudyStore, add_running, open_study, report, run_value, set_attr, study_name
+from s9tune.search.searcher.journal import (
+    CONFIG_ATTR,
+    LOST_ATTR,
+    REPLACES_ATTR,
+    TUNE_ID,
+    StudyStore,
+    add_running,
+    journal_runs,
+    lose_run,
+    open_study,
+    report,
+    run_value,
+    study_name,
+)
 from s9tune.search.searcher.pick import auto_reruns
 from s9tune.search.searcher.reeval import Reruns
 from s9tune.search.space.space import BUDGET_KEY, CONFIG_KEY, METRIC, MODE, REPLACES_KEY, SEED_KEY, SearchSpace
@@ -42,7 +56,6 @@ from s9tune.search.space.space import BUDGET_KEY, CONFIG_KEY, METRIC, MODE, REPL
 logger = logging.getLogger(__name__)
 
 # user attributes of each Optuna trial
-TUNE_ID, CONFIG_ATTR, REPLACES_ATTR, LOST_ATTR = "tune_trial_id", "config_id", "replaces", "lost"
 
 
 @dataclass(frozen=True)
@@ -137,8 +150,6 @@ class StudySearch(Searcher):
             return
         if trial_id not in self.open:
             return  # not ours, or recorded already (a finished run that Tune ran again)
-        import optuna
-
         cid, r = self.runs[trial_id]
         number, study = self.open.pop(trial_id), self.studies[r]
         result = None if error else result  # a failed run's last result is partial: no value
@@ -202,43 +213,32 @@ class StudySearch(Searcher):
         self.store.sync()
 
     def _rebuild(self) -> None:
-        import optuna
-
-        state = optuna.trial.TrialState
+        last = len(self.studies) - 1
         for r, study in enumerate(self.studies):
-            for t in study.get_trials(deepcopy=False):  # in number order: a rerun after its failure
-                tid, cid = t.user_attrs.get(TUNE_ID), t.user_attrs.get(CONFIG_ATTR)
-                if t.state == state.WAITING or t.user_attrs.get(LOST_ATTR):
-                    continue
-                if tid is None or cid is None:  # asked, but the driver died before Tune had it
-                    if t.state == state.RUNNING:
-                        study.tell(t.number, state=state.FAIL)
-                    continue
+            for run in journal_runs(study, needs=(TUNE_ID, CONFIG_ATTR)):
+                tid, cid = run.attrs[TUNE_ID], run.attrs[CONFIG_ATTR]
                 if r == 0:
-                    self.params.setdefault(cid, dict(t.params))
+                    self.params.setdefault(cid, run.params)
                 if tid not in self.runs:
                     self.runs[tid] = (cid, r)
                     self.rungs.start(r, cid)
                 self.open.pop(tid, None)
-                if t.state == state.RUNNING:
-                    self.open[tid] = t.number
+                if run.state == "running":
+                    self.open[tid] = run.number
                     self.rungs.rerun(r, cid)
-                elif t.state in (state.COMPLETE, state.PRUNED):
-                    self.rungs.finish(r, cid, t.value if t.value is not None else 0.0)
-                    if t.state == state.COMPLETE and r == len(self.studies) - 1 and (t.value or 0.0) > 0:
-                        self._final(cid, float(t.value))
+                elif run.state in ("complete", "pruned"):
+                    value = run.value if run.value is not None else WORST_ACCURACY
+                    self.rungs.finish(r, cid, value)
+                    if run.state == "complete" and r == last and value > WORST_ACCURACY:
+                        self._final(cid, value)
                 else:
                     self.rungs.fail(r, cid)
         if self.reruns is not None:
             self.reruns.rebuild()
 
     def _lose(self, tid: str) -> None:
-        import optuna
-
         cid, r = self.runs.pop(tid)
-        number = self.open.pop(tid)
-        set_attr(self.store, self.names[r], number, LOST_ATTR, True)
-        self.studies[r].tell(number, state=optuna.trial.TrialState.FAIL)
+        lose_run(self.store, self.studies[r], self.names[r], self.open.pop(tid))
         self.rungs.forget(r, cid)
         if r == 0:
             del self.params[cid]
@@ -316,8 +316,6 @@ class StudySearch(Searcher):
     def _search_epochs(self) -> int:
         """Epochs the search's own runs trained, as the journal has them: each run's last
         reported step (a complete run without reports: its whole schedule)."""
-        import optuna
-
         done = optuna.trial.TrialState.COMPLETE
         total = 0
         for study, budget in zip(self.studies, self.budgets, strict=True):
