@@ -80,14 +80,14 @@ def test_a_trials_cuda_oom_is_that_trials_error(tiny_cifar: Path, monkeypatch: p
     import torch
 
     from s9tune.data import load_splits
-    from s9tune.search.execution import trainable
+    from s9tune.search.execution import reporting, trainable
 
     def oom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(trainable, "train", oom)
     monkeypatch.setattr(trainable.tune, "get_checkpoint", lambda: None)
-    monkeypatch.setattr(trainable, "_node_id", lambda: "node")
+    monkeypatch.setattr(reporting, "_node_id", lambda: "node")
     splits = load_splits(tiny_cifar, val_size=0.2, seed=0)
     base = {"width": 4, "epochs": 1, "device": "cpu"}
     with pytest.raises(RuntimeError, match="CUDA out of memory in this trial") as err:

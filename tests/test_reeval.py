@@ -167,7 +167,6 @@ def test_bookkeeping_plans_the_certain_configs_and_keeps_what_was_started() -> N
     assert r.planned == [("old", 1), ("new", 1), ("new", 2)] and r.configs == ["old", "new"]
     assert r.next_run() == ("new", 1) and not r.finished()
     assert ReevalSpec(3, 2).runs(2) == 4 and ReevalSpec().runs(10) == 0
-    assert ReevalSpec.from_record(None) == ReevalSpec() and ReevalSpec.from_record({"top": 3, "seeds": 2}).on
 
 
 def test_the_pick_is_the_best_mean_not_the_best_single_run() -> None:

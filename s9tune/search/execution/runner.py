@@ -26,6 +26,7 @@ from s9tune.options import SearchOptions
 from s9tune.search.experiment.record import (
     SEARCH_LOG,
     ExperimentRef,
+    already_exists,
     check_name,
     check_resumable,
     default_name,
@@ -77,7 +78,7 @@ def _experiment(
     if resume and not exists:
         raise ConfigError(f"{ref.path}: no such experiment to resume")
     if not resume and exists:
-        raise ConfigError(f"{ref.path}: already exists; pass --resume to continue it or choose another --name")
+        raise already_exists(ref.path)
     if not resume:
         return ref, space
     saved = check_resumable(ref)

@@ -67,6 +67,10 @@ def check_name(name: str) -> str:
     return name
 
 
+def already_exists(path: str) -> ConfigError:
+    return ConfigError(f"{path}: already exists; pass --resume to continue it or choose another --name")
+
+
 @dataclass(frozen=True)
 class ExperimentRef:
     """STORAGE/NAME, with the file operations s9tune needs on it (local or a pyarrow URI such as
@@ -117,13 +121,11 @@ class ExperimentRef:
                 Path(self.storage).mkdir(parents=True, exist_ok=True)
                 Path(self.path).mkdir()
             except FileExistsError:
-                raise S9Error(
-                    f"{self.path}: already exists; pass --resume to continue it or choose another --name"
-                ) from None
+                raise already_exists(self.path) from None
             except OSError as exc:
                 raise StorageError(f"{self.path}: cannot create the experiment folder ({exc.strerror})") from None
         elif self.read_text(SPACE_RECORD) is not None:
-            raise S9Error(f"{self.path}: already exists; pass --resume to continue it or choose another --name")
+            raise already_exists(self.path)
         self.write_record(space, max_failures=max_failures)
         return made
 

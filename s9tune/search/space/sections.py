@@ -57,17 +57,6 @@ class SchedulerSpec:
             "brackets": self.brackets,
         }
 
-    @classmethod
-    def from_record(cls, d: dict[str, Any]) -> SchedulerSpec:
-        if d.get("type") == "halving":
-            return cls("halving", budgets=tuple(int(b) for b in d["budgets"]), keep=float(d["keep"]))
-        return cls(
-            d.get("type", "asha"),
-            int(d.get("grace_period", 1)),
-            float(d.get("reduction_factor", 2)),
-            int(d.get("brackets", 1)),
-        )
-
 
 # `reevaluate: auto`: rerun while the leader's P(truly better) than a contender is below
 # `confidence`, within `cap` of the search's own epochs (benchmarks/RESULTS.md, "search designs
@@ -107,13 +96,6 @@ class ReevalSpec:
         if self.auto:
             return {"auto": True, "confidence": self.confidence, "cap": self.cap, "margin": self.margin}
         return {"top": self.top, "seeds": self.seeds}
-
-    @classmethod
-    def from_record(cls, d: dict[str, Any] | None) -> ReevalSpec:
-        # an experiment recorded before the step existed had none
-        if d and d.get("auto"):
-            return cls(auto=True, confidence=float(d["confidence"]), cap=float(d["cap"]), margin=float(d["margin"]))
-        return cls(int(d.get("top", 0)), int(d.get("seeds", 0))) if d else cls()
 
 
 def parse_reeval(path: Path, raw: Any) -> ReevalSpec:
@@ -160,9 +142,11 @@ def parse_scheduler(path: Path, raw: Any, fixed: TrainConfig) -> SchedulerSpec:
     sched = mapping(path, "scheduler", raw, SCHEDULER_KEYS[kind])
     if kind == "halving":
         return parse_halving(path, sched, fixed)
-    grace = int(number(path, "scheduler.grace_period", sched.get("grace_period", 1), integer=True))
-    rf = number(path, "scheduler.reduction_factor", sched.get("reduction_factor", 2))
-    brackets = int(number(path, "scheduler.brackets", sched.get("brackets", 1), integer=True))
+    grace = int(
+        number(path, "scheduler.grace_period", sched.get("grace_period", SchedulerSpec.grace_period), integer=True)
+    )
+    rf = number(path, "scheduler.reduction_factor", sched.get("reduction_factor", SchedulerSpec.reduction_factor))
+    brackets = int(number(path, "scheduler.brackets", sched.get("brackets", SchedulerSpec.brackets), integer=True))
     if "max_t" in sched and sched["max_t"] != fixed.epochs:
         raise err(path, "scheduler.max_t", f"must equal fixed.epochs ({fixed.epochs}); it is derived from it")
     if not 1 <= grace <= fixed.epochs:

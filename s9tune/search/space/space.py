@@ -22,7 +22,7 @@ Errors name the file and the key and raise ConfigError (exit 2).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -152,8 +152,6 @@ class SearchSpace:
         space_file = d.get("space_file")
         if not isinstance(space_file, str) or len(space_file) > 4096:
             raise err(path, "space_file", f"expected the path of the space file, got {shown(space_file)}")
-        from dataclasses import replace
-
         return replace(space, path=Path(space_file))
 
     def check_params(self, params: Any, where: str) -> dict[str, Any]:
