@@ -1,4 +1,4 @@
-"""The four things s9tune needs of Ray that its public API does not offer, kept here alone and
+"""The five things s9tune needs of Ray that its public API does not offer, kept here alone and
 held to the Ray release that pyproject.toml pins by tests/test_ray_compat.py.
 
 * `gcs_auth_error(address)`: against a cluster that wants a token, `ray.init` retries for about
