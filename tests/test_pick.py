@@ -406,3 +406,20 @@ def test_a_search_with_auto_reevaluation_states_its_certainty(mini: Path, tmp_pa
     assert f"Pick {pick['config']}: " in res.stdout and "95% interval" in res.stdout
     assert "# Pick " in (tmp_path / "st" / "a" / "best_config.yaml").read_text()
     assert np.isfinite(pick["p_beats_runner_up"])
+
+
+def test_auto_reruns_train_with_seeds_the_experiment_check_accepts() -> None:
+    """Every seed auto can hand a rerun (one config may take every rerun of the cap) is one the
+    check of an experiment's params.json accepts, and the next one is not."""
+    from dataclasses import replace
+
+    from s9tune.search.space.sections import ReevalSpec
+    from s9tune.search.space.space import load_space
+
+    space = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml")
+    auto = replace(space, reevaluate=ReevalSpec(auto=True, confidence=0.9, cap=0.2, margin=0.25))
+    most = auto.max_trials - space.max_trials  # the cap's reruns at most
+    assert most >= 1 and list(auto.rerun_seeds) == [auto.fixed.seed + j for j in range(1, most + 1)]
+    fixed = replace(space, reevaluate=ReevalSpec(3, 2))
+    assert list(fixed.rerun_seeds) == [fixed.fixed.seed + 1, fixed.fixed.seed + 2]
+    assert list(space.rerun_seeds) == []

@@ -143,9 +143,8 @@ def check_trial(t: TrialFiles, space: SearchSpace, path: str) -> None:
         if value is not None and not (isinstance(value, str) and (ID_PATTERN.fullmatch(value) or value == "")):
             raise S9Error(f"{where}: {key} {shown(value)} is not a config id")
     if SEED_KEY in t.params:
-        seed, first = t.params[SEED_KEY], space.fixed.seed + 1
-        last = space.fixed.seed + space.reevaluate.seeds
-        if not isinstance(seed, int) or isinstance(seed, bool) or not first <= seed <= last:
+        seed = t.params[SEED_KEY]
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed not in space.rerun_seeds:
             raise S9Error(f"{where}: {SEED_KEY} {shown(seed)} is not a seed of this search's reruns")
 
 

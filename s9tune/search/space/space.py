@@ -97,9 +97,19 @@ class SearchSpace:
         """At most how many Tune trials the search makes, whatever fails: each config once per
         budget (a promoted stand-in takes a failed run's place), and the re-evaluation runs."""
         budgets = self.scheduler.budgets or (self.max_t,)
+        return self.num_samples * len(budgets) + self._most_reruns()
+
+    def _most_reruns(self) -> int:
+        budgets = self.scheduler.budgets or (self.max_t,)
         # `auto`'s cap is a share of the search's epochs: at most every config at every budget
-        most = self.reevaluate.runs(self.num_samples, search_epochs=self.num_samples * sum(budgets), max_t=self.max_t)
-        return self.num_samples * len(budgets) + most
+        return self.reevaluate.runs(self.num_samples, search_epochs=self.num_samples * sum(budgets), max_t=self.max_t)
+
+    @property
+    def rerun_seeds(self) -> range:
+        """The seeds a rerun may train with: `fixed.seed + 1 ..` one per rerun a config can get
+        (a fixed step's `seeds`; under `auto` one config may take every rerun of the cap)."""
+        most = self._most_reruns() if self.reevaluate.auto else self.reevaluate.seeds
+        return range(self.fixed.seed + 1, self.fixed.seed + most + 1)
 
     def plan(self) -> SearchPlan:
         if self.scheduler.type == "halving":
@@ -290,8 +300,6 @@ def parse_space(path: Path, raw: dict[str, Any]) -> SearchSpace:
             raise err(path, "searcher.n_startup_trials", f"must lie in [1, {MAX_NUM_SAMPLES:,}]")
 
     reevaluate = parse_reeval(path, raw.get("reevaluate"))
-    if reevaluate.on:  # rerun j trains with seed fixed.seed + j
-        check_seeds(fixed.seed, reevaluate.seeds + 1, f"{path}: reevaluate.seeds")
 
     res = mapping(path, "resources", raw.get("resources"), RESOURCE_KEYS)
     cpus = number(path, "resources.cpus_per_trial", res.get("cpus_per_trial", 1))
@@ -299,7 +307,7 @@ def parse_space(path: Path, raw: dict[str, Any]) -> SearchSpace:
     check_resources(cpus, gpus, where=f"{path}: resources")
 
     baseline = _parse_baseline(path, raw.get("baseline", "default"), dists, fixed)
-    return SearchSpace(
+    space = SearchSpace(
         path,
         num_samples,
         fixed,
@@ -313,6 +321,10 @@ def parse_space(path: Path, raw: dict[str, Any]) -> SearchSpace:
         startup_trials=startup,
         reevaluate=reevaluate,
     )
+    if reevaluate.on:  # the reruns' seeds follow fixed.seed
+        key = "reevaluate.cap" if reevaluate.auto else "reevaluate.seeds"
+        check_seeds(fixed.seed, len(space.rerun_seeds) + 1, f"{path}: {key}")
+    return space
 
 
 def default_startup(num_samples: int) -> int:
