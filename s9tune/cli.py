@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TypeVar
 
@@ -68,65 +68,84 @@ def options_from(cls: type[Options], args: argparse.Namespace) -> Options:
     return cls(**given, **{k: v for k, v in derived.items() if k in {f.name for f in fields(cls)}})
 
 
-def cmd_summary(args: argparse.Namespace) -> int:
-    print(api.summary(args.width))
-    return 0
+@dataclass(frozen=True)
+class Reply:
+    """What a command prints when its work is done (main prints it, in one place), and its exit code."""
+
+    lines: list[str]
+    code: int = 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    opts = options_from(TrainOptions, args)
-    m = api.train(opts)
+def cmd_summary(args: argparse.Namespace) -> Reply:
+    return Reply([api.summary(args.width)])
+
+
+def cmd_train(args: argparse.Namespace) -> Reply:
+    m = api.train(options_from(TrainOptions, args))
     out = m["run_dir"]
     if m["status"] == "diverged":
-        print(f"Run diverged (non-finite loss) after {m['epochs']} epoch(s); see {Path(out) / 'metrics.jsonl'}")
-        return 0
-    print(seed_test_line(m["test_loss"], m["test_correct"], m["test_images"]))
-    if m["val_accuracy"] is not None:
-        print(f"Validation accuracy: {100 * m['val_accuracy']:.2f}%")
-    print(f"{m['train_images_per_s']:.0f} training images/s, {m['wall_s']:.1f} s in all. Run folder: {out}")
-    return 0
+        return Reply(
+            [f"Run diverged (non-finite loss) after {m['epochs']} epoch(s); see {Path(out) / 'metrics.jsonl'}"]
+        )
+    val = m["val_accuracy"]
+    return Reply(
+        [
+            seed_test_line(m["test_loss"], m["test_correct"], m["test_images"]),
+            *([f"Validation accuracy: {100 * val:.2f}%"] if val is not None else []),
+            f"{m['train_images_per_s']:.0f} training images/s, {m['wall_s']:.1f} s in all. Run folder: {out}",
+        ]
+    )
 
 
-def cmd_lr_find(args: argparse.Namespace) -> int:
+def cmd_lr_find(args: argparse.Namespace) -> Reply:
     opts = options_from(LRFindOptions, args)
     res = api.lr_find(opts)
     out = Path(opts.out).resolve()
-    print(
-        f"Suggested max LR: {res.suggested_max_lr:.3g} ({res.method.split(':')[0]}); "
-        f"loss is lowest at LR {res.lr_at_min_loss:.3g}"
+    falling = res.lr_at_min_loss >= res.lrs[-1]
+    return Reply(
+        [
+            f"Suggested max LR: {res.suggested_max_lr:.3g} ({res.method.split(':')[0]}); "
+            f"loss is lowest at LR {res.lr_at_min_loss:.3g}",
+            *(
+                [f"The loss was still falling at the end of the range: try a larger --end-lr than {args.end_lr:g}."]
+                if falling
+                else []
+            ),
+            f"Plot: {out / 'lr_find.png'}  Details: {out / 'lr_find.json'}",
+        ]
     )
-    if res.lr_at_min_loss >= res.lrs[-1]:
-        print(f"The loss was still falling at the end of the range: try a larger --end-lr than {args.end_lr:g}.")
-    print(f"Plot: {out / 'lr_find.png'}  Details: {out / 'lr_find.json'}")
-    return 0
 
 
-def cmd_search(args: argparse.Namespace) -> int:
+def cmd_search(args: argparse.Namespace) -> Reply:
     opts = options_from(SearchOptions, args)
     exp = api.run_search(opts)
-    print()
-    print(exp.table())
-    print(f"\nExperiment: {exp.path}")
-    print(f"TensorBoard: {tensorboard_hint(exp.path)}")
-    print(f"Optuna dashboard: {dashboard_hint(exp.path)}")
+    lines = [
+        "",
+        exp.table(),
+        f"\nExperiment: {exp.path}",
+        f"TensorBoard: {tensorboard_hint(exp.path)}",
+        f"Optuna dashboard: {dashboard_hint(exp.path)}",
+    ]
     if exp.log:
-        print(f"Ray's log: {exp.log}")
+        lines.append(f"Ray's log: {exp.log}")
     if exp.interrupted:
-        print(f"Interrupted. Continue with: {search_resume(opts.space, exp.path)}")
-        return 130
-    print("Next:\n" + "\n".join(f"  {cmd}" for cmd in after_search(exp.path, opts.data_dir, opts.address)))
-    return 0
+        return Reply([*lines, f"Interrupted. Continue with: {search_resume(opts.space, exp.path)}"], 130)
+    return Reply([*lines, "Next:", *(f"  {cmd}" for cmd in after_search(exp.path, opts.data_dir, opts.address))])
 
 
-def cmd_results(args: argparse.Namespace) -> int:
+def cmd_results(args: argparse.Namespace) -> Reply:
     exp = api.results(args.experiment)
-    print(exp.table())
     try:
         exp.pick  # noqa: B018 - raises if no trial finished its schedule: then there is no best config
-        print(f"\nBest config: {exp.best_config_file}")
+        last = f"\nBest config: {exp.best_config_file}"
     except S9Error as exc:
-        print(f"\n{exc}")
-    return 0
+        last = f"\n{exc}"
+    return Reply([exp.table(), last])
+
+
+def _add_out(p: argparse.ArgumentParser, what: str, *, holds: str, kind: type = Path) -> None:
+    p.add_argument("--out", type=kind, required=True, help=what)
+    p.add_argument("--force", action="store_true", help=f"replace --out if it holds {holds} (s9tune's own only)")
 
 
 def _register_search(sub: argparse._SubParsersAction) -> None:
@@ -161,28 +180,26 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_results)
 
 
-def cmd_retrain(args: argparse.Namespace) -> int:
+def cmd_retrain(args: argparse.Namespace) -> Reply:
     from s9tune.retraining import summary_lines
 
     opts = options_from(RetrainOptions, args)
     r = api.retrain(opts)
     again = retrain_resume(opts)
     if r.interrupted:
-        print(f"\nInterrupted. Continue with: {again}")
-        return 130
-    print("\n" + "\n".join(summary_lines(r)))
+        return Reply([f"\nInterrupted. Continue with: {again}"], 130)
+    lines = ["\n" + "\n".join(summary_lines(r))]
     if r.failed:
-        print(f"{len(r.failed)} seed(s) failed; {again} retries them.")
+        lines.append(f"{len(r.failed)} seed(s) failed; {again} retries them.")
     if r.log:
-        print(f"Ray's log: {r.log}")
-    return 1 if r.failed else 0
+        lines.append(f"Ray's log: {r.log}")
+    return Reply(lines, 1 if r.failed else 0)
 
 
-def cmd_analyze(args: argparse.Namespace) -> int:
+def cmd_analyze(args: argparse.Namespace) -> Reply:
     opts = options_from(AnalyzeOptions, args)
-    print("\n".join(seed_style_lines(api.analyze(opts))))
-    print(f"Report: {Path(opts.out).resolve() / 'report.html'}")
-    return 0
+    lines = seed_style_lines(api.analyze(opts))
+    return Reply([*lines, f"Report: {Path(opts.out).resolve() / 'report.html'}"])
 
 
 def _register_analysis(sub: argparse._SubParsersAction) -> None:
@@ -194,8 +211,7 @@ def _register_analysis(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=epochs, help=f"epochs of the retrain schedule (default {epochs})")
     p.add_argument("--seeds", type=int, default=1, help="retrain N seeds and report mean ± std")
     _add_sets(p)
-    p.add_argument("--out", required=True, help="run folder to create: a local path or a URI (s3://, gs://, file://)")
-    p.add_argument("--force", action="store_true", help="replace --out if it holds a previous run")
+    _add_out(p, "run folder to create: a local path or a URI (s3://, gs://, file://)", holds="a previous run", kind=str)
     p.add_argument(
         "--resume", action="store_true", help="continue the interrupted retrain in --out, each seed from its checkpoint"
     )
@@ -210,8 +226,7 @@ def _register_analysis(sub: argparse._SubParsersAction) -> None:
         "checkpoint", help="a .pt file written by train, retrain or a search trial: a path or a URI (s3://, gs://)"
     )
     _add_data_dir(p)
-    p.add_argument("--out", type=Path, required=True, help="folder for plots and report")
-    p.add_argument("--force", action="store_true", help="replace --out if it holds files")
+    _add_out(p, "folder for plots and report", holds="files")
     p.add_argument("--target-layer", default=DEFAULT_TARGET_LAYER, help=layer_help)
     p.add_argument("--width", type=int, default=None, help="fail unless the checkpoint has this width")
     p.set_defaults(func=cmd_analyze)
@@ -244,16 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one config and write a run folder")
     _add_data_dir(p)
     _add_config(p)
-    p.add_argument("--out", type=Path, required=True, help="run folder to create")
-    p.add_argument("--force", action="store_true", help="replace --out if it holds a previous run")
+    _add_out(p, "run folder to create", holds="a previous run")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("lr-find", help="LR range test (torch-lr-finder): plot and suggested max LR")
     _add_data_dir(p)
     _add_config(p)
-    p.add_argument("--out", type=Path, required=True, help="folder for lr_find.png and lr_find.json")
-    p.add_argument("--force", action="store_true", help="replace --out if it holds files")
+    _add_out(p, "folder for lr_find.png and lr_find.json", holds="files")
     p.add_argument("--start-lr", type=float, default=LRFindOptions.start_lr)
     p.add_argument("--end-lr", type=float, default=LRFindOptions.end_lr)
     p.add_argument("--num-iter", type=int, default=LRFindOptions.num_iter)
@@ -278,7 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)  # a bad command line is an S9Error too
         _setup_logging(args.verbose, args.quiet)
-        return int(args.func(args) or 0)
+        reply = args.func(args)
+        print("\n".join(reply.lines))
+        return reply.code
     except S9Error as exc:
         print(f"s9tune: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -155,16 +155,10 @@ def _plot_gradcam(a: _Analysis, cam_model: nn.Module, test_x: np.ndarray) -> dic
         maps = compute_gradcam(cam_model, x, [int(ev.y_pred[i]) for i in idx], target_layer=layer)
         images01 = denormalize(x)
         names, conf = ev.classes, ev.confidence
-        titles = [f"true: {names[ev.y_true[i]]}\npred: {names[ev.y_pred[i]]} ({conf[i]:.2f})" for i in idx]
+        titles = [P.verdict(names[ev.y_true[i]], names[ev.y_pred[i]], float(conf[i])) for i in idx]
         colors = [P.OK_COLOR if ev.y_true[i] == ev.y_pred[i] else P.BAD_COLOR for i in idx]
-        P.plot_cam_grid(
-            images01,
-            overlay_cams(images01, maps),
-            titles,
-            figs.path(key),
-            suptitle=f"GradCAM on {layer} for the predicted class: {label} test images",
-            title_colors=colors,
-        )
+        heading = f"GradCAM on {layer} for the predicted class: {label} test images"
+        P.plot_cam_grid(images01, overlay_cams(images01, maps), figs.path(key), P.Captions(titles, heading, colors))
         cam_sets[key] = idx
         figs.add(
             key, "GradCAM", f"GradCAM ({layer}) of the predicted class on {label} images; image above, heatmap below."

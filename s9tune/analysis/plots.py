@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -164,17 +165,29 @@ def plot_confusion_matrix(cm: np.ndarray, classes: Sequence[str], path: Path) ->
     return _save(fig, path)
 
 
-def plot_image_grid(
-    images: np.ndarray,
-    titles: Sequence[str],
-    path: Path,
-    *,
-    suptitle: str | None = None,
-    title_colors: Sequence[str] | None = None,
-) -> Path:
+@dataclass(frozen=True)
+class Captions:
+    """A gallery's words: one title (and its colour) per image, and a heading over them all."""
+
+    titles: Sequence[str]
+    suptitle: str | None = None
+    colors: Sequence[str] | None = None  # None: black
+
+    def color(self, k: int) -> str:
+        return self.colors[k] if self.colors is not None else "black"
+
+
+def verdict(true_name: str, pred_name: str, conf: float | None) -> str:
+    """A test image's title: its true and predicted class (and the prediction's confidence)."""
+    c = f" ({conf:.2f})" if conf is not None else ""
+    return f"true: {true_name}\npred: {pred_name}{c}"
+
+
+def plot_image_grid(images: np.ndarray, path: Path, captions: Captions) -> Path:
     """uint8 (or [0, 1] float) NHWC images in a grid (GRID_COLUMNS to a row), one title each."""
     if len(images) == 0:
         raise ValueError("no images to plot")
+    titles, suptitle = captions.titles, captions.suptitle
     plt = _pyplot()
     n = len(images)
     ncols = max(1, min(GRID_COLUMNS, n))
@@ -186,17 +199,11 @@ def plot_image_grid(
         if k >= n:
             continue
         ax.imshow(images[k], interpolation="nearest")
-        color = title_colors[k] if title_colors is not None else "black"
-        ax.set_title(titles[k], fontsize=8.5, color=color)
+        ax.set_title(titles[k], fontsize=8.5, color=captions.color(k))
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
     fig.tight_layout()
     return _save(fig, path)
-
-
-def _verdict(true_name: str, pred_name: str, conf: float | None) -> str:
-    c = f" ({conf:.2f})" if conf is not None else ""
-    return f"true: {true_name}\npred: {pred_name}{c}"
 
 
 def plot_misclassified(images: np.ndarray, ev: TestEvaluation, indices: Sequence[int], path: Path) -> list[int]:
@@ -212,31 +219,19 @@ def plot_misclassified(images: np.ndarray, ev: TestEvaluation, indices: Sequence
     if not shown:
         return []
     titles = [
-        _verdict(
+        verdict(
             classes[int(y_true[i])], classes[int(y_pred[i])], None if confidences is None else float(confidences[i])
         )
         for i in shown
     ]
-    plot_image_grid(
-        images[shown],
-        titles,
-        path,
-        suptitle=f"Misclassified test images, most confident mistakes first ({len(shown)} shown)",
-        title_colors=[BAD_COLOR] * len(shown),
-    )
+    heading = f"Misclassified test images, most confident mistakes first ({len(shown)} shown)"
+    plot_image_grid(images[shown], path, Captions(titles, heading, [BAD_COLOR] * len(shown)))
     return shown
 
 
-def plot_cam_grid(
-    images01: np.ndarray,
-    overlays: np.ndarray,
-    titles: Sequence[str],
-    path: Path,
-    *,
-    suptitle: str | None = None,
-    title_colors: Sequence[str] | None = None,
-) -> Path:
+def plot_cam_grid(images01: np.ndarray, overlays: np.ndarray, path: Path, captions: Captions) -> Path:
     """Each item as a column (GRID_COLUMNS to a row): the image above, its GradCAM overlay right below it."""
+    titles, suptitle = captions.titles, captions.suptitle
     n = len(images01)
     if n == 0 or len(overlays) != n or len(titles) != n:
         raise ValueError("need one overlay and one title per image (and at least one image)")
@@ -263,7 +258,7 @@ def plot_cam_grid(
         top = fig.add_subplot(grid[r + 1, c])
         bottom = fig.add_subplot(grid[r + 2, c])
         top.imshow(images01[k], interpolation="nearest")
-        top.set_title(titles[k], fontsize=8.5, color=title_colors[k] if title_colors is not None else "black")
+        top.set_title(titles[k], fontsize=8.5, color=captions.color(k))
         bottom.imshow(overlays[k], interpolation="bilinear")
         for ax in (top, bottom):
             ax.axis("off")
@@ -313,6 +308,7 @@ def plot_augmentation_samples(
 
 
 __all__ = [
+    "Captions",
     "plot_augmentation_samples",
     "plot_cam_grid",
     "plot_confusion_matrix",
@@ -320,4 +316,5 @@ __all__ = [
     "plot_misclassified",
     "plot_per_class_accuracy",
     "plot_training_curves",
+    "verdict",
 ]

@@ -28,18 +28,8 @@ from typing import Any
 import optuna
 
 from s9tune.search.outcome import WORST_ACCURACY
-from s9tune.search.searcher.journal import (
-    CONFIG_ATTR,
-    SEED_ATTR,
-    TUNE_ID,
-    StudyStore,
-    add_running,
-    journal_runs,
-    lose_run,
-    open_study,
-    report,
-    run_value,
-)
+from s9tune.search.searcher import journal
+from s9tune.search.searcher.journal import CONFIG_ATTR, SEED_ATTR, TUNE_ID, StudyStore
 from s9tune.search.searcher.pick import by_mean
 from s9tune.search.space.sections import ReevalSpec
 from s9tune.search.space.space import METRIC, MODE, SearchSpace
@@ -138,7 +128,7 @@ class Reruns:
         self.store, self.seed, self.max_t, self.dists = store, space.fixed.seed, space.max_t, dists
         self.plan = Reeval(space.reevaluate)
         self.name = f"{name}@seeds"
-        self.study = open_study(
+        self.study = journal.open_study(
             store,
             self.name,
             seed=0,  # never asks: every trial is added with its values
@@ -153,16 +143,16 @@ class Reruns:
         self.runs[tid] = run
         self.plan.start(run)
         attrs = {TUNE_ID: tid, CONFIG_ATTR: run[0], SEED_ATTR: self.seed + run[1]}
-        self.open[tid] = (run, add_running(self.study, self.dists, params, attrs))
+        self.open[tid] = (run, journal.add_running(self.study, self.dists, params, attrs))
 
     def report(self, tid: str, *, step: int, value: float) -> None:
-        report(self.store, self.name, self.open[tid][1], step=step, value=value)
+        journal.report(self.store, self.name, self.open[tid][1], step=step, value=value)
 
     def complete(self, tid: str, result: dict | None) -> None:
         """A finished run is one that reached the end of its schedule (or diverged: scored as
         it reported); anything else failed and is not planned again."""
         run, number = self.open.pop(tid)
-        value, done = run_value(result, METRIC, budget=self.max_t)
+        value, done = journal.run_value(result, METRIC, budget=self.max_t)
         if done:
             self.study.tell(number, value)
             self.plan.finish(run, value)
@@ -174,7 +164,7 @@ class Reruns:
 
     def rebuild(self) -> None:
         """The runs as the journal has them (a restarted searcher)."""
-        for j in journal_runs(self.study, needs=(TUNE_ID, CONFIG_ATTR, SEED_ATTR)):
+        for j in journal.journal_runs(self.study, needs=(TUNE_ID, CONFIG_ATTR, SEED_ATTR)):
             tid, run = j.attrs[TUNE_ID], (str(j.attrs[CONFIG_ATTR]), int(j.attrs[SEED_ATTR]) - self.seed)
             self.runs[tid] = run
             self.plan.start(run)
@@ -203,6 +193,6 @@ class Reruns:
         """A run the journal has but Tune lost in a crash: it will start again."""
         run, number = self.open.pop(tid)
         self.runs.pop(tid, None)
-        lose_run(self.store, self.study, self.name, number)
+        journal.lose_run(self.store, self.study, self.name, number)
         self.plan.forget(run)
         logger.info("rerun %s (config %s) was lost with the driver; it will start again", tid, run[0])
