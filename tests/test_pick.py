@@ -423,3 +423,12 @@ def test_auto_reruns_train_with_seeds_the_experiment_check_accepts() -> None:
     fixed = replace(space, reevaluate=ReevalSpec(3, 2))
     assert list(fixed.rerun_seeds) == [fixed.fixed.seed + 1, fixed.fixed.seed + 2]
     assert list(space.rerun_seeds) == []
+    # what `results` checks in a rerun's params.json
+    from s9tune.errors import S9Error
+    from s9tune.search.experiment.tune_files import TrialFiles, check_trial
+
+    params = {"max_lr": 0.4, "pct_start": 0.2, "aug_strength": 1.0, "budget": auto.max_t, "config_id": "c3"}
+    for seed in auto.rerun_seeds:
+        check_trial(TrialFiles("t", 0, {**params, "rerun_seed": seed}), auto, "exp")
+    with pytest.raises(S9Error, match="is not a seed of this search's reruns"):
+        check_trial(TrialFiles("t", 0, {**params, "rerun_seed": auto.rerun_seeds[-1] + 1}), auto, "exp")
