@@ -19,10 +19,13 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
+from s9tune.data import Splits, load_splits
 from s9tune.errors import ConfigError, S9Error
 from s9tune.options import SearchOptions
+from s9tune.search.execution.logfile import ray_output_to
+from s9tune.search.experiment.export import export_experiment
 from s9tune.search.experiment.record import (
     SEARCH_LOG,
     ExperimentRef,
@@ -35,11 +38,8 @@ from s9tune.search.experiment.record import (
 )
 from s9tune.search.experiment.trials import Experiment
 from s9tune.search.outcome import OVER
-from s9tune.search.searcher.journal import check_resume
+from s9tune.search.searcher.journal import StudyStore, check_resume
 from s9tune.search.space.space import METRIC, MODE, SearchSpace
-
-if TYPE_CHECKING:
-    from s9tune.data import Splits
 
 logger = logging.getLogger(__name__)
 
@@ -135,11 +135,7 @@ def run_search(
     `opts.ray_to_console`; the console shows s9tune's own progress if `opts.progress`.
     `trainable`: in place of trainable.train_trial, a function with its signature and name
     (the scale benchmark's stand-in); no user-facing option sets it."""
-    import ray
-
-    from s9tune.data import load_splits
-    from s9tune.search.execution.logfile import ray_output_to
-    from s9tune.search.experiment.export import export_experiment
+    import ray  # lazy, as the module's note says: the checks below answer before Ray is loaded
 
     require_tensorboardx()
     ref, space = _experiment(space, opts.storage, opts.name, opts.resume)
@@ -230,7 +226,6 @@ def _run_tune(
     from s9tune.search.execution.console import SearchProgress
     from s9tune.search.execution.hparams import HParamsTBXLogger
     from s9tune.search.searcher.asha import scheduler_for
-    from s9tune.search.searcher.journal import StudyStore
     from s9tune.search.searcher.searcher import SearchSync, StudySearch, StudySearchGenerator
 
     logger.info(
