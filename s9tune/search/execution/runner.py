@@ -43,6 +43,11 @@ from s9tune.search.space.space import METRIC, MODE, SearchSpace
 
 logger = logging.getLogger(__name__)
 
+# Ray and the modules that load it (cluster, console, hparams, asha, searcher; trainable also
+# torch) are imported inside the functions that start Ray: Ray Tune alone costs ~0.9 s CPU at
+# import, torch ~1.3 s (medians of 5, `python -c "import ray.tune"`, 2-core VM), and
+# run_search's checks (tensorboardX, the name, --resume, the data) answer in one line before.
+
 
 @dataclass
 class SearchOutcome:
@@ -57,7 +62,7 @@ class SearchOutcome:
 
 def require_tensorboardx() -> None:
     try:
-        import tensorboardX  # noqa: F401
+        import tensorboardX  # noqa: F401 - here: whether it imports is the check
     except ImportError:
         raise S9Error(
             "tensorboardX is not installed, so trials would write no TensorBoard files; "
@@ -106,7 +111,7 @@ def _pending_trials(slots: int) -> Iterator[None]:
 
 
 def _plan(space: SearchSpace, ref: ExperimentRef) -> Any:
-    from s9tune.search.execution.console import Plan
+    from s9tune.search.execution.console import Plan  # Ray: see the note at the top
 
     plan = space.plan()
     return Plan(
@@ -135,7 +140,7 @@ def run_search(
     `opts.ray_to_console`; the console shows s9tune's own progress if `opts.progress`.
     `trainable`: in place of trainable.train_trial, a function with its signature and name
     (the scale benchmark's stand-in); no user-facing option sets it."""
-    import ray  # lazy, as the module's note says: the checks below answer before Ray is loaded
+    import ray  # lazy, as the note at the top says: the checks below answer before it loads
 
     require_tensorboardx()
     ref, space = _experiment(space, opts.storage, opts.name, opts.resume)
@@ -196,7 +201,7 @@ def _sigterm_exits() -> Iterator[None]:
 
 def _start_ray(space: SearchSpace, ref: ExperimentRef, *, address: str | None, dashboard: bool) -> int:
     """Start or join Ray and check the cluster can run the search; the slots it has."""
-    from s9tune.search.execution.cluster import init_ray, preflight
+    from s9tune.search.execution.cluster import init_ray, preflight  # Ray: see the note at the top
 
     init_ray(address, dashboard)
     return preflight(space, ref.storage, ref.name)
@@ -205,7 +210,7 @@ def _start_ray(space: SearchSpace, ref: ExperimentRef, *, address: str | None, d
 def _trainable(space: SearchSpace, splits: Splits, trainable: Callable[..., None] | None) -> Any:
     """The trainable Tune runs: `trainable` (or train_trial) with the data and the space's fixed
     settings bound, on the space's share of a worker."""
-    from ray import tune
+    from ray import tune  # lazy, as the note at the top says
 
     from s9tune.search.execution.trainable import train_trial
 
@@ -221,7 +226,7 @@ def _run_tune(
     """One `tune.run` over the trainable: a new experiment, or the one at `ref` continued
     (unfinished and errored trials run again). The searcher and the callbacks are this
     process's own either way; the searcher's state comes from the experiment's Optuna journal."""
-    from ray import tune
+    from ray import tune  # lazy, as the note at the top says, and so are the four below
 
     from s9tune.search.execution.console import SearchProgress
     from s9tune.search.execution.hparams import HParamsTBXLogger
