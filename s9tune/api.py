@@ -16,9 +16,10 @@ exits 2.
 
 Why the imports of the working modules sit inside the functions here: they pull in torch
 (2.5 s), Ray Tune (1.1 s) or pandas (0.5 s) (measured with `python -c "import torch"` etc. on the
-2-core VM, 2026-12-07), or Optuna (0.17 s CPU, median of 5; the experiment's modules), and every CLI invocation imports this module: `s9tune --help`, and an
-error in a config or a space file, must answer before any of them is loaded. This module is the
-one place where that laziness lives.
+2-core VM, 2026-12-07), or Optuna (the experiment's modules; 0.17 s CPU, median of 5), and every
+CLI invocation imports this module: `s9tune --help`, and an error in a config or a space file,
+must answer before any of them is loaded. This module holds that laziness for the commands;
+the few other lazy imports each say their own measured reason.
 """
 
 from __future__ import annotations
