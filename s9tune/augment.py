@@ -48,6 +48,9 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 # -- albumentations (reference, CPU) --------------------------------------------------
 def albumentations_pipeline(strength: float, pad_mode: str = "reflect", normalize: bool = True):
+    # here, not at the top: albumentations costs ~0.55 s CPU at import after torch (it loads
+    # SciPy; 2-core VM) and only the albumentations data path (CPU runs' default) and the
+    # report's figure use it, while every run and every search trial imports this module
     import albumentations as A
     import cv2
 

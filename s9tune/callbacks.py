@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from torch.utils.tensorboard import SummaryWriter
+
 from s9tune.engine import BaseCallback, EpochMetrics, FitResult, FitState
 
 # the pacer lives apart so that code which never trains can use it without torch
@@ -67,7 +69,7 @@ def read_metrics_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 class TensorBoardLog(BaseCallback):
-    """Scalars per epoch under `log_dir` (torch.utils.tensorboard, imported lazily)."""
+    """Scalars per epoch under `log_dir` (torch.utils.tensorboard)."""
 
     def __init__(self, log_dir: Path, hparams: dict[str, Any] | None = None) -> None:
         self.log_dir = Path(log_dir)
@@ -75,8 +77,6 @@ class TensorBoardLog(BaseCallback):
         self.writer: Any = None
 
     def on_fit_start(self, state: FitState) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
 
     def on_epoch_end(self, state: FitState, m: EpochMetrics) -> None:

@@ -20,6 +20,7 @@ from s9tune import __version__
 from s9tune.config import TrainConfig
 from s9tune.errors import CheckpointError, ConfigError, shown
 from s9tune.fileio import atomic_path
+from s9tune.model import build_model
 
 FORMAT_VERSION = 1
 ARCHIVE_SLACK = 1024 * 1024  # declared sizes may exceed the file's by this much (none do: headers count)
@@ -119,8 +120,6 @@ class Checkpoint:
 
     def build_model(self, where: Path | str = "checkpoint", width: int | None = None) -> nn.Module:
         """The model this checkpoint was trained with, weights loaded; `width`, if given, must match."""
-        from s9tune.model import build_model
-
         cfg = self.train_config(where)
         if width is not None and width != cfg.width:
             raise CheckpointError(f"{where}: trained at width {cfg.width}, not {width}")

@@ -181,10 +181,11 @@ def _register_search(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_retrain(args: argparse.Namespace) -> Reply:
-    from s9tune.retraining import summary_lines
-
     opts = options_from(RetrainOptions, args)
     r = api.retrain(opts)
+    # here, as api.py's note says: retraining loads torch (~1.3 s CPU at import, median of 5, 2-core VM)
+    from s9tune.retraining import summary_lines
+
     again = retrain_resume(opts)
     if r.interrupted:
         return Reply([f"\nInterrupted. Continue with: {again}"], 130)

@@ -17,7 +17,8 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -58,8 +59,6 @@ class Splits:
 
     def without_test(self) -> Splits:
         """The same splits with an empty test set: what a search's trials get (none may see it)."""
-        from dataclasses import replace
-
         return replace(self, test_x=self.test_x[:0], test_y=self.test_y[:0])
 
     def mean(self) -> tuple[float, float, float]:
@@ -135,8 +134,6 @@ def _extract(tarball: Path, data_dir: Path) -> None:
 
 
 def zlib_error() -> type[Exception]:
-    import zlib
-
     return zlib.error
 
 

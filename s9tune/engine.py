@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from s9tune.augment import EvalBatches, Loaders, make_loaders
 from s9tune.checkpoint import Checkpoint
@@ -176,8 +177,6 @@ def score(model: nn.Module, batches: EvalBatches | Iterable, device: torch.devic
 def _progress(iterable: Iterable, total: int, desc: str) -> Iterable:
     if not sys.stderr.isatty():
         return iterable
-    from tqdm import tqdm
-
     return tqdm(iterable, total=total, desc=desc, leave=False)
 
 

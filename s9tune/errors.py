@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import reprlib
 from typing import NoReturn
 
 # C0 and C1 controls (ESC starts ANSI and OSC sequences), DEL, and the Unicode marks that
@@ -36,8 +37,6 @@ class OutputExistsError(S9Error):
 def shown(value: object, limit: int = 80) -> str:
     """repr() for an error message, bounded in length and in the work it does: a value from a
     user's file can be huge or nested (an expanded YAML alias bomb) and is echoed in one line."""
-    import reprlib
-
     r = reprlib.Repr()
     r.maxlevel, r.maxstring, r.maxother, r.maxlong = 3, limit, limit, limit
     text = r.repr(value)

@@ -10,11 +10,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+import torch
+from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
+from s9tune.augment import make_loaders
 from s9tune.config import TrainConfig
 from s9tune.data import Splits
+from s9tune.engine import resolve_device
 from s9tune.fileio import atomic_write_json
+from s9tune.model import build_model
 
 logger = logging.getLogger(__name__)
 
@@ -42,16 +49,7 @@ def run_lr_find(
     num_iter: int = 100,
 ) -> LRFindResult:
     """Exponential LR range test on a fresh model and optimizer; writes lr_find.png and .json."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-    from torch_lr_finder import LRFinder, TrainDataLoaderIter
-
-    from s9tune.augment import make_loaders
-    from s9tune.engine import resolve_device
-    from s9tune.model import build_model
+    matplotlib.use("Agg")  # when it draws, not when it is imported: a notebook keeps its backend till then
 
     class _Iter(TrainDataLoaderIter):
         """Our loaders yield (x, y) already on the device; torch-lr-finder needs this subclass."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchinfo import summary
 
 from s9tune.config import TrainConfig
 
@@ -76,8 +77,6 @@ def count_params(model: nn.Module) -> int:
 
 def summary_table(width: int = 64) -> str:
     """The per-layer summary (torchinfo), as the seed README shows it."""
-    from torchinfo import summary
-
     model = CustomResNet(width)
     stats = summary(
         model,

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from s9tune import __version__
+from s9tune.data import resolve_data_dir
 from s9tune.errors import OutputExistsError
 from s9tune.fileio import atomic_write_text
 
@@ -189,8 +190,6 @@ def _marker_kind(dir_fd: int) -> str | None:
 
 def _protected(out: Path, protect: tuple[Path | str | None, ...]) -> str | None:
     """Why `out` may never be replaced, or None."""
-    from s9tune.data import resolve_data_dir
-
     real = Path(os.path.realpath(out))
     if real == Path(real.anchor):
         return "the root folder"

@@ -24,10 +24,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from s9tune.analysis.analyze import AnalysisSpec, analyze_model
+from s9tune.analysis.cam import resolve_target_layer
+from s9tune.analysis.seedlog import seed_style_lines
+from s9tune.callbacks import read_metrics_jsonl
+from s9tune.checkpoint import Checkpoint
 from s9tune.config import LIMITS, TrainConfig, check_seeds, parse_set_args
+from s9tune.data import load_splits
 from s9tune.errors import ConfigError, OutputExistsError, shown
+from s9tune.fileio import atomic_write_json
+from s9tune.model import build_model
 from s9tune.options import MAX_SEEDS, RetrainOptions
+from s9tune.outdir import MARKER, MARKER_MAX_BYTES, check_listing, marker_kind_of, marker_text, prepare_out_dir
+from s9tune.search.execution.logfile import ray_output_to
+from s9tune.search.experiment.export import leaderboard_rows
+from s9tune.search.experiment.record import load_experiment
 from s9tune.search.outcome import FINAL
+from s9tune.search.space.space import check_resources
 from s9tune.storage import Folder
 
 logger = logging.getLogger(__name__)
@@ -93,8 +106,6 @@ def _check_out(out: str, experiment: str, *, force: bool, resume: bool, data_dir
 def _make_out(dest: Folder, out: str, *, force: bool, resume: bool, data_dir: Any, check_only: bool = False) -> None:
     """Create OUT (or, with --force, replace what s9tune retrain wrote there). Locally through
     outdir.prepare_out_dir with OUT as the user gave it, so that a symbolic link is refused."""
-    from s9tune.outdir import MARKER, MARKER_MAX_BYTES, check_listing, marker_kind_of, marker_text, prepare_out_dir
-
     if dest.is_local:
         prepare_out_dir(out, kind="retrain", force=force, resume=resume, protect=(data_dir,), check_only=check_only)
         return
@@ -171,13 +182,6 @@ def _seed_summary(per_seed: list[dict[str, Any]], wall_s: float) -> dict[str, An
 
 def run_retrain(opts: RetrainOptions) -> Retrain:
     """Retrain (or continue retraining) the pick of `opts.experiment` into `opts.out`; see the module doc."""
-    from s9tune.analysis.cam import resolve_target_layer
-    from s9tune.data import load_splits
-    from s9tune.model import build_model
-    from s9tune.search.execution.logfile import ray_output_to
-    from s9tune.search.experiment.record import load_experiment
-    from s9tune.search.space.space import check_resources
-
     if opts.cpus_per_run is not None or opts.gpus_per_run is not None:
         check_resources(
             opts.cpus_per_run or 1, opts.gpus_per_run or 0, where="--cpus-per-run/--gpus-per-run", unit="run"
@@ -193,6 +197,8 @@ def run_retrain(opts: RetrainOptions) -> Retrain:
     logger.info("best trial %s of %s (%s)", best.trial_id, exp.path, exp.scope.split(":")[0])
     splits = load_splits(opts.data_dir, val_size=cfg.val_size, seed=cfg.seed, train_subset=cfg.train_subset)
 
+    # Ray Tune here, after every check above: ~0.9 s CPU at import (median of 5, 2-core VM) that a
+    # refused retrain (experiment, --out, --seeds, data) does not pay
     from s9tune.search.execution import retrain_seeds as ray_seeds
 
     log = None if opts.ray_to_console else _log_path(dest)
@@ -244,8 +250,6 @@ def _finish(result: Retrain, splits: Any, exp: Any, target_layer: str, wall_s: f
         metrics.update(_seed_summary(per_seed, wall_s))
         if first is not None and first["test_accuracy"] is not None:
             metrics.update(_analyse(stage, first["run"], splits, exp, target_layer, metrics))
-        from s9tune.fileio import atomic_write_json
-
         atomic_write_json(stage / "metrics.json", metrics)
         if not dest.is_local:
             dest.upload(stage)
@@ -259,11 +263,6 @@ def _finish(result: Retrain, splits: Any, exp: Any, target_layer: str, wall_s: f
 
 def _analyse(stage: Path, run: str, splits: Any, exp: Any, target_layer: str, metrics: dict[str, Any]) -> dict:
     """The analysis of one seed's final checkpoint, on this machine, into OUT's top."""
-    from s9tune.analysis.analyze import AnalysisSpec, analyze_model
-    from s9tune.callbacks import read_metrics_jsonl
-    from s9tune.checkpoint import Checkpoint
-    from s9tune.search.experiment.export import leaderboard_rows
-
     rel = str(Path(run) / "checkpoints" / "last.pt")
     ckpt = Checkpoint.load(stage / rel)
     keys = ("seeds", "test_accuracy_mean", "test_accuracy_std")
@@ -288,8 +287,6 @@ def _analyse(stage: Path, run: str, splits: Any, exp: Any, target_layer: str, me
 def summary_lines(r: Retrain) -> list[str]:
     """What the console shows at the end: the seed's test lines for the analysed run, a line per
     seed (when there are several, or failures) with mean ± std, and the report."""
-    from s9tune.analysis.seedlog import seed_style_lines
-
     m, lines = r.metrics, []
     if m.get("status") == "diverged":
         lines.append(f"Retrain diverged (non-finite loss) after {m['epochs']} epoch(s); see {r.out}/metrics.jsonl")

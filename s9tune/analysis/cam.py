@@ -80,6 +80,9 @@ def compute_gradcam(
     Returns float32 (N, H, W) in [0, 1], each map min-max scaled by pytorch-grad-cam. The
     hooks are registered on entry and released on exit of the GradCAM context.
     """
+    # grad-cam here, not at the top: ~2.4 s CPU at import after torch (it loads matplotlib, SciPy,
+    # pandas, scikit-learn; 2-core VM), and `s9tune retrain` imports this module for
+    # resolve_target_layer before its checks, long before a CAM is drawn
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -142,7 +145,7 @@ def denormalize(images: torch.Tensor) -> np.ndarray:
 
 def overlay_cams(images01: np.ndarray, maps: np.ndarray, image_weight: float = 0.5) -> np.ndarray:
     """Heatmaps blended onto images (float NHWC in [0, 1]) -> uint8 NHWC RGB."""
-    from pytorch_grad_cam.utils.image import show_cam_on_image
+    from pytorch_grad_cam.utils.image import show_cam_on_image  # here, as in gradcam_maps
 
     if len(images01) != len(maps):
         raise ValueError(f"{len(images01)} images but {len(maps)} maps")

@@ -13,8 +13,10 @@ from s9tune.analysis.analyze import AnalysisSpec, analyze_model
 from s9tune.analysis.cam import resolve_target_layer
 from s9tune.callbacks import read_metrics_jsonl
 from s9tune.checkpoint import Checkpoint
+from s9tune.data import load_splits
 from s9tune.errors import CheckpointError, OutputExistsError
 from s9tune.options import AnalyzeOptions
+from s9tune.outdir import prepare_out_dir
 from s9tune.storage import Folder, is_uri
 
 logger = logging.getLogger(__name__)
@@ -57,9 +59,6 @@ def analyze_checkpoint(opts: AnalyzeOptions) -> dict[str, Any]:
 
 
 def _analyze(path: Path, opts: AnalyzeOptions, *, source: str) -> dict[str, Any]:
-    from s9tune.data import load_splits
-    from s9tune.outdir import prepare_out_dir
-
     ckpt = Checkpoint.load(path)
     cfg = ckpt.train_config(path)
     model = ckpt.build_model(path, width=opts.width)

@@ -15,7 +15,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import grpc
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+import s9tune
 from s9tune.errors import S9Error, shown
+from s9tune.search.execution import ray_compat
 from s9tune.search.space.space import SearchSpace
 from s9tune.storage import is_uri
 
@@ -40,10 +46,6 @@ def init_ray(address: str | None, dashboard: bool = False) -> None:
     """Join the cluster at `address` (or $RAY_ADDRESS, which `ray job submit` sets), or start
     Ray in-process: a new, private instance even when a cluster runs on this machine
     (`--address auto` joins that one)."""
-    import ray
-
-    import s9tune
-
     address = address or os.environ.get("RAY_ADDRESS") or None
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # trials report (and often checkpoint) every epoch by design (resume, ASHA); Tune's
@@ -58,9 +60,7 @@ def init_ray(address: str | None, dashboard: bool = False) -> None:
         )
     options: dict[str, Any] = {"include_dashboard": False}
     if dashboard:
-        from s9tune.search.execution.ray_compat import dashboard_missing
-
-        if dashboard_missing() is not None:
+        if ray_compat.dashboard_missing() is not None:
             raise ClusterError("--dashboard needs Ray's dashboard packages: pip install 'ray[default]'")
         if ray.is_initialized():
             raise ClusterError("--dashboard: Ray already runs in this process, started without s9tune's dashboard")
@@ -107,9 +107,7 @@ def trusted_local_address() -> str:
     search's code, data and token. Ray's own `auto` would also fall back to any Ray process it
     finds running, whoever started it. The file must be a regular file owned by this user (or
     root) that nobody else may write."""
-    from s9tune.search.execution.ray_compat import ray_address_file
-
-    path = ray_address_file()
+    path = ray_compat.ray_address_file()
     hint = "give the head's HOST:PORT with --address instead of auto"
     try:
         st = os.lstat(path)
@@ -141,8 +139,6 @@ def _token_available() -> bool:
 def _speaks_grpc(address: str, timeout: float) -> bool:
     """Whether something at `address` completes a gRPC (HTTP/2) handshake within `timeout`:
     a port that accepts TCP but is not Ray would otherwise hang ray.init for minutes."""
-    import grpc
-
     channel = grpc.insecure_channel(address)
     try:
         grpc.channel_ready_future(channel).result(timeout=timeout)
@@ -164,8 +160,6 @@ def check_reachable(address: str) -> None:
     (RAY_AUTH_MODE=token), so that a local token is never sent to a host they did not choose.
     The last probe asks the cluster's GCS with this process's settings, so it fails exactly
     when ray.init would, and says why."""
-    from s9tune.search.execution.ray_compat import dialled_address, gcs_auth_error
-
     if address.startswith("ray://"):
         target = address.removeprefix("ray://").rstrip("/")
         _probe(target if re.search(r":\d+$", target) else f"{target}:{RAY_CLIENT_PORT}", address)
@@ -173,7 +167,7 @@ def check_reachable(address: str) -> None:
     if "://" in address:
         return
     _probe(address, address)
-    dialled = dialled_address(address) or address
+    dialled = ray_compat.dialled_address(address) or address
     if dialled != address:
         try:
             _probe(dialled, address)
@@ -184,7 +178,7 @@ def check_reachable(address: str) -> None:
                 "(ssh -L, kubectl port-forward) cannot carry a Ray driver: run s9tune on a node of the cluster, "
                 "or forward the head's Ray Client port and use --address ray://127.0.0.1:PORT"
             ) from None
-    refused = gcs_auth_error(address)
+    refused = ray_compat.gcs_auth_error(address)
     if refused is not None:
         raise ClusterError(connect_error(address, refused))
 
@@ -215,8 +209,6 @@ def _probe(hostport: str, given: str) -> None:
 
 
 def _alive_nodes() -> list[dict[str, Any]]:
-    import ray
-
     return [n for n in ray.nodes() if n.get("Alive")]
 
 
@@ -291,8 +283,6 @@ def _check_storage_visible(storage: str, exp_name: str, nodes: list[dict[str, An
 
 def nodes_not_seeing(path: Path, nodes: list[dict[str, Any]]) -> list[str]:
     """Ask a zero-CPU task pinned to each node whether `path` exists there."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     @ray.remote(num_cpus=0)
     def sees(p: str) -> bool:

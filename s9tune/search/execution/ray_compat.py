@@ -39,6 +39,8 @@ TESTED_RAY = "2.60"  # the minor release these were read from and tested on; pyp
 
 def gcs_auth_error(address: str) -> Exception | None:
     """The cluster's refusal of this process's token settings, or None (accepted, or not known)."""
+    # imported here: Ray-private, perhaps absent from another release (then None); and this
+    # module is on `s9tune results`' path (tune_files), which must not load Ray (~0.9 s CPU)
     try:
         from ray._raylet import GcsClient
         from ray.exceptions import AuthenticationError
@@ -55,6 +57,7 @@ def gcs_auth_error(address: str) -> Exception | None:
 
 def dashboard_missing() -> ImportError | None:
     """The import error that says Ray's dashboard packages are missing, or None."""
+    # imported here: whether it imports is the answer
     try:
         import ray.dashboard.optional_deps  # noqa: F401 - importable exactly when ray[default] is installed
     except ImportError as exc:
@@ -100,6 +103,7 @@ def tune_state(state: Any) -> TuneState:
 def dialled_address(address: str) -> str | None:
     """HOST:PORT as ray.init connects to it (a loopback host becomes this machine's IP), or
     None if this Ray does not say."""
+    # imported here for the reasons gcs_auth_error gives
     try:
         from ray._private.services import canonicalize_bootstrap_address
     except ImportError:

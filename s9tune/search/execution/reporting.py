@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import ray
 from ray import tune
 
 from s9tune.pacing import CheckpointPacer
@@ -27,8 +28,6 @@ CKPT_NAME = "checkpoint.pt"
 
 
 def _node_id() -> str:
-    import ray
-
     return ray.get_runtime_context().get_node_id()
 
 

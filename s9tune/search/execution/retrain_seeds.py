@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import ray
+import torch
 from ray import tune
 
 from s9tune.callbacks import Checkpointer
@@ -33,6 +35,7 @@ from s9tune.config import TrainConfig
 from s9tune.data import Splits
 from s9tune.engine import EpochMetrics, FitState
 from s9tune.runs import METRICS_JSON, train_to_dir, write_metrics
+from s9tune.search.execution import cluster
 from s9tune.search.execution.console import SEED_FINISHED, SEED_STARTED, SeedProgress, error_line
 from s9tune.search.execution.trainable import within_gpu_share
 from s9tune.search.outcome import FINAL, RunStatus
@@ -45,8 +48,6 @@ FINAL_KEYS = ("test_accuracy", "test_loss", "test_correct", "test_images")
 
 
 def _node() -> dict[str, str]:
-    import ray
-
     node_id = ray.get_runtime_context().get_node_id()
     return {"node_id": node_id, "node": f"{ray.util.get_node_ip_address()} ({node_id[:8]})"}
 
@@ -82,8 +83,6 @@ def train_seed(
 ) -> None:
     """Ray Tune entry point: the retrain config `base` with the trial's seed, into a run folder
     restored from the trial's last checkpoint (if any), by `runs.train_to_dir` as in-process."""
-    import torch
-
     cfg = within_gpu_share(TrainConfig.from_dict(base).with_overrides({"seed": int(config[SEED_KEY])}))
     torch.set_num_threads(threads)  # as many as the run holds CPUs, wherever it lands: same numbers
     node = _node()
@@ -143,12 +142,8 @@ class SeedRuns:
 def ray_session(address: str | None) -> Iterator[None]:
     """Ray joined (or started in-process) for the block; shut down after it, inside the caller's
     log redirect, so Ray's goodbyes go to its log too."""
-    import ray
-
-    from s9tune.search.execution.cluster import init_ray
-
     try:
-        init_ray(address)
+        cluster.init_ray(address)
         yield
     finally:
         ray.shutdown()
@@ -157,15 +152,13 @@ def ray_session(address: str | None) -> Iterator[None]:
 def plan_resources(cpus: float | None, gpus: float | None, out: Folder) -> tuple[float, float, int]:
     """(CPUs, GPUs) per run, the user's or the defaults, and how many runs fit at once; refused
     (one line) when no node can hold a run, or a local --out is not seen by every node."""
-    from s9tune.search.execution.cluster import check_cluster, default_run_resources
-
-    dcpus, dgpus = default_run_resources()
+    dcpus, dgpus = cluster.default_run_resources()
     cpus = dcpus if cpus is None else cpus
     gpus = dgpus if gpus is None else gpus
     probe = out
     if out.is_local:  # the probe goes in the nearest folder that exists: nothing is created
         probe = Folder.parse(next(p for p in (Path(out.base), *Path(out.base).parents) if p.is_dir()))
-    slots = check_cluster(cpus, gpus, probe.parent.url, probe.name, unit="run", flag="--out")
+    slots = cluster.check_cluster(cpus, gpus, probe.parent.url, probe.name, unit="run", flag="--out")
     return cpus, gpus, slots
 
 

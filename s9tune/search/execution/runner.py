@@ -19,10 +19,13 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
+from s9tune.data import Splits, load_splits
 from s9tune.errors import ConfigError, S9Error
 from s9tune.options import SearchOptions
+from s9tune.search.execution.logfile import ray_output_to
+from s9tune.search.experiment.export import export_experiment
 from s9tune.search.experiment.record import (
     SEARCH_LOG,
     ExperimentRef,
@@ -35,13 +38,15 @@ from s9tune.search.experiment.record import (
 )
 from s9tune.search.experiment.trials import Experiment
 from s9tune.search.outcome import OVER
-from s9tune.search.searcher.journal import check_resume
+from s9tune.search.searcher.journal import StudyStore, check_resume
 from s9tune.search.space.space import METRIC, MODE, SearchSpace
 
-if TYPE_CHECKING:
-    from s9tune.data import Splits
-
 logger = logging.getLogger(__name__)
+
+# Ray and the modules that load it (cluster, console, hparams, asha, searcher; trainable also
+# torch) are imported inside the functions that start Ray: Ray Tune alone costs ~0.9 s CPU at
+# import, torch ~1.3 s (medians of 5, `python -c "import ray.tune"`, 2-core VM), and
+# run_search's checks (tensorboardX, the name, --resume, the data) answer in one line before.
 
 
 @dataclass
@@ -57,7 +62,7 @@ class SearchOutcome:
 
 def require_tensorboardx() -> None:
     try:
-        import tensorboardX  # noqa: F401
+        import tensorboardX  # noqa: F401 - here: whether it imports is the check
     except ImportError:
         raise S9Error(
             "tensorboardX is not installed, so trials would write no TensorBoard files; "
@@ -106,7 +111,7 @@ def _pending_trials(slots: int) -> Iterator[None]:
 
 
 def _plan(space: SearchSpace, ref: ExperimentRef) -> Any:
-    from s9tune.search.execution.console import Plan
+    from s9tune.search.execution.console import Plan  # Ray: see the note at the top
 
     plan = space.plan()
     return Plan(
@@ -135,11 +140,7 @@ def run_search(
     `opts.ray_to_console`; the console shows s9tune's own progress if `opts.progress`.
     `trainable`: in place of trainable.train_trial, a function with its signature and name
     (the scale benchmark's stand-in); no user-facing option sets it."""
-    import ray
-
-    from s9tune.data import load_splits
-    from s9tune.search.execution.logfile import ray_output_to
-    from s9tune.search.experiment.export import export_experiment
+    import ray  # lazy, as the note at the top says: the checks below answer before it loads
 
     require_tensorboardx()
     ref, space = _experiment(space, opts.storage, opts.name, opts.resume)
@@ -200,7 +201,7 @@ def _sigterm_exits() -> Iterator[None]:
 
 def _start_ray(space: SearchSpace, ref: ExperimentRef, *, address: str | None, dashboard: bool) -> int:
     """Start or join Ray and check the cluster can run the search; the slots it has."""
-    from s9tune.search.execution.cluster import init_ray, preflight
+    from s9tune.search.execution.cluster import init_ray, preflight  # Ray: see the note at the top
 
     init_ray(address, dashboard)
     return preflight(space, ref.storage, ref.name)
@@ -209,7 +210,7 @@ def _start_ray(space: SearchSpace, ref: ExperimentRef, *, address: str | None, d
 def _trainable(space: SearchSpace, splits: Splits, trainable: Callable[..., None] | None) -> Any:
     """The trainable Tune runs: `trainable` (or train_trial) with the data and the space's fixed
     settings bound, on the space's share of a worker."""
-    from ray import tune
+    from ray import tune  # lazy, as the note at the top says
 
     from s9tune.search.execution.trainable import train_trial
 
@@ -225,12 +226,11 @@ def _run_tune(
     """One `tune.run` over the trainable: a new experiment, or the one at `ref` continued
     (unfinished and errored trials run again). The searcher and the callbacks are this
     process's own either way; the searcher's state comes from the experiment's Optuna journal."""
-    from ray import tune
+    from ray import tune  # lazy, as the note at the top says, and so are the four below
 
     from s9tune.search.execution.console import SearchProgress
     from s9tune.search.execution.hparams import HParamsTBXLogger
     from s9tune.search.searcher.asha import scheduler_for
-    from s9tune.search.searcher.journal import StudyStore
     from s9tune.search.searcher.searcher import SearchSync, StudySearch, StudySearchGenerator
 
     logger.info(

@@ -11,6 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import ray
+import torch
 from ray import tune
 
 from s9tune.callbacks import BaseCallback, CheckpointPacer
@@ -59,8 +61,6 @@ def trial_config(config: dict[str, Any], base: dict[str, Any]) -> TrainConfig:
 
 def train_trial(config: dict[str, Any], *, splits: Splits, base: dict[str, Any]) -> None:
     """Ray Tune entry point. `base` holds the fixed TrainConfig values, `config` the trial's."""
-    import torch
-
     cfg = trial_config(config, base)
     resume = None
     ckpt = tune.get_checkpoint()
@@ -84,8 +84,6 @@ def train_trial(config: dict[str, Any], *, splits: Splits, base: dict[str, Any])
 
 def within_gpu_share(cfg: TrainConfig) -> TrainConfig:
     """Ray schedules GPU fractions but does not enforce them: keep this run in its share."""
-    import torch
-
     if cfg.device != "cpu" and torch.cuda.is_available() and cfg.gpu_memory_fraction is None:
         share = _gpu_share()
         if share is not None and share < 1:
@@ -95,8 +93,6 @@ def within_gpu_share(cfg: TrainConfig) -> TrainConfig:
 
 def _gpu_share() -> float | None:
     try:
-        import ray
-
         ids = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
         res = ray.get_runtime_context().get_assigned_resources()
     except Exception:  # noqa: BLE001 - outside Ray or an old API: no cap

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from s9tune.errors import ConfigError, S9Error, shown
+from s9tune.search.experiment import tune_files
 from s9tune.search.experiment.trials import Experiment
 from s9tune.search.searcher.journal import JOURNAL
 from s9tune.search.space.checks import number
@@ -222,14 +223,12 @@ def max_failures(record: dict[str, Any], where: str) -> int:
 def check_resumable(ref: ExperimentRef) -> SearchSpace:
     """The experiment's own space, if its record and Tune's state describe the same search
     (search/tune_files.check_resumable); else one line saying why it is not resumed."""
-    from s9tune.search.experiment.tune_files import check_resumable as check
-
     try:
         record = ref.read_record_dict()
     except S9Error as exc:
         raise S9Error(f"{ref.path}: not an s9tune experiment, so not resumed ({exc})") from None
     space = SearchSpace.from_record(record, f"{ref.path}/{SPACE_RECORD}")
-    check(ref, record, {d.key for d in space.dists})
+    tune_files.check_resumable(ref, record, {d.key for d in space.dists})
     return space
 
 
@@ -237,15 +236,13 @@ def load_experiment(experiment: str) -> Experiment:
     """Read STORAGE/NAME through JSON and text only: s9tune's record, then each trial's
     params.json, result.json and error.txt (search/experiment/tune_files.py). No pickle is opened, so an
     experiment someone else wrote runs none of their code here."""
-    from s9tune.search.experiment.tune_files import check_trial, read_trials, trial_row
-
     ref = ExperimentRef.parse(experiment)
     record = ref.read_record_dict()
     where = f"{ref.path}/{SPACE_RECORD}"
     space = SearchSpace.from_record(record, where)
     keys = [d.key for d in space.dists]
-    trials = read_trials(ref)
+    trials = tune_files.read_trials(ref)
     for t in trials:
-        check_trial(t, space, ref.path)
-    rows = [trial_row(t, keys, space.max_t, max_failures(record, where)) for t in trials]
+        tune_files.check_trial(t, space, ref.path)
+    rows = [tune_files.trial_row(t, keys, space.max_t, max_failures(record, where)) for t in trials]
     return Experiment(ref.path, space, rows)

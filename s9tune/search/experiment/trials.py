@@ -10,7 +10,7 @@ from typing import Any
 from s9tune.config import TrainConfig
 from s9tune.errors import ConfigError, S9Error
 from s9tune.search.outcome import RunStatus
-from s9tune.search.searcher.pick import Certainty, auto_reruns, certainty, ranked
+from s9tune.search.searcher.pick import Certainty, auto_reruns, by_mean, certainty, ranked
 from s9tune.search.space.space import SearchSpace
 
 SCOPE = (
@@ -154,8 +154,6 @@ class Experiment:
 
     def reevaluated(self) -> list[SeedMean]:
         """The configs the re-evaluation step retrained, best mean first (search/searcher/reeval.py)."""
-        from s9tune.search.searcher.reeval import by_mean
-
         longest = self.space.max_t
         search = {r.config_id: r for r in self.search_rows if r.budget == longest}
         out: dict[str, SeedMean] = {}

@@ -185,15 +185,11 @@ class SearchSpace:
 
     def with_num_samples(self, n: int | None) -> SearchSpace:
         """--num-samples, if given, in place of the file's."""
-        from dataclasses import replace
-
         if n is not None and not 1 <= n <= MAX_NUM_SAMPLES:
             raise ConfigError(f"--num-samples {n}: must lie in [1, {MAX_NUM_SAMPLES:,}]")
         return self if n is None else replace(self, num_samples=n)
 
     def with_resources(self, cpus: float | None, gpus: float | None) -> SearchSpace:
-        from dataclasses import replace
-
         return replace(
             self,
             cpus_per_trial=self.cpus_per_trial if cpus is None else cpus,
