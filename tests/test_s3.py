@@ -68,6 +68,17 @@ def uploaded_finished(env: dict[str, str], prefix: str) -> set[str]:
     return {t["trial_id"] for t in trials if t.get("status") == "TERMINATED"}
 
 
+def state_stamp(env: dict[str, str], prefix: str) -> tuple[str, str] | None:
+    """The newest experiment state in the bucket: its key and ETag (they change with each upload)."""
+    objs = [
+        o
+        for o in s3_client(env).list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+        if o["Key"].rsplit("/", 1)[-1].startswith("experiment_state-")
+    ]
+    newest = max(objs, key=lambda o: o["Key"], default=None)
+    return (newest["Key"], newest["ETag"]) if newest else None
+
+
 def journal_study(env: dict[str, str], key: str, tmp: Path, name: str):
     """The study `name` of an Optuna journal in the bucket, downloaded and read with Optuna."""
     from conftest import optuna_study
@@ -148,6 +159,13 @@ def test_search_killed_and_resumed_on_s3_then_results_and_retrain(
         while not uploaded_finished(s3, "searches/k/"):
             assert time.time() < deadline and proc.poll() is None, "search ended before it could be killed"
             time.sleep(0.2)
+        # and the next upload's start, so that the one recording the finish is whole: a kill in the
+        # middle of Tune's copy can leave a finished trial's rows behind its state (a known gap:
+        # docs/clusters.md, "What to expect"; not what this test is about)
+        stamp = state_stamp(s3, "searches/k/")
+        while state_stamp(s3, "searches/k/") == stamp:
+            assert time.time() < deadline and proc.poll() is None, "search ended before it could be killed"
+            time.sleep(0.2)
     finally:
         kill_driver(proc)
     # finished before the kill = what the uploaded experiment state says, which is what a resume
@@ -158,7 +176,7 @@ def test_search_killed_and_resumed_on_s3_then_results_and_retrain(
     assert complete, (finished, {k: len(v) for k, v in rows.items()})
 
     res = subprocess.run([*cmd, "--resume"], env=s3, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
     final = remote_rows(s3, "searches/k/")
     assert len(final) == 4, {k: len(v) for k, v in final.items()}
     for name, lines in complete.items():
