@@ -8,7 +8,9 @@ checkpoint before it), and at every later epoch, for `times` attempts (-1: every
 
 `"config": "any"` is taken by the first run at that budget to get there, and only by it.
 A failed run is retried in another process, so attempts are counted in files beside the JSON.
-Nothing reads the variable unless it is set; no user-facing option sets it.
+Nothing reads the variable unless it is set; no user-facing option sets it. It ships with the
+package because the failure has to happen inside a trial, in a Ray worker that imports only the
+installed s9tune: a test cannot patch code in that process.
 """
 
 from __future__ import annotations
