@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from s9tune.errors import ConfigError, S9Error, shown
-from s9tune.search.experiment import tune_files
+from s9tune.search.experiment import journal_rows, tune_files
 from s9tune.search.experiment.trials import Experiment
-from s9tune.search.searcher.journal import JOURNAL
+from s9tune.search.searcher.journal import JOURNAL, read_studies
 from s9tune.search.space.checks import number
 from s9tune.search.space.space import SearchSpace
 from s9tune.storage import Folder, StorageError, is_uri
@@ -234,7 +234,8 @@ def check_resumable(ref: ExperimentRef) -> SearchSpace:
 
 def load_experiment(experiment: str) -> Experiment:
     """Read STORAGE/NAME through JSON and text only: s9tune's record, then each trial's
-    params.json, result.json and error.txt (search/experiment/tune_files.py). No pickle is opened, so an
+    params.json, result.json and error.txt (search/experiment/tune_files.py), and the runs the journal
+    shows further on than those files (search/experiment/journal_rows.py). No pickle is opened, so an
     experiment someone else wrote runs none of their code here."""
     ref = ExperimentRef.parse(experiment)
     record = ref.read_record_dict()
@@ -245,4 +246,5 @@ def load_experiment(experiment: str) -> Experiment:
     for t in trials:
         tune_files.check_trial(t, space, ref.path)
     rows = [tune_files.trial_row(t, keys, space.max_t, max_failures(record, where)) for t in trials]
+    rows = journal_rows.fill_from_journal(rows, read_studies(ref.folder), space, ref.path)
     return Experiment(ref.path, space, rows)

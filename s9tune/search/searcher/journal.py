@@ -111,6 +111,53 @@ def check_resume(folder: Folder) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _open(path: Path, shown_as: str) -> JournalStorage:
+    """Optuna's storage over the journal at `path` (whose lines `_good_length` passed)."""
+    try:
+        return JournalStorage(JournalFileBackend(str(path)))
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError, AssertionError, RecursionError):
+        # lines of JSON that Optuna's replay cannot apply
+        raise S9Error(f"{shown_as}: not an Optuna journal s9tune can read (damaged or edited)") from None
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study of a journal, read back: its user attributes and its trials."""
+
+    name: str
+    attrs: dict[str, Any]
+    trials: list[optuna.trial.FrozenTrial]
+
+
+def read_studies(folder: Folder) -> list[Study]:
+    """Every study in the experiment's journal, read without writing to the experiment: its
+    bytes are read under the cap (never through a link), checked line by line, and replayed by
+    Optuna from a private copy (Optuna's file backend creates the file it is given). No journal:
+    no studies."""
+    where = f"{folder}/{JOURNAL}"
+    raw = folder.read_bytes(JOURNAL, JOURNAL_MAX_BYTES)
+    if raw is None:
+        return []
+    good = _good_length(raw, where)
+    tmp = Path(tempfile.mkdtemp(prefix="s9tune-journal-"))
+    try:
+        (tmp / JOURNAL).write_bytes(raw[:good])
+        storage = _open(tmp / JOURNAL, where)
+        try:
+            return [
+                Study(
+                    s.study_name,
+                    dict(s.user_attrs),
+                    storage.get_all_trials(storage.get_study_id_from_name(s.study_name), deepcopy=False),
+                )
+                for s in storage.get_all_studies()
+            ]
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError, AssertionError, RecursionError):
+            raise S9Error(f"{where}: not an Optuna journal s9tune can read (damaged or edited)") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 SYNC_MIN_S = 10.0  # the least time between two copies of a URI experiment's journal, unless forced
 
 
@@ -140,23 +187,11 @@ class StudyStore:
         self.path = path
         try:
             _check_local(path, f"{folder}/{JOURNAL}")
-            self.storage = JournalStorage(JournalFileBackend(str(path)))
-        except (
-            KeyError,
-            ValueError,
-            TypeError,
-            IndexError,
-            AttributeError,
-            AssertionError,
-            RecursionError,
-            S9Error,
-        ) as exc:
+            self.storage = _open(path, f"{folder}/{JOURNAL}")
+        except S9Error:
             if self._tmp is not None:  # nothing is copied back
                 shutil.rmtree(self._tmp, ignore_errors=True)
-            if isinstance(exc, S9Error):
-                raise
-            # lines of JSON that Optuna's replay cannot apply
-            raise S9Error(f"{folder}/{JOURNAL}: not an Optuna journal s9tune can resume (damaged or edited)") from None
+            raise
 
     def sync(self, *, force: bool = False) -> None:
         """Copy a URI experiment's journal to it (a local one is written in place): when forced,
