@@ -45,6 +45,7 @@ from s9tune.search.space.space import METRIC, MODE, SEED_KEY, SchedulerSpec, Sea
 logger = logging.getLogger("design_replay")
 REPO = Path(__file__).resolve().parents[1]
 PLAN = REPO / "benchmarks" / "design_plan.json"
+SELECTION = REPO / "benchmarks" / "design_select.json"  # the selection's output, committed before the confirmation
 SHIPPED = "shipped"  # the prefix of the shipped default's name in the grid
 
 
@@ -406,7 +407,7 @@ def chosen_designs(args: argparse.Namespace, space: SearchSpace, e: int) -> list
 
 def main(argv: list[str] | None = None) -> int:
     from replay_cells import run_all
-    from replay_stats import assemble, report_rows
+    from replay_stats import assemble, decide, report_rows
 
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -440,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
         "table": table.summary(),
         **out,
     }
+    if args.stage == "confirmation" and SELECTION.exists():
+        out["decision"] = decide(json.loads(SELECTION.read_text(encoding="utf-8"))["selection"], out["selection"])
     args.json.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
     print("\n".join(report_rows(out["cells"])))
     print(f"\n{args.reps} replays per cell, {args.tables} bootstrap tables x {args.table_reps}; {out['wall_s']:.0f} s")

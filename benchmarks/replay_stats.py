@@ -200,13 +200,38 @@ def select(cells: list[dict[str, Any]]) -> dict[str, Any]:
         if c["vs_default"] and c["vs_default"]["ci_with_table"][1] < 0:
             better_than_default[c["design"]].append(where)
     eligible = [d for d in order if not worse[d]]
+    least = min((len(w) for w in worse.values()), default=0)
+    fewest = [d for d in order if len(worse[d]) == least]
     return {
         "order": order,
         "resolved_worse_than_best": worse,
         "resolved_better_than_default": better_than_default,
         "eligible": eligible,
         "selected": eligible[0] if eligible else None,
+        # the plan's second amendment, for when no design is eligible
+        "fewest": fewest,
+        "fallback": None if eligible else fewest[0],
     }
+
+
+def decide(sel: dict[str, Any], conf: dict[str, Any]) -> dict[str, Any]:
+    """The plan's decision (as amended before the confirmation ran) from the two stages' `select`.
+    With a design eligible on the selection: it, if eligible on the confirmation too, else the
+    first eligible on both. Without (the fallback S, first of those resolved worse in the fewest
+    groups): S, if it is eligible on the confirmation, or none is and S is again among the
+    fewest; else the first design by the fewest groups resolved worse on both stages together."""
+    order = sel["order"]
+    if sel["selected"] is not None:
+        both = [d for d in order if d in sel["eligible"] and d in conf["eligible"]]
+        s = sel["selected"]
+        default = s if s in conf["eligible"] else (both[0] if both else None)
+        return {"selected_on_selection": s, "by": "rule", "default": default}
+    s = sel["fallback"]
+    if s in conf["eligible"] or (not conf["eligible"] and s in conf["fewest"]):
+        return {"selected_on_selection": s, "by": "fallback, confirmed", "default": s}
+    total = {d: len(sel["resolved_worse_than_best"][d]) + len(conf["resolved_worse_than_best"][d]) for d in order}
+    default = min(order, key=lambda d: (total[d], order.index(d)))
+    return {"selected_on_selection": s, "by": "fallback, fewest on both stages", "default": default, "counts": total}
 
 
 def calibration(raw: list[dict[str, Any]], threshold: float = 0.9) -> list[dict[str, Any]]:

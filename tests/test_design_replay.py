@@ -252,6 +252,35 @@ def test_the_selection_rule_takes_the_simplest_design_not_resolved_worse(bench: 
     out = select(cells)
     assert out["selected"] == "middle" and out["eligible"] == ["middle", "fancy"]
     assert out["resolved_worse_than_best"]["simple"] == ["rbf noise 1 @ 19"]
+    assert out["fallback"] is None
+
+
+def test_without_an_eligible_design_the_fallback_takes_the_simplest_of_the_fewest(bench: None) -> None:
+    """The plan's second amendment: no design clear of 'resolved worse' everywhere (each was, in
+    1-4 of 16 groups, on the selection seeds)."""
+    from replay_stats import decide, select
+
+    def stage(worse: dict[str, int]) -> dict:
+        cells = []
+        for design, n in worse.items():
+            for g in range(4):
+                lo = 0.1 if g < n else -0.1
+                c = {"design": design, "surrogate": f"g{g}", "noise_scale": 1.0, "total_runs": 19.0}
+                cells.append({**c, "vs_best": {"ci_with_table": [lo, 0.3]}, "vs_default": None})
+        return select(cells)
+
+    sel = stage({"simple": 2, "middle": 1, "fancy": 1})
+    assert sel["selected"] is None and sel["fewest"] == ["middle", "fancy"] and sel["fallback"] == "middle"
+    # confirmed: eligible there, or none is and it is again among the fewest
+    assert decide(sel, stage({"simple": 0, "middle": 0, "fancy": 1}))["default"] == "middle"
+    assert decide(sel, stage({"simple": 1, "middle": 1, "fancy": 2}))["default"] == "middle"
+    # not confirmed: the fewest over both stages, the simpler first on a tie
+    assert decide(sel, stage({"simple": 1, "middle": 3, "fancy": 2}))["default"] == "simple"
+    assert decide(sel, stage({"simple": 2, "middle": 2, "fancy": 1}))["default"] == "fancy"
+    # the original rule where the selection has an eligible design
+    ok = stage({"simple": 1, "middle": 0, "fancy": 0})
+    assert decide(ok, stage({"simple": 0, "middle": 1, "fancy": 0}))["default"] == "fancy"
+    assert decide(ok, stage({"simple": 0, "middle": 0, "fancy": 1}))["default"] == "middle"
 
 
 def test_asha_in_the_replay_stops_trials_below_the_rung_cutoff(tmp_path: Path, bench: None) -> None:
