@@ -103,12 +103,16 @@ def read_trials(files: Files) -> list[TrialFiles]:
     for name in files.list_dirs():
         text = reader.text(f"{name}/{PARAMS}")
         rows = _rows(files, f"{name}/{RESULT}", reader.text(f"{name}/{RESULT}"))
-        if text is not None and not rows and not _parses(text):
+        try:
+            params = None if text is None else json.loads(text)
+        except (ValueError, RecursionError):  # JSONDecodeError, or an integer too long to convert
+            if rows:
+                _json(files, f"{name}/{PARAMS}", text)  # raises its one line
             # what a driver killed while Tune wrote a new trial's params.json leaves: the trial
-            # never reported, so it has nothing to show (and its state is Tune's to restore)
+            # never reported, so it has nothing to show here (and its state is Tune's to restore,
+            # or its end the journal's: search/experiment/journal_rows.py)
             logger.warning("%s/%s/%s: not valid JSON and the trial never reported; left out", files.path, name, PARAMS)
             continue
-        params = _json(files, f"{name}/{PARAMS}", text)
         if params is None:
             continue
         if not isinstance(params, dict):
@@ -218,14 +222,6 @@ def _number(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(_float(v)):
         return 0.0
     return float(v)
-
-
-def _parses(text: str) -> bool:
-    try:
-        json.loads(text)
-    except (ValueError, RecursionError):
-        return False
-    return True
 
 
 def _json(files: Files, relpath: str, text: str | None) -> Any:

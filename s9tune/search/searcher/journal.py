@@ -63,7 +63,7 @@ def _good_length(raw: bytes, where: str) -> int:
         except (ValueError, RecursionError):  # not JSON, or a number of thousands of digits
             op = None
         if not isinstance(op, dict) or not isinstance(op.get("op_code"), int):
-            raise S9Error(f"{where}: line {n} is not an Optuna journal operation (damaged or edited); not resuming")
+            raise S9Error(f"{where}: line {n} is not an Optuna journal operation (damaged or edited)")
     return good
 
 
