@@ -1,5 +1,6 @@
 """The real search machinery at cluster scale, on this machine: a local Ray with many logical
-CPUs, the shipped default space (its ASHA, re-evaluation and 24 epochs) with 100, 300 and 1,000
+CPUs, the space of scale_space.yaml (the default when the runs were measured: ASHA, a fixed
+re-evaluation step and 24 epochs) with 100, 300 and 1,000
 configs, and a stand-in trainable (scale_trainable.py: a few ms of sleep per "epoch", reporting
 through the real trial's reporting). Everything else runs as shipped: the searcher and its
 Optuna journal, ASHA, the reruns, the callbacks (console, HParams, journal sync), the export.
@@ -49,7 +50,7 @@ from scale_checks import (
 from scale_watch import Watch, launch
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SPACE = REPO / "search_spaces" / "default.yaml"
+DEFAULT_SPACE = REPO / "benchmarks" / "scale_space.yaml"  # the default of the measured runs: ASHA and reruns
 
 
 def tiny_data(folder: Path) -> Path:
@@ -324,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.driver is not None:
         return driver_main(args.driver)
     rows, load0, t0 = [], list(os.getloadavg()), time.time()
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
     for configs in (int(x) for x in args.configs.split(",")):
         work = Path(tempfile.mkdtemp(prefix=f"s9scale-{configs}-", dir=args.keep))
         tiny_data(work / "data")

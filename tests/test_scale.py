@@ -1,8 +1,8 @@
 """The search at 200 configs, driven as the scale benchmark drives it (benchmarks/scale.py): the
 real searcher, journal, ASHA, reruns, callbacks and export, a stand-in trainable that sleeps a
 few ms per epoch (benchmarks/scale_trainable.py), on a local Ray with 32 logical CPUs. Four
-epochs a run, not 24, to stay near a minute; the default space's ASHA and re-evaluation
-otherwise. The driver is SIGKILLed (with its Ray) once half the configs have started, then
+epochs a run, not 24, to stay near a minute; otherwise the ASHA and re-evaluation of
+benchmarks/scale_space.yaml (the default when the scale runs were measured). The driver is SIGKILLed (with its Ray) once half the configs have started, then
 resumed: nothing is lost, repeated or wrongly promoted, the console stays short, and the
 driver's cost per trial after the resume is no more than 1.5x before it."""
 
@@ -21,7 +21,7 @@ CONFIGS = 200
 
 
 def space_file(tmp_path: Path) -> Path:
-    raw = yaml.safe_load((REPO / "search_spaces" / "default.yaml").read_text())
+    raw = yaml.safe_load((REPO / "benchmarks" / "scale_space.yaml").read_text())
     raw["fixed"]["epochs"] = 4
     raw["scheduler"]["grace_period"] = 2
     path = tmp_path / "space.yaml"

@@ -159,7 +159,7 @@ def test_importance_samples_at_most_its_cap_of_values() -> None:
     from s9tune.search.experiment.trials import Experiment, TrialRow
     from s9tune.search.space.space import load_space
 
-    space = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "default.yaml")
+    space = load_space(Path(__file__).resolve().parents[1] / "benchmarks" / "scale_space.yaml")
     rng = random.Random(1)
 
     def rows(n: int) -> list[TrialRow]:
@@ -311,7 +311,7 @@ def test_the_printed_leaderboard_shows_the_best_rows_and_where_the_rest_are() ->
     from s9tune.search.experiment.trials import Experiment, TrialRow
     from s9tune.search.space.space import load_space
 
-    space = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "default.yaml")
+    space = load_space(Path(__file__).resolve().parents[1] / "benchmarks" / "scale_space.yaml")
     space = space.with_num_samples(1000)
 
     def table(n: int) -> list[str]:
