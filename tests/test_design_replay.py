@@ -131,7 +131,8 @@ def test_replay_statistics_pairing_and_the_commands_json(tmp_path: Path) -> None
     from s9tune.search.space.space import load_space
 
     # the shipped design is default.yaml's, its epochs scaled to the table's schedule
-    assert load_space(SPACE).scheduler.type in res["default"].lower()
+    sched = load_space(SPACE).scheduler
+    assert ("full schedules" if sched.type == "halving" and len(sched.budgets) == 1 else sched.type) in res["default"]
     for c in cells.values():
         assert keys <= set(c) and {"diff", "ci", "ci_with_table"} <= set(c["vs_default"])
         lo, hi = c["regret_ci"]
@@ -158,7 +159,9 @@ def test_the_plans_candidates_replay_and_auto_is_checked_against_the_best_fixed_
     with the best design without auto in its group, and its rerun spend is reported."""
     table = fake_table(tmp_path / "t.json", lambda u: 0.5 - 0.2 * float(np.sum((u - 0.4) ** 2)), noise=0.01)
     out = tmp_path / "r.json"
-    args = ["--table", str(table), "--reps", "6", "--totals", "12", "--designs", "auto", "--noise-scales", "0.1"]
+    # the auto designs, and a fixed one to pair them with (the shipped default is itself an auto design)
+    designs = "auto,top-3 re-evaluated on 1 seed"
+    args = ["--table", str(table), "--reps", "6", "--totals", "12", "--designs", designs, "--noise-scales", "0.1"]
     args += ["--surrogates", "nn", "--tables", "2", "--table-reps", "3", "--workers", "1", "--json", str(out)]
     run_script([str(BENCH / "design_replay.py"), *args])
     res = json.loads(out.read_text())
