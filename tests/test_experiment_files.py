@@ -123,15 +123,21 @@ def test_damaged_files_are_one_line(synthetic: Path, capsys: pytest.CaptureFixtu
 
 
 def test_a_params_file_cut_short_by_a_kill_is_left_out_if_the_trial_never_reported(synthetic: Path) -> None:
-    """A driver killed while Tune wrote a new trial's params.json leaves it cut short; resume and
-    results must go on without that trial. With results beside it, it is damage: one line."""
+    """A driver killed while Tune wrote a new trial's params.json leaves it cut short, and one
+    killed during Tune's staging copy leaves it empty; resume and results must go on without that
+    trial. Anything else that does not parse, with results beside it, is damage: one line."""
     trial = next(synthetic.glob("train_trial_aaaaaaa8_*"))
     (trial / "params.json").write_text('{"max_lr": 0.1, "pct_')
     with pytest.raises(S9Error, match="not valid JSON"):
         load_experiment(str(synthetic))
+    # Tune's staging copy cut by a kill: params.json truncated to nothing, result.json whole
+    # (the 1,000-config scale run's resume hit this); the journal speaks for a finished run
+    (trial / "params.json").write_text("")
+    assert "aaaaaaa8" not in [r.trial_id for r in load_experiment(str(synthetic)).rows]
     for f in trial.iterdir():
         if f.name != "params.json":
             f.unlink()
+    (trial / "params.json").write_text('{"max_lr": 0.1, "pct_')
     assert "aaaaaaa8" not in [r.trial_id for r in load_experiment(str(synthetic)).rows]
     (trial / "params.json").write_text("")
     assert len(load_experiment(str(synthetic)).rows) == 7

@@ -106,12 +106,15 @@ def read_trials(files: Files) -> list[TrialFiles]:
         try:
             params = None if text is None else json.loads(text)
         except (ValueError, RecursionError):  # JSONDecodeError, or an integer too long to convert
-            if rows:
+            # A driver killed while Tune wrote a new trial's params.json, or while it copied the
+            # staging folder (which truncates each file before writing it: an empty params.json
+            # beside a whole result.json), leaves what the trial's own files cannot show. Its
+            # state is Tune's to restore, a finished run's end the journal's
+            # (search/experiment/journal_rows.py). Anything else that does not parse beside
+            # results is damage: one line.
+            if rows and text.strip():
                 _json(files, f"{name}/{PARAMS}", text)  # raises its one line
-            # what a driver killed while Tune wrote a new trial's params.json leaves: the trial
-            # never reported, so it has nothing to show here (and its state is Tune's to restore,
-            # or its end the journal's: search/experiment/journal_rows.py)
-            logger.warning("%s/%s/%s: not valid JSON and the trial never reported; left out", files.path, name, PARAMS)
+            logger.warning("%s/%s/%s: empty or cut short (a killed driver); left out", files.path, name, PARAMS)
             continue
         if params is None:
             continue
