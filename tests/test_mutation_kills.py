@@ -289,3 +289,43 @@ def test_search_trials_are_judged_as_rays_asha_would_and_reruns_never_stopped(
 
 def test_under_halving_no_scheduler_stops_a_run() -> None:
     assert scheduler_for(space((2, 4), 0.5, 4)) is None
+
+
+def test_a_resumed_asha_judges_new_runs_against_the_rungs_it_held() -> None:
+    """Tune saves no scheduler: `restore` replays each restored run's reported values through
+    ASHA's hook, so a run reaching a rung after a resume meets the cutoff the uninterrupted
+    search had there: finished and failed runs count, running ones the journal has running
+    count, ones Tune restores to run on but the journal has finished are left out (they report
+    again), a rerun never enters a rung, and a run with no values is no error."""
+    s = dataclasses.replace(space((4,), 1.0, 6, asha=True), scheduler=SchedulerSpec("asha", 1, 2.0, 1))
+
+    def trial(tid: str, status: str, **cfg) -> Trial:
+        t = Trial("t", config={"x": 0, **cfg}, trial_id=tid, stub=True)
+        t.set_status(status)
+        return t
+
+    curves = {"a": [(1, 0.9), (2, 0.9)], "b": [(1, 0.8)], "c": [(1, 0.1)], "d": [(1, 0.85)], "r": [(1, 1.0)]}
+
+    def decision(value: float) -> str:
+        trials = [
+            trial("a", Trial.TERMINATED),
+            trial("d", Trial.RUNNING),  # the journal has it finished: left out, and the rest still read
+            trial("b", Trial.ERROR),
+            trial("f", Trial.TERMINATED),  # no values reported
+            trial("c", Trial.RUNNING),  # the journal has it running too: its rung value counts
+            trial("r", Trial.TERMINATED, **{CONFIG_KEY: "a", SEED_KEY: 1}),
+        ]
+        sched = scheduler_for(s)
+        sched.set_search_properties(METRIC, "max")
+        for t in trials:
+            sched.on_trial_add(None, t)
+        sched.restore(trials, curves, running={"c"})
+        late = trial("e", Trial.RUNNING)
+        sched.on_trial_add(None, late)
+        return sched.on_trial_result(None, late, {"training_iteration": 1, METRIC: value})
+
+    # the rung at epoch 1 holds a 0.9, b 0.8, c 0.1: their median 0.8 stops 0.7 (without a or b
+    # the cutoff would be 0.5 or lower) and lets 0.82 go on (without c, or with d's 0.85, it
+    # would be 0.825 or higher)
+    assert decision(0.7) == TrialScheduler.STOP
+    assert decision(0.82) == TrialScheduler.CONTINUE
