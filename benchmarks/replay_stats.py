@@ -230,7 +230,7 @@ def decide(sel: dict[str, Any], conf: dict[str, Any]) -> dict[str, Any]:
     if s in conf["eligible"] or (not conf["eligible"] and s in conf["fewest"]):
         return {"selected_on_selection": s, "by": "fallback, confirmed", "default": s}
     total = {d: len(sel["resolved_worse_than_best"][d]) + len(conf["resolved_worse_than_best"][d]) for d in order}
-    default = min(order, key=lambda d: (total[d], order.index(d)))
+    default = min(order, key=total.__getitem__)  # the first of equals: the simpler
     return {"selected_on_selection": s, "by": "fallback, fewest on both stages", "default": default, "counts": total}
 
 

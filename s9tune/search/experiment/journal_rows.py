@@ -38,14 +38,10 @@ SHOWN_IDS = 5  # of the runs read from the journal, how many the warning names
 
 @dataclass(frozen=True)
 class _Run:
-    study: Study
     trial: optuna.trial.FrozenTrial
     budget: int
     reruns: bool
-
-    @property
-    def where(self) -> str:
-        return f"{JOURNAL}: study {shown(self.study.name)}, trial {self.trial.number}"
+    where: str  # the journal, the study and the trial, for a message
 
 
 def _accuracy(value: Any, where: str) -> float:
@@ -74,16 +70,16 @@ def _finished(studies: list[Study], space: SearchSpace, path: str) -> list[_Run]
             raise S9Error(f"{where}: budget_epochs {shown(budget)} is not a budget of this search {list(budgets)}")
         done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         out += [
-            _Run(study, t, budget, reruns)
+            _Run(t, budget, reruns, f"{where}, trial {t.number}")
             for t in study.trials
             if t.state in done and not t.user_attrs.get(LOST_ATTR) and TUNE_ID in t.user_attrs
         ]
     return out
 
 
-def _row(run: _Run, *, space: SearchSpace, row_ids: dict[str, str], path: str) -> TrialRow:
+def _row(run: _Run, *, space: SearchSpace, row_ids: dict[str, str]) -> TrialRow:
     """The run as Tune's files would have shown it."""
-    t, where = run.trial, f"{path}/{run.where}"
+    t, where = run.trial, run.where
     attrs = t.user_attrs
     tid = _name(attrs.get(TUNE_ID), TUNE_ID, where)
     cid = _name(attrs.get(CONFIG_ATTR), CONFIG_ATTR, where)
@@ -145,7 +141,7 @@ def fill_from_journal(rows: list[TrialRow], studies: list[Study], space: SearchS
     at = {r.trial_id: i for i, r in enumerate(rows)}
     out, read = list(rows), []
     for run in runs:
-        row = _row(run, space=space, row_ids=row_ids, path=path)
+        row = _row(run, space=space, row_ids=row_ids)
         i = at.get(row.trial_id)
         if i is not None and out[i].status in OVER:
             continue

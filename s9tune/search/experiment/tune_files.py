@@ -113,7 +113,7 @@ def read_trials(files: Files) -> list[TrialFiles]:
             # (search/experiment/journal_rows.py). Anything else that does not parse beside
             # results is damage: one line.
             if rows and text.strip():
-                _json(files, f"{name}/{PARAMS}", text)  # raises its one line
+                raise _not_json(files, f"{name}/{PARAMS}") from None
             logger.warning("%s/%s/%s: empty or cut short (a killed driver); left out", files.path, name, PARAMS)
             continue
         if params is None:
@@ -227,13 +227,17 @@ def _number(v: Any) -> float:
     return float(v)
 
 
+def _not_json(files: Files, relpath: str) -> S9Error:
+    return S9Error(f"{files.path}/{relpath}: not valid JSON")
+
+
 def _json(files: Files, relpath: str, text: str | None) -> Any:
     if text is None:
         return None
     try:
         return json.loads(text)
     except (ValueError, RecursionError):  # JSONDecodeError, or an integer too long to convert
-        raise S9Error(f"{files.path}/{relpath}: not valid JSON") from None
+        raise _not_json(files, relpath) from None
 
 
 def _rows(files: Files, relpath: str, text: str | None) -> list[dict[str, Any]]:

@@ -111,13 +111,20 @@ def check_resume(folder: Folder) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# what Optuna's replay raises on lines of JSON it cannot apply
+_REPLAY_ERRORS = (KeyError, ValueError, TypeError, IndexError, AttributeError, AssertionError, RecursionError)
+
+
+def _unreadable(shown_as: str) -> S9Error:
+    return S9Error(f"{shown_as}: not an Optuna journal s9tune can read (damaged or edited)")
+
+
 def _open(path: Path, shown_as: str) -> JournalStorage:
     """Optuna's storage over the journal at `path` (whose lines `_good_length` passed)."""
     try:
         return JournalStorage(JournalFileBackend(str(path)))
-    except (KeyError, ValueError, TypeError, IndexError, AttributeError, AssertionError, RecursionError):
-        # lines of JSON that Optuna's replay cannot apply
-        raise S9Error(f"{shown_as}: not an Optuna journal s9tune can read (damaged or edited)") from None
+    except _REPLAY_ERRORS:
+        raise _unreadable(shown_as) from None
 
 
 @dataclass(frozen=True)
@@ -152,8 +159,8 @@ def read_studies(folder: Folder) -> list[Study]:
                 )
                 for s in storage.get_all_studies()
             ]
-        except (KeyError, ValueError, TypeError, IndexError, AttributeError, AssertionError, RecursionError):
-            raise S9Error(f"{where}: not an Optuna journal s9tune can read (damaged or edited)") from None
+        except _REPLAY_ERRORS:
+            raise _unreadable(where) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
